@@ -1,0 +1,146 @@
+"""Video: folders or Kinetics/SSv2 list files -> tubelet tokens (VideoMAE, VideoMAE v2).
+
+Decoding uses decord where it imports (x86_64 wheels) and PyAV elsewhere. One decoded video
+yields `repeats` clips (VideoMAE v2 repeated sampling) so decode cost is amortized.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import gin
+import numpy as np
+import torch
+from torchvision.transforms import v2 as T
+
+from modalities.image import GridAdapter, check_input, default_norm, save_rows, unpatchify
+from unimask.data import SampleDataset, list_files
+
+VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
+
+try:
+    import decord
+    decord.bridge.set_bridge("native")
+except ImportError:  # no wheel on this platform: PyAV below
+    decord = None
+
+
+def read_frames_av(path: str, indices: Optional[np.ndarray] = None):
+    """Decode with PyAV -> (frames uint8 [T, H, W, 3] at `indices` (all if None), frame count)."""
+    import av
+
+    with av.open(path) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    if not frames:
+        raise ValueError("no decodable video frames")
+    count = len(frames)
+    indices = np.arange(count) if indices is None else indices
+    return np.stack([frames[i] for i in indices]), count
+
+
+class VideoReader:
+    """Frame count + random access; decord when available, PyAV otherwise."""
+
+    def __init__(self, path: str, backend: str = "auto"):
+        self.path = path
+        self.backend = "decord" if backend == "auto" and decord is not None else ("av" if backend == "auto" else backend)
+        if self.backend == "decord":
+            self.reader = decord.VideoReader(path, num_threads=1)
+            self.count = len(self.reader)
+        else:
+            self.frames, self.count = read_frames_av(path)
+
+    def __len__(self):
+        return self.count
+
+    def get(self, indices: np.ndarray) -> np.ndarray:  # -> [T, H, W, 3] uint8
+        if self.backend == "decord":
+            return self.reader.get_batch(list(indices)).asnumpy()
+        return self.frames[indices]
+
+
+def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Generator, path: str) -> np.ndarray:
+    """VideoMAE sampling: num_frames frames `stride` apart from a random start -> [num_frames]."""
+    window = (num_frames - 1) * stride + 1
+    if count < window:
+        raise ValueError(f"{path}: {count} frames is shorter than the sampling window "
+                         f"of {window} ({num_frames} frames x stride {stride})")
+    start = int(rng.integers(0, count - window + 1))
+    return start + np.arange(num_frames) * stride
+
+
+@gin.configurable
+class VideoDataset(SampleDataset):
+    """Folder of videos (recursive, class sub-folders give labels) or list file `path [label]`.
+
+    Yields {'video': [C, T, H, W] (or [R, C, T, H, W] with repeats R > 1), 'label'}.
+    """
+
+    def __init__(self, root=gin.REQUIRED, num_frames: int = 16, sampling_rate: int = 4, img_size: int = 224,
+                 repeats: int = 1, min_scale: float = 0.25, augment: bool = True,
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 skip_bad_samples: bool = False, backend: str = "auto"):
+        self.items = list_files(root, VIDEO_EXTS)
+        self.num_frames, self.stride, self.repeats = num_frames, sampling_rate, repeats
+        self.samples_per_item, self.skip_bad_samples, self.backend = repeats, skip_bad_samples, backend
+        if augment:
+            self.transform = T.Compose([T.RandomResizedCrop(img_size, scale=(min_scale, 1.0), antialias=True),
+                                        T.RandomHorizontalFlip()])
+        else:
+            self.transform = T.Compose([T.Resize(img_size, antialias=True), T.CenterCrop(img_size)])
+        mean, std = default_norm(3, mean, std)
+        self.mean, self.std = torch.tensor(mean)[:, None, None, None], torch.tensor(std)[:, None, None, None]
+
+    def __len__(self):
+        return len(self.items)
+
+    def describe(self, index):
+        return self.items[index][0]
+
+    def load(self, index):
+        path, label = self.items[index]
+        try:
+            reader = VideoReader(path, self.backend)
+        except Exception as err:
+            raise ValueError(f"cannot decode video {path}: {err}") from err
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        clips = []
+        for _ in range(self.repeats):
+            frames = torch.from_numpy(reader.get(sample_indices(len(reader), self.num_frames, self.stride, rng, path)))
+            clip = frames.permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]: one crop/flip for all frames
+            clip = self.transform(clip).permute(1, 0, 2, 3)  # [3, T, h, w]
+            clips.append((clip - self.mean) / self.std)
+        video = clips[0] if self.repeats == 1 else torch.stack(clips)
+        return {"video": video, "label": -1 if label is None else label}
+
+
+@gin.configurable
+class VideoAdapter(GridAdapter):
+    """Clips [B, 3, T, H, W] -> tubelets (tubelet_size x patch x patch) on a (T', H', W') grid."""
+
+    batch_key = "video"
+
+    def __init__(self, num_frames: int = 16, img_size: int = 224, patch_size: int = 16, tubelet_size: int = 2,
+                 in_chans: int = 3, dim: int = 768):
+        super().__init__((tubelet_size, patch_size, patch_size), in_chans, dim)
+        self.num_frames, self.img_size = num_frames, img_size
+
+    def tokenize(self, batch):
+        x = batch[self.batch_key] if isinstance(batch, dict) else batch
+        check_input(x.flatten(0, 1) if x.dim() == 6 else x, (self.in_chans, self.num_frames, self.img_size, self.img_size),
+                    "video (VideoAdapter.in_chans/num_frames/img_size)")
+        return super().tokenize(batch)
+
+    def labels(self, batch):
+        label = batch.get("label")
+        video = batch[self.batch_key]
+        if label is not None and video.dim() == 6:  # repeated sampling: one label per clip
+            label = label.repeat_interleave(video.shape[1])
+        return label
+
+    def render(self, tokens, pred, mask, path):
+        """Time strip: rows input / masked / reconstruction, one column per tubelet start frame."""
+        rows = [[clip[:, t] for t in range(0, clip.shape[1], self.patch[0])] for clip in self.panels(tokens, pred, mask)]
+        return save_rows(rows, path)
+
+
+__all__ = ["VideoDataset", "VideoAdapter", "unpatchify"]

@@ -1,0 +1,51 @@
+"""Shared by the tools: register every configurable, parse gin, rebuild models from checkpoints."""
+from __future__ import annotations
+
+import os
+import sys
+
+import gin
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def register_all():
+    """Import every module that defines gin configurables (the core and all adapters)."""
+    import modalities  # noqa: F401
+    import unimask.decoders  # noqa: F401
+    import unimask.encoders  # noqa: F401
+    import unimask.losses  # noqa: F401
+    import unimask.masking  # noqa: F401
+    import unimask.model  # noqa: F401
+    import unimask.targets  # noqa: F401
+    import unimask.train.trainer  # noqa: F401
+
+
+def parse_gin(files=(), params=(), config_str: str = None):
+    """Checkpoint config first (if any), then files, then bindings; unknown names raise."""
+    register_all()
+    gin.clear_config()
+    gin.add_config_file_search_path(ROOT)
+    if config_str:
+        gin.parse_config(config_str)
+    for path in files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"gin file {path} does not exist")
+    gin.parse_config_files_and_bindings(list(files), list(params))
+
+
+def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = True):
+    """Rebuild MaskedModel from the checkpoint's own gin config (+ overrides) and load weights."""
+    from unimask.model import MaskedModel
+    from unimask.train.checkpoint import load_checkpoint, load_model_state
+
+    state = load_checkpoint(path)
+    parse_gin(files, params, config_str=state["config"])
+    model = gin.query_parameter("train.model").scoped_configurable_fn()
+    if not isinstance(model, MaskedModel):
+        raise TypeError(f"train.model in {path} is not a MaskedModel")
+    if load_weights:
+        load_model_state(model, state["model"])
+    return model, state

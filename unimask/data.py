@@ -1,0 +1,160 @@
+"""Data plumbing shared by every modality: file discovery, seeded samples, bad-file skips,
+and the step-indexed sampler that makes resume exact.
+
+Every sample is drawn as (index, seed): the seed fixes its augmentation wherever it is
+decoded (any worker, any worker count), and the sampler derives both from the global
+sample position, so a run resumed at step k sees exactly the samples it would have seen.
+"""
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+Roots = Union[str, Sequence[str]]
+LIST_EXTS = (".csv", ".txt", ".lst")
+
+
+def as_roots(root: Roots) -> List[str]:
+    if root is None or root == "":
+        raise ValueError("dataset root is not set (bind <Dataset>.root in gin)")
+    return [root] if isinstance(root, (str, os.PathLike)) else list(root)
+
+
+def read_list_file(path: str, exts: Tuple[str, ...]) -> List[Tuple[str, Optional[int]]]:
+    """Kinetics/SSv2-style list: `path [label]` per line (space or comma separated),
+    paths relative to the list file's folder."""
+    base = os.path.dirname(os.path.abspath(path))
+    items = []
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.replace(",", " ").split()
+            file = parts[0] if os.path.isabs(parts[0]) else os.path.join(base, parts[0])
+            if exts and not file.lower().endswith(exts):
+                continue  # a header row or a file of another kind
+            label = None
+            if len(parts) > 1:
+                try:
+                    label = int(parts[-1])
+                except ValueError:
+                    raise ValueError(f"{path}:{line_no}: label {parts[-1]!r} is not an integer") from None
+            items.append((file, label))
+    return items
+
+
+def scan_folder(folder: str, exts: Tuple[str, ...]) -> List[Tuple[str, Optional[int]]]:
+    """Recursive scan; files in class sub-folders get the sub-folder's index as label
+    (ImageFolder / ModelNet layout), files at the top level get none."""
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    items = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, folder)
+        top = rel.split(os.sep)[0]
+        label = classes.index(top) if top in classes else None
+        items += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if f.lower().endswith(exts)]
+    return items
+
+
+def list_files(root: Roots, exts: Tuple[str, ...]) -> List[Tuple[str, Optional[int]]]:
+    """Folders, list files and single files -> [(path, label|None)]; an empty result is an error."""
+    items = []
+    for r in as_roots(root):
+        r = os.path.expanduser(str(r))
+        if os.path.isdir(r):
+            found = scan_folder(r, exts)
+        elif os.path.isfile(r) and r.lower().endswith(LIST_EXTS) and not r.lower().endswith(exts):
+            found = read_list_file(r, exts)
+        elif os.path.isfile(r):
+            found = [(r, None)]
+        else:
+            raise FileNotFoundError(f"dataset root {r!r} does not exist")
+        if not found:
+            raise ValueError(f"dataset root {r!r} holds no files with extensions {', '.join(exts)}")
+        items += found
+    return items
+
+
+def seed_everything(seed: int):
+    """Seed python, numpy and torch in this process (a worker or the main one)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class SampleDataset(torch.utils.data.Dataset):
+    """Base for modality datasets: `load(i) -> dict` is the subclass's job.
+
+    Indexing with (i, seed) seeds the augmentation. A file that fails to load raises an error
+    naming it; with skip_bad_samples=True the next file is taken instead, a warning is logged
+    and the sample carries `n_bad` so the trainer counts skips.
+    """
+
+    samples_per_item = 1  # clips per decoded video (repeated sampling) and the like
+    skip_bad_samples = False
+
+    def describe(self, index: int) -> str:
+        return f"sample {index}"
+
+    def load(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None:
+            seed_everything(seed)
+        n_bad = 0
+        for attempt in range(min(len(self), 100)):
+            i = (index + attempt) % len(self)
+            try:
+                sample = self.load(i)
+                sample["n_bad"] = n_bad
+                return sample
+            except Exception as err:
+                if not self.skip_bad_samples:
+                    raise RuntimeError(f"{self.describe(i)}: {err}") from err
+                n_bad += 1
+                warnings.warn(f"skipping bad sample {self.describe(i)}: {err}")
+        raise RuntimeError(f"{n_bad} consecutive bad samples from {self.describe(index)} on; giving up")
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Endless micro-batches of (index, seed), starting at a global sample position.
+
+    Global position p (counted over all ranks) maps to epoch p // n and a per-epoch seeded
+    permutation; rank r of w takes positions p with p % w == r. Cycling means a recipe runs
+    even on a data set smaller than one batch.
+    """
+
+    def __init__(self, n: int, micro_batch: int, seed: int = 0, start: int = 0, rank: int = 0,
+                 world: int = 1, shuffle: bool = True):
+        if n <= 0:
+            raise ValueError("the dataset is empty")
+        self.n, self.micro_batch, self.seed, self.start = n, micro_batch, seed, start
+        self.rank, self.world, self.shuffle = rank, world, shuffle
+        self._perm_epoch, self._perm = None, None
+
+    def index_at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.n)
+        if not self.shuffle:
+            return offset
+        if epoch != self._perm_epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.n, generator=gen).tolist(), epoch
+        return self._perm[offset]
+
+    def __iter__(self) -> Iterable[list]:
+        position = self.start + self.rank
+        while True:
+            batch = []
+            for _ in range(self.micro_batch):
+                batch.append((self.index_at(position), (self.seed * 7_919 + position) % (2**62)))
+                position += self.world
+            yield batch

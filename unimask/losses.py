@@ -1,0 +1,82 @@
+"""Per-token losses: loss(pred [B,M,T], target [B,M,T], weight [B,M,T]|None) -> [B,M].
+
+The model reduces the per-token values over the tokens it scores, so a learning masker can
+read them (HPM, AdaMAE) and ragged batches weigh each real token once.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import gin
+import torch
+import torch.nn.functional as F
+
+
+def weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """[B, M, T] -> [B, M], averaged over T (by weight where given)."""
+    if weight is None:
+        return values.mean(-1)
+    return (values * weight).sum(-1) / weight.sum(-1).clamp(min=1e-6)
+
+
+@gin.configurable
+class MSELoss:
+    """MAE's mean squared error per token."""
+
+    def __call__(self, pred, target, weight=None):
+        return weighted_mean((pred.float() - target.float()) ** 2, weight)
+
+
+@gin.configurable
+class L1Loss:
+    """SimMIM's L1 per token."""
+
+    def __call__(self, pred, target, weight=None):
+        return weighted_mean((pred.float() - target.float()).abs(), weight)
+
+
+@gin.configurable
+class SCELoss:
+    """GraphMAE's scaled cosine error (1 - cos)^alpha per token."""
+
+    def __init__(self, alpha: float = 2.0):
+        self.alpha = alpha
+
+    def __call__(self, pred, target, weight=None):
+        cos = F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-8)
+        return (1 - cos).clamp(min=0).pow(self.alpha)
+
+
+@gin.configurable
+class CELoss:
+    """Cross-entropy for token ids: pred [B,M,V] logits, target [B,M,1] long ids."""
+
+    def __call__(self, pred, target, weight=None):
+        b, m, v = pred.shape
+        return F.cross_entropy(pred.float().reshape(b * m, v), target.reshape(b * m).long(), reduction="none").view(b, m)
+
+
+@gin.configurable
+class ChamferLoss:
+    """Chamfer-L2 between point sets, pure torch; pred/target [B, M, S*point_dim].
+
+    Computed in chunks of `chunk` token rows so the [rows, S, S] distance block stays small.
+    """
+
+    def __init__(self, point_dim: int = 3, chunk: int = 4096, squared: bool = True):
+        self.point_dim, self.chunk, self.squared = point_dim, chunk, squared
+
+    def __call__(self, pred, target, weight=None):
+        b, m, _ = pred.shape
+        p = pred.float().reshape(b * m, -1, self.point_dim)  # [R, S, d]
+        t = target.float().reshape(b * m, -1, self.point_dim)  # [R, S', d]
+        out = []
+        for start in range(0, p.shape[0], self.chunk):
+            out.append(chamfer_rows(p[start:start + self.chunk], t[start:start + self.chunk], self.squared))
+        return torch.cat(out).view(b, m)
+
+
+def chamfer_rows(p: torch.Tensor, t: torch.Tensor, squared: bool = True) -> torch.Tensor:
+    """p [R, S, d], t [R, S', d] -> [R]: mean nearest distance both ways (Point-MAE's CD-L2 sum)."""
+    dist = torch.cdist(p, t).pow(2) if squared else torch.cdist(p, t)  # [R, S, S']
+    return dist.min(2).values.mean(1) + dist.min(1).values.mean(1)

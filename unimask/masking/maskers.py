@@ -1,0 +1,63 @@
+"""Maskers that hide tokens by a fixed rule: random (MAE) and tube (VideoMAE)."""
+from __future__ import annotations
+
+import gin
+import torch
+
+from unimask.masking.base import Masker, count_hidden, grid_layout, hide_lowest, random_scores
+
+
+@gin.configurable
+class RandomMasker(Masker):
+    """MAE (He et al. 2022): hide a uniformly random subset of the valid tokens.
+
+    unit=(2, 2) hides whole 2x2 cells of a grid instead (SimMIM's 32px mask patches over
+    16px tokens); the count rule then counts cells.
+    """
+
+    def __init__(self, unit=None):
+        self.unit = tuple(unit) if unit else None
+
+    def hide(self, tokens, ratio, generator):
+        valid = tokens.valid_mask()  # [B, N]
+        if self.unit is None:
+            noise = random_scores(valid.shape, generator, valid.device)
+            return hide_lowest(noise, count_hidden(ratio, valid.sum(1)), valid)
+        cells, cell_of_token = grid_cells(tokens, self.unit, "RandomMasker")
+        batch = tokens.batch_size
+        cell_valid = torch.zeros(batch, cells, dtype=torch.bool, device=valid.device)
+        cell_valid.scatter_reduce_(1, cell_of_token.expand(batch, -1), valid, "amax")
+        noise = random_scores((batch, cells), generator, valid.device)
+        hidden_cells = hide_lowest(noise, count_hidden(ratio, cell_valid.sum(1)), cell_valid)
+        return torch.gather(hidden_cells, 1, cell_of_token.expand(batch, -1))
+
+
+def grid_cells(tokens, unit, name):
+    """Cells of `unit` tokens on the grid -> (number of cells, [1, N] cell index of each token)."""
+    if tokens.grid is None or len(unit) != len(tokens.grid):
+        raise ValueError(f"{name}.unit={unit} needs a grid of {len(unit)} axes, tokens have grid {tokens.grid}")
+    if any(g % u for g, u in zip(tokens.grid, unit)):
+        raise ValueError(f"{name}.unit={unit} does not divide the token grid {tokens.grid}")
+    axes = torch.meshgrid(*[torch.arange(g, device=tokens.patches.device) // u for g, u in zip(tokens.grid, unit)],
+                          indexing="ij")
+    cell_grid = [g // u for g, u in zip(tokens.grid, unit)]
+    index = torch.zeros_like(axes[0])
+    for axis, size in zip(axes, cell_grid):
+        index = index * size + axis
+    return int(torch.tensor(cell_grid).prod()), index.reshape(1, -1)
+
+
+@gin.configurable
+class TubeMasker(Masker):
+    """VideoMAE (Tong et al. 2022): one spatial mask shared by every time slot.
+
+    A unit is a spatial place (h, w) over all T slots; round(ratio * H * W) places are hidden.
+    """
+
+    def hide(self, tokens, ratio, generator):
+        t, h, w = grid_layout(tokens, "TubeMasker")
+        batch = tokens.batch_size
+        places_valid = tokens.valid_mask().view(batch, t, h * w).any(1)  # [B, H*W]
+        noise = random_scores((batch, h * w), generator, ratio.device)
+        hidden_places = hide_lowest(noise, count_hidden(ratio, places_valid.sum(1)), places_valid)
+        return hidden_places[:, None, :].expand(batch, t, h * w).reshape(batch, t * h * w)

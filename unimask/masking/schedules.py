@@ -1,0 +1,84 @@
+"""Mask-ratio schedules shared by every modality.
+
+A schedule is `schedule(progress in [0, 1], batch_size, generator) -> [B] ratios`. The
+trainer steps it with progress = step / train.steps; schedules are pure functions of
+progress, so resuming from a checkpoint reproduces them exactly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import gin
+import torch
+
+
+class RatioSchedule:
+    def value(self, progress: float) -> float:
+        raise NotImplementedError
+
+    def __call__(self, progress: float, batch_size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return torch.full((batch_size,), float(self.value(min(max(progress, 0.0), 1.0))))
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@gin.configurable
+class ConstantRatio(RatioSchedule):
+    def __init__(self, ratio: float = 0.75):
+        self.ratio = ratio
+
+    def value(self, progress):
+        return self.ratio
+
+
+@gin.configurable
+class LinearRatio(RatioSchedule):
+    """start -> end linearly over training (easy-to-hard curricula)."""
+
+    def __init__(self, start: float = 0.5, end: float = 0.9):
+        self.start, self.end = start, end
+
+    def value(self, progress):
+        return self.start + (self.end - self.start) * progress
+
+
+@gin.configurable
+class CosineRatio(RatioSchedule):
+    """start -> end along a half cosine."""
+
+    def __init__(self, start: float = 0.5, end: float = 0.9):
+        self.start, self.end = start, end
+
+    def value(self, progress):
+        return self.end + (self.start - self.end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@gin.configurable
+class StepRatio(RatioSchedule):
+    """Piecewise constant: ratios[i] from boundaries[i-1] (progress) on."""
+
+    def __init__(self, ratios: Sequence[float] = (0.5, 0.75, 0.9), boundaries: Sequence[float] = (1 / 3, 2 / 3)):
+        if len(ratios) != len(boundaries) + 1:
+            raise ValueError(f"StepRatio needs len(ratios) == len(boundaries) + 1, got {ratios} and {boundaries}")
+        self.ratios, self.boundaries = list(ratios), list(boundaries)
+
+    def value(self, progress):
+        return self.ratios[sum(progress >= b for b in self.boundaries)]
+
+
+@gin.configurable
+class UniformRatio(RatioSchedule):
+    """A different ratio per sample, uniform in [low, high) (masked-diffusion training)."""
+
+    def __init__(self, low: float = 0.0, high: float = 0.99):
+        self.low, self.high = low, high
+
+    def value(self, progress):
+        return 0.5 * (self.low + self.high)
+
+    def __call__(self, progress, batch_size, generator=None):
+        device = generator.device if generator is not None else "cpu"
+        u = torch.rand(batch_size, generator=generator, device=device).cpu()
+        return self.low + (self.high - self.low) * u

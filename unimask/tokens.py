@@ -1,0 +1,115 @@
+"""Tokens and Mask: the only contract between modality adapters and the core.
+
+An adapter turns a raw batch into `Tokens`; a masker turns `Tokens` into a `Mask`; the
+model, encoders, decoders and losses see nothing else. Everything a modality needs the
+core to know travels in a field here, never as a modality name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import torch
+
+
+def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Pick tokens per sample. x [B, N, ...], ids [B, K] long -> [B, K, ...]."""
+    index = ids.reshape(*ids.shape, *([1] * (x.dim() - 2))).expand(*ids.shape, *x.shape[2:])
+    return torch.gather(x, 1, index)
+
+
+@dataclass
+class Tokens:
+    """A batch cut into tokens.
+
+    patches     [B, N, P] raw content per token (text ids as [B, N, 1] long)
+    coords      [B, N, C] where each token lives (grid index, xyz centre, node index...)
+    valid       [B, N] bool, False for padding; None = all valid
+    grid        dense layout such as (T, H, W) with N = prod(grid), row-major; None if none
+    group       [N] long channel group / sub-modality of each token; None if one group
+    patch_shape layout of P, e.g. (2, 16, 16, 3) for a tubelet; None if flat
+    extras      passed through untouched (edge_index into the flattened B*N tokens...)
+    """
+
+    patches: torch.Tensor
+    coords: torch.Tensor
+    valid: Optional[torch.Tensor] = None
+    grid: Optional[tuple] = None
+    group: Optional[torch.Tensor] = None
+    patch_shape: Optional[tuple] = None
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.patches.dim() != 3:
+            raise ValueError(f"Tokens.patches must be [B, N, P], got shape {tuple(self.patches.shape)}")
+        if self.coords.shape[:2] != self.patches.shape[:2]:
+            raise ValueError(f"Tokens.coords {tuple(self.coords.shape)} does not match patches {tuple(self.patches.shape)}")
+        if self.valid is not None and self.valid.shape != self.patches.shape[:2]:
+            raise ValueError(f"Tokens.valid {tuple(self.valid.shape)} must be [B, N] = {tuple(self.patches.shape[:2])}")
+        if self.grid is not None and int(torch.tensor(self.grid).prod()) != self.patches.shape[1]:
+            raise ValueError(f"Tokens.grid {self.grid} does not multiply to N={self.patches.shape[1]}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.patches.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.patches.shape[1]
+
+    def valid_mask(self) -> torch.Tensor:
+        """[B, N] bool, all True when `valid` is None."""
+        if self.valid is not None:
+            return self.valid
+        return torch.ones(self.patches.shape[:2], dtype=torch.bool, device=self.patches.device)
+
+    def n_valid(self) -> torch.Tensor:
+        """[B] long number of real tokens per sample."""
+        return self.valid_mask().sum(1)
+
+    def replace(self, **changes) -> "Tokens":
+        return replace(self, **changes)
+
+
+@dataclass
+class Mask:
+    """Which tokens the encoder sees and which the decoder predicts.
+
+    ids_keep    [B, K] long  visible tokens; samples with fewer are padded (keep_valid False)
+    keep_valid  [B, K] bool
+    masked      [B, N] bool  True where hidden (never on padding)
+    ids_restore [B, N] long  inverse of the permutation (visible first, then hidden, then padding)
+    ratio       [B] float    the ratio each sample was masked at
+    decode      [B, N] bool|None  tokens the decoder predicts and the loss covers; None = masked
+    aux         dict         state of a learning masker (log-probs, predicted losses)
+    """
+
+    ids_keep: torch.Tensor
+    keep_valid: torch.Tensor
+    masked: torch.Tensor
+    ids_restore: torch.Tensor
+    ratio: torch.Tensor
+    decode: Optional[torch.Tensor] = None
+    aux: dict = field(default_factory=dict)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """[B, N] bool: tokens whose prediction is scored (decode, or all masked)."""
+        return self.masked if self.decode is None else self.decode & self.masked
+
+    @staticmethod
+    def from_hidden(masked: torch.Tensor, valid: torch.Tensor, ratio: torch.Tensor) -> "Mask":
+        """Build the index view from a hidden-token map.
+
+        masked [B, N] bool, valid [B, N] bool, ratio [B]. Visible tokens keep their original
+        order (stable sort), so `ids_keep` is reproducible and the encoder sees them in place.
+        """
+        masked = masked & valid
+        order_key = masked.to(torch.int8) + 2 * (~valid).to(torch.int8)  # 0 visible, 1 hidden, 2 padding
+        ids_shuffle = torch.argsort(order_key, dim=1, stable=True)  # [B, N]
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        n_keep = (valid & ~masked).sum(1)  # [B]
+        k = int(n_keep.max()) if n_keep.numel() else 0
+        ids_keep = ids_shuffle[:, :k]
+        keep_valid = torch.arange(k, device=masked.device)[None] < n_keep[:, None]
+        return Mask(ids_keep, keep_valid, masked, ids_restore, ratio.to(masked.device).float())

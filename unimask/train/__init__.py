@@ -1,0 +1,1 @@
+"""One trainer for every modality: devices, precision, checkpoints, logging, distributed."""

@@ -1,0 +1,105 @@
+"""Atomic checkpoints: write a temp file, fsync, os.replace; keep the previous one as prev.pt.
+
+A kill at any moment leaves either the old or the new last.pt whole, never half of one, and a
+file damaged on disk is detected on load with an error that names the fallback.
+"""
+from __future__ import annotations
+
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def atomic_save(obj, path: str):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(obj, folder: str, step: int, keep: bool = False) -> str:
+    """last.pt (previous one kept as prev.pt) and, with keep, a step_N.pt snapshot."""
+    last = os.path.join(folder, "last.pt")
+    if os.path.exists(last):
+        os.replace(last, os.path.join(folder, "prev.pt"))
+    atomic_save(obj, last)
+    if keep:
+        atomic_save(obj, os.path.join(folder, f"step_{step}.pt"))
+    return last
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """torch.load with a clear error for missing, truncated or corrupt files."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:
+        prev = os.path.join(os.path.dirname(path), "prev.pt")
+        hint = f"; the previous checkpoint {prev} may still load" if os.path.exists(prev) and path != prev else ""
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {err}){hint}") from err
+
+
+def load_latest(folder: str) -> dict:
+    """last.pt, or prev.pt with a warning when last.pt is damaged."""
+    try:
+        return load_checkpoint(os.path.join(folder, "last.pt"))
+    except CheckpointError as err:
+        prev = os.path.join(folder, "prev.pt")
+        if not os.path.exists(prev):
+            raise
+        warnings.warn(f"{err}; resuming from {prev}")
+        return load_checkpoint(prev)
+
+
+def clean_state_dict(state: dict) -> dict:
+    """Strip DDP's `module.` and torch.compile's `_orig_mod.` wherever they appear in a key."""
+    out = {}
+    for key, value in state.items():
+        for prefix in STRIP_PREFIXES:
+            key = key.replace(prefix, "")
+        out[key] = value
+    return out
+
+
+def load_model_state(model: torch.nn.Module, state: dict, strict: bool = True):
+    """Load with prefixes stripped; name missing/unexpected keys clearly."""
+    result = model.load_state_dict(clean_state_dict(state), strict=False)
+    if strict and (result.missing_keys or result.unexpected_keys):
+        raise CheckpointError(f"checkpoint does not match the model: missing keys {result.missing_keys[:10]}"
+                              f"{'...' if len(result.missing_keys) > 10 else ''}, unexpected keys "
+                              f"{result.unexpected_keys[:10]}{'...' if len(result.unexpected_keys) > 10 else ''}")
+    return result
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

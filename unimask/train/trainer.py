@@ -1,0 +1,291 @@
+"""Trainer: one loop for every modality, bound in gin as `train.*`.
+
+`train.batch_size` is the global batch per optimizer step (all processes, all accumulation
+steps); lr = base_lr * batch_size / 256 as in MAE. Every step re-seeds torch from
+(seed, step, rank) and draws its mask from a generator seeded the same way, and the data
+sampler is indexed by global sample position, so resume is bit-identical.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from typing import Optional
+
+import gin
+import torch
+from tqdm import tqdm
+
+from unimask.data import StepBatchSampler
+from unimask.train import checkpoint as ckpt
+from unimask.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from unimask.train.logging import MetricsLog, write_run_info
+from unimask.train.optim import lr_at, make_optimizer
+from unimask.train.precision import autocast, resolve_device, resolve_precision
+
+
+def to_device(batch, device, non_blocking=False):
+    """Move tensors (in dicts, lists or objects with .to, e.g. PyG batches) to the device."""
+    if isinstance(batch, torch.Tensor) or hasattr(batch, "to") and not isinstance(batch, (dict, list, tuple)):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def step_seed(seed: int, step: int, rank: int = 0, micro: int = 0) -> int:
+    return (seed * 1_000_003 + step * 8_191 + rank * 131 + micro) % (2**62)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@gin.configurable("train")
+class Trainer:
+    def __init__(self, model=gin.REQUIRED, dataset=gin.REQUIRED, steps: int = 1000, batch_size: int = 64,
+                 base_lr: float = 1.5e-4, lr: Optional[float] = None, min_lr: float = 0.0,
+                 warmup_steps: int = 0, weight_decay: float = 0.05, betas=(0.9, 0.95),
+                 clip_grad: Optional[float] = None, accum_steps: int = 1, seed: int = 0,
+                 precision: str = "auto", device: str = "auto", num_workers: int = 2, pin_memory: bool = True,
+                 persistent_workers: bool = True, prefetch_factor: int = 2, log_every: int = 50,
+                 eval_every: int = 500, ckpt_every: int = 1000, keep_every: Optional[int] = None,
+                 stop_at: Optional[int] = None, max_consecutive_skips: int = 20, compile: bool = False,
+                 ema_decay: Optional[float] = None, fsdp: bool = False, progress_bar: bool = True):
+        self.device = resolve_device(device)
+        self.dist = init_distributed(self.device)
+        if self.dist.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.precision = resolve_precision(precision, self.device)
+        micro_total = self.dist.world * accum_steps
+        samples_per_item = getattr(dataset, "samples_per_item", 1)
+        if batch_size % (micro_total * samples_per_item):
+            raise ValueError(f"train.batch_size={batch_size} must be divisible by world size x accum_steps x clips "
+                             f"per video = {self.dist.world} x {accum_steps} x {samples_per_item}")
+        self.micro_batch = batch_size // micro_total // samples_per_item  # dataset items per micro-step
+        self.model, self.dataset = model.to(self.device), dataset
+        self.steps, self.batch_size, self.accum_steps, self.seed = steps, batch_size, accum_steps, seed
+        self.stop_at = steps if stop_at is None else min(stop_at, steps)
+        self.peak_lr = lr if lr is not None else base_lr * batch_size / 256
+        self.min_lr, self.warmup_steps, self.clip_grad = min_lr, warmup_steps, clip_grad
+        self.log_every, self.eval_every, self.ckpt_every, self.keep_every = log_every, eval_every, ckpt_every, keep_every
+        self.max_consecutive_skips, self.progress_bar = max_consecutive_skips, progress_bar
+        self.loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and self.device.type == "cuda",
+                                  persistent_workers=persistent_workers and num_workers > 0,
+                                  prefetch_factor=prefetch_factor if num_workers > 0 else None,
+                                  collate_fn=getattr(dataset, "collate", None))
+        self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if ema_decay else None
+        self.ema_decay = ema_decay
+        self.train_model = self._wrap(self.model, compile, fsdp)
+        self.step, self.skipped, self.n_bad, self.position = 0, 0, 0, 0
+        self._stop_signal = None
+
+    # ---- setup ---------------------------------------------------------------------------
+    def _wrap(self, model, compile: bool, fsdp: bool):
+        if compile:
+            model.encoder.compile()
+            model.decoder.compile()
+        if self.dist.world > 1:
+            if fsdp:
+                from torch.distributed.fsdp import fully_shard
+
+                for module in list(model.encoder.modules()) + list(model.decoder.modules()):
+                    if type(module).__name__ == "Block":
+                        fully_shard(module)
+                return fully_shard(model)
+            return torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        return model
+
+    def make_loader(self, start: int):
+        sampler = StepBatchSampler(len(self.dataset), self.micro_batch, self.seed, start, self.dist.rank, self.dist.world)
+        kwargs = {k: v for k, v in self.loader_kwargs.items() if v is not None or k == "collate_fn"}
+        if kwargs.get("collate_fn") is None:
+            kwargs.pop("collate_fn")
+        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, **kwargs)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "schedules": {"lr": {"peak": self.peak_lr, "warmup": self.warmup_steps, "min_lr": self.min_lr,
+                                     "total": self.steps},
+                              "mask": self.model.schedule.state_dict()},
+                "scaler": self.scaler.state_dict() if self.scaler else None, "rng": ckpt.rng_state(),
+                "data": {"position": self.position, "seed": self.seed}, "skipped": self.skipped,
+                "n_bad": self.n_bad, "ema": self.ema, "config": gin.config_str()}
+
+    def restore(self, state: dict):
+        ckpt.load_model_state(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step, self.skipped, self.n_bad = state["step"], state.get("skipped", 0), state.get("n_bad", 0)
+        self.position = state["data"]["position"]
+        if self.ema is not None and state.get("ema"):
+            self.ema = state["ema"]
+
+    def save(self, workdir: str):
+        if self.dist.is_main:
+            keep = bool(self.keep_every) and self.step % self.keep_every == 0
+            ckpt.save_checkpoint(self.state(), os.path.join(workdir, "checkpoints"), self.step, keep)
+        barrier(self.dist)
+
+    # ---- one optimizer step ---------------------------------------------------------------
+    def train_step(self, batches: list) -> dict:
+        """batches: accum_steps micro-batches -> metrics; skips (and counts) non-finite steps."""
+        progress = self.step / self.steps
+        lr = lr_at(self.step, self.steps, self.peak_lr, self.warmup_steps, self.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(step_seed(self.seed, self.step, self.dist.rank))  # dropout, drop-path, replace
+        self.train_model.train()
+        total_loss, ratios, finite = 0.0, [], True
+        for micro, batch in enumerate(batches):
+            generator = torch.Generator().manual_seed(step_seed(self.seed, self.step, self.dist.rank, micro + 1))
+            sync = micro == len(batches) - 1 or not hasattr(self.train_model, "no_sync")
+            with (contextlib.nullcontext() if sync else self.train_model.no_sync()):
+                with autocast(self.precision, self.device):
+                    out = self.train_model(batch, progress=progress, generator=generator)
+                loss = out["loss"] / len(batches)
+                finite &= bool(torch.isfinite(loss.detach()))
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total_loss += float(loss.detach())
+            ratios.append(float(out["mask"].ratio.float().mean()))
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad if self.clip_grad else float("inf"))
+        finite_flag = torch.tensor(float(finite and bool(torch.isfinite(grad_norm))), device=self.device)
+        finite = bool(all_reduce_mean(finite_flag, self.dist) == 1.0)
+        if finite:
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.model.after_step(progress)
+            self._update_ema()
+            self.consecutive_skips = 0
+        else:
+            self.skipped += 1
+            self.consecutive_skips = getattr(self, "consecutive_skips", 0) + 1
+            if self.consecutive_skips >= self.max_consecutive_skips:
+                raise NonFiniteLossError(f"{self.consecutive_skips} consecutive steps had a non-finite loss or "
+                                         f"gradient (last at step {self.step}); stopping (train.max_consecutive_skips)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.position += self.batch_size // getattr(self.dataset, "samples_per_item", 1)
+        return {"loss": total_loss if finite else float("nan"), "lr": lr, "mask_ratio": sum(ratios) / len(ratios),
+                "grad_norm": float(grad_norm) if finite else float("nan")}
+
+    @torch.no_grad()
+    def _update_ema(self):
+        if self.ema is None:
+            return
+        for key, value in self.model.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.ema[key].mul_(self.ema_decay).add_(value.detach(), alpha=1 - self.ema_decay)
+            else:
+                self.ema[key].copy_(value)
+
+    # ---- fixed-batch evaluation -----------------------------------------------------------
+    def fixed_batch(self):
+        """One batch and one mask that stay the same for the whole run (and across runs)."""
+        if not hasattr(self, "_fixed"):
+            sampler = StepBatchSampler(len(self.dataset), max(1, self.micro_batch), seed=12345, shuffle=False)
+            items = next(iter(sampler))
+            collate = self.loader_kwargs["collate_fn"] or torch.utils.data.default_collate
+            batch = to_device(collate([self.dataset[item] for item in items]), self.device)
+            tokens = self.model.adapter.tokenize(batch)
+            mask = self.model.make_mask(tokens, 0.0, torch.Generator().manual_seed(12345))
+            self._fixed = (batch, mask)
+        return self._fixed
+
+    @torch.no_grad()
+    def evaluate(self, workdir: Optional[str]) -> float:
+        batch, mask = self.fixed_batch()
+        self.model.eval()
+        with autocast(self.precision, self.device):
+            out = self.model(batch, progress=self.step / self.steps, mask=mask,
+                             generator=torch.Generator().manual_seed(12345))
+        if workdir and self.dist.is_main:
+            pred = self.model.target.invert(self.model.full_prediction(out), out["tokens"], self.model.adapter)
+            path = os.path.join(workdir, "recon", f"step_{self.step}.png")
+            try:
+                self.model.adapter.render(out["tokens"], pred, mask, path)
+                self.log.image("recon", path, self.step)
+            except NotImplementedError:
+                pass
+        self.model.train()
+        return float(all_reduce_mean(out["loss"].detach().float(), self.dist))
+
+    # ---- the loop --------------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
+    def fit(self, workdir: str, resume: bool = False) -> dict:
+        os.makedirs(workdir, exist_ok=True)
+        if resume and os.path.exists(os.path.join(workdir, "checkpoints", "last.pt")):
+            self.restore(ckpt.load_latest(os.path.join(workdir, "checkpoints")))
+        elif resume:
+            raise FileNotFoundError(f"--resume: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+        self.log = MetricsLog(workdir, enabled=self.dist.is_main)
+        if self.dist.is_main:
+            with open(os.path.join(workdir, "config.gin"), "w") as f:
+                f.write(gin.config_str())
+            write_run_info(workdir, world_size=self.dist.world, device=str(self.device), precision=self.precision,
+                           micro_batch=self.micro_batch, accum_steps=self.accum_steps, resumed_at=self.step)
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._loop(workdir)
+        finally:
+            for s, handler in old_handlers.items():
+                signal.signal(s, handler)
+            self.log.close()
+
+    def _loop(self, workdir: str) -> dict:
+        loader = iter(self.make_loader(self.position))
+        bar = tqdm(total=self.stop_at, initial=self.step, disable=not (self.progress_bar and self.dist.is_main),
+                   dynamic_ncols=True, mininterval=1.0, desc="train")
+        window, t0, last = [], time.perf_counter(), {}
+        while self.step < self.stop_at:
+            batches = []
+            for _ in range(self.accum_steps):
+                batch = next(loader)
+                self.n_bad += int(batch.pop("n_bad").sum()) if isinstance(batch, dict) and "n_bad" in batch else 0
+                batches.append(to_device(batch, self.device, non_blocking=True))
+            metrics = self.train_step(batches)
+            if math.isfinite(metrics["loss"]):
+                window.append(metrics["loss"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", ratio=f"{metrics['mask_ratio']:.2f}",
+                            refresh=False)
+            final = self.step == self.stop_at
+            if self.step % self.log_every == 0 or final:
+                elapsed = time.perf_counter() - t0
+                row = {"step": self.step, "loss": sum(window) / len(window) if window else float("nan"),
+                       "lr": metrics["lr"], "mask_ratio": metrics["mask_ratio"], "grad_norm": metrics["grad_norm"],
+                       "samples_per_s": len(window or [0]) * self.batch_size / max(elapsed, 1e-9),
+                       "skipped": self.skipped, "bad_samples": self.n_bad}
+                if self.step % self.eval_every == 0 or final:
+                    row["eval_loss"] = self.evaluate(workdir)
+                self.log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", ratio=f"{row['mask_ratio']:.2f}",
+                                sps=f"{row['samples_per_s']:.1f}")
+                last, window, t0 = row, [], time.perf_counter()
+            if final or self.step % self.ckpt_every == 0 or self._stop_signal is not None:
+                self.save(workdir)
+            if self._stop_signal is not None:
+                bar.write(f"signal {self._stop_signal}: checkpoint saved at step {self.step}, exiting")
+                break
+        bar.close()
+        return last
