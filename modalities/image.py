@@ -109,7 +109,7 @@ class ImageDataset(SampleDataset):
 
     def load(self, index):
         array = to_channels(self.read(index), self.in_chans, self.describe(index))
-        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0  # [C, H, W]
+        image = torch.from_numpy(np.array(array)).permute(2, 0, 1).float() / 255.0  # [C, H, W]
         image = (self.transform(image) - self.mean) / self.std
         label = self.items[index][1]
         return {"image": image, "label": -1 if label is None else label}

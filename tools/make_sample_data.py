@@ -180,9 +180,13 @@ SHORT_SIDE, MAX_FRAMES, MIN_FRAMES = 128, 64, 32
 
 
 def _even_size(w: int, h: int, short: int) -> tuple[int, int]:
-    """Scale so the short side is ``short``; keep aspect; force even dims (yuv420)."""
+    """Scale so the short side is ``short``, keeping aspect; dims multiple of 4.
+
+    yuv420 needs even dims; an odd *chroma* width (e.g. 302 px) made libx264
+    output depend on uninitialised padding memory (non-reproducible bytes).
+    """
     s = short / min(w, h)
-    return 2 * round(w * s / 2), 2 * round(h * s / 2)
+    return 4 * round(w * s / 4), 4 * round(h * s / 4)
 
 
 def _encode_clip(src_path: Path, dst: Path) -> None:
@@ -197,13 +201,12 @@ def _encode_clip(src_path: Path, dst: Path) -> None:
         vout = out.add_stream(codec, rate=rate)
         vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
-            vout.options = {"crf": "23", "preset": "medium", "g": "32"}
+            vout.options = {"crf": "23", "preset": "veryfast", "g": "32"}
         vout.codec_context.thread_count = 1  # belt and braces for reproducibility
         for i, frame in enumerate(inp.decode(vin)):
             if i >= MAX_FRAMES:
                 break
-            # Scale to yuv420p and copy through numpy: encoding swscale's frame
-            # directly gave run-to-run different bytes (uninitialised padding?).
+            # Scale to yuv420p ourselves (not via the encoder's rgb->yuv path).
             yuv = frame.reformat(width=w, height=h, format="yuv420p", interpolation="AREA")
             f = av.VideoFrame.from_ndarray(yuv.to_ndarray(), format="yuv420p")
             f.pts, f.time_base = i, 1 / rate

@@ -126,19 +126,22 @@ class SampleDataset(torch.utils.data.Dataset):
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
-    """Endless micro-batches of (index, seed), starting at a global sample position.
+    """Endless micro-batches of (index, seed) for one process, starting at a global position.
 
-    Global position p (counted over all ranks) maps to epoch p // n and a per-epoch seeded
-    permutation; rank r of w takes positions p with p % w == r. Cycling means a recipe runs
-    even on a data set smaller than one batch.
+    The global batch of step s covers sample positions [start + s*G, start + (s+1)*G) with
+    G = world * accum * micro_batch; global micro-batch j = rank * accum + m takes the j-th
+    contiguous chunk of it. So 2 processes x 1 micro-batch and 1 process x 2 accumulated
+    micro-batches see the same samples in the same chunks. Position p maps to epoch p // n
+    and a per-epoch seeded permutation; cycling means a recipe runs even on a data set
+    smaller than one batch.
     """
 
     def __init__(self, n: int, micro_batch: int, seed: int = 0, start: int = 0, rank: int = 0,
-                 world: int = 1, shuffle: bool = True):
+                 world: int = 1, accum: int = 1, shuffle: bool = True):
         if n <= 0:
             raise ValueError("the dataset is empty")
         self.n, self.micro_batch, self.seed, self.start = n, micro_batch, seed, start
-        self.rank, self.world, self.shuffle = rank, world, shuffle
+        self.rank, self.world, self.accum, self.shuffle = rank, world, accum, shuffle
         self._perm_epoch, self._perm = None, None
 
     def index_at(self, position: int) -> int:
@@ -151,10 +154,10 @@ class StepBatchSampler(torch.utils.data.Sampler):
         return self._perm[offset]
 
     def __iter__(self) -> Iterable[list]:
-        position = self.start + self.rank
+        global_batch = self.world * self.accum * self.micro_batch
+        base = self.start
         while True:
-            batch = []
-            for _ in range(self.micro_batch):
-                batch.append((self.index_at(position), (self.seed * 7_919 + position) % (2**62)))
-                position += self.world
-            yield batch
+            for micro in range(self.accum):
+                first = base + (self.rank * self.accum + micro) * self.micro_batch
+                yield [(self.index_at(p), (self.seed * 7_919 + p) % (2**62)) for p in range(first, first + self.micro_batch)]
+            base += global_batch

@@ -37,8 +37,9 @@ def to_device(batch, device, non_blocking=False):
     return batch
 
 
-def step_seed(seed: int, step: int, rank: int = 0, micro: int = 0) -> int:
-    return (seed * 1_000_003 + step * 8_191 + rank * 131 + micro) % (2**62)
+def step_seed(seed: int, step: int, micro: int = 0) -> int:
+    """Seed of global micro-batch `micro` of optimizer step `step`."""
+    return (seed * 1_000_003 + step * 8_191 + micro * 131) % (2**62)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -106,7 +107,8 @@ class Trainer:
         return model
 
     def make_loader(self, start: int):
-        sampler = StepBatchSampler(len(self.dataset), self.micro_batch, self.seed, start, self.dist.rank, self.dist.world)
+        sampler = StepBatchSampler(len(self.dataset), self.micro_batch, self.seed, start, self.dist.rank, self.dist.world,
+                                   self.accum_steps)
         kwargs = {k: v for k, v in self.loader_kwargs.items() if v is not None or k == "collate_fn"}
         if kwargs.get("collate_fn") is None:
             kwargs.pop("collate_fn")
@@ -146,11 +148,13 @@ class Trainer:
         lr = lr_at(self.step, self.steps, self.peak_lr, self.warmup_steps, self.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(step_seed(self.seed, self.step, self.dist.rank))  # dropout, drop-path, replace
         self.train_model.train()
         total_loss, ratios, finite = 0.0, [], True
         for micro, batch in enumerate(batches):
-            generator = torch.Generator().manual_seed(step_seed(self.seed, self.step, self.dist.rank, micro + 1))
+            # seeds follow the global micro-batch index, so N processes match 1 process x N accumulation
+            seed = step_seed(self.seed, self.step, self.dist.rank * self.accum_steps + micro)
+            torch.manual_seed(seed)  # dropout, drop-path, BERT-style random replacement
+            generator = torch.Generator().manual_seed(seed + 1)  # the mask
             sync = micro == len(batches) - 1 or not hasattr(self.train_model, "no_sync")
             with (contextlib.nullcontext() if sync else self.train_model.no_sync()):
                 with autocast(self.precision, self.device):
@@ -158,8 +162,9 @@ class Trainer:
                 loss = out["loss"] / len(batches)
                 finite &= bool(torch.isfinite(loss.detach()))
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
-            total_loss += float(loss.detach())
+            total_loss += loss.detach().float()
             ratios.append(float(out["mask"].ratio.float().mean()))
+        total_loss = float(all_reduce_mean(total_loss, self.dist))
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]

@@ -1,0 +1,48 @@
+"""Small builders shared by tests: tiny models and recipe runs."""
+import json
+import os
+
+import gin
+import torch
+
+from modalities.image import ImageAdapter
+from unimask.decoders import MAEDecoder
+from unimask.encoders import ViTEncoder
+from unimask.masking import ConstantRatio, RandomMasker
+from unimask.model import MaskedModel
+from unimask.targets import PixelTarget
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "gin", "smoke.gin")
+
+
+def tiny_image_model(mode="drop", ratio=0.75, norm_pix=True, masker=None, dim=32, img_size=16, patch=4, chans=3, **kw):
+    adapter = ImageAdapter(img_size=img_size, patch_size=patch, in_chans=chans, dim=dim)
+    decoder = MAEDecoder(in_dim=dim, dim=dim, depth=1, num_heads=2) if mode == "drop" else \
+        MAEDecoder(in_dim=dim, dim=dim, depth=0, remask=False, use_pos=False)
+    return MaskedModel(adapter, masker or RandomMasker(), ConstantRatio(ratio), ViTEncoder(dim=dim, depth=2, num_heads=2),
+                       decoder, target=PixelTarget(norm_pix=norm_pix), mode=mode, **kw)
+
+
+def run_train(args):
+    """tools/train.py main() in-process; returns the exit code."""
+    import train
+
+    gin.clear_config()
+    return train.main(args)
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def fast_params(*extra):
+    """Bindings that keep a smoke run quick and single-threaded in tests."""
+    params = ["train.num_workers=0", "train.precision='fp32'", "train.progress_bar=False"]
+    return sum((["--gin_param", p] for p in params + list(extra)), [])
+
+
+def image_batch(batch=4, chans=3, size=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(batch, chans, size, size, generator=gen)}

@@ -1,0 +1,152 @@
+"""Foundation: tokens, masks, both encoding modes, learning, every recipe under smoke."""
+import glob
+import os
+
+import gin
+import pytest
+import torch
+
+from helpers import SMOKE, fast_params, image_batch, read_metrics, run_train, tiny_image_model
+from modalities.image import ImageAdapter, patchify, unpatchify
+from modalities.video import VideoAdapter
+from unimask.masking import RandomMasker, TubeMasker
+from unimask.tokens import Tokens
+
+GIN_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "gin", "*.gin")))
+RECIPES = [f for f in GIN_FILES if os.path.basename(f) != "smoke.gin"]
+
+
+def test_image_tokens_shapes_and_roundtrip():
+    adapter = ImageAdapter(img_size=16, patch_size=4, in_chans=3, dim=32)
+    x = image_batch()["image"]
+    tokens = adapter.tokenize({"image": x})
+    assert tokens.patches.shape == (4, 16, 48) and tokens.coords.shape == (4, 16, 2)
+    assert tokens.grid == (4, 4) and tokens.patch_shape == (4, 4, 3)
+    assert torch.equal(unpatchify(patchify(x, (4, 4)), (4, 4), (4, 4), 3), x)
+
+
+def test_video_tokens_are_tubelets():
+    adapter = VideoAdapter(num_frames=4, img_size=16, patch_size=8, tubelet_size=2, dim=32)
+    tokens = adapter.tokenize({"video": torch.randn(2, 3, 4, 16, 16)})
+    assert tokens.patches.shape == (2, 2 * 2 * 2, 2 * 8 * 8 * 3) and tokens.grid == (2, 2, 2)
+    assert tokens.coords[0, -1].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.75, 0.9])
+def test_random_mask_exact_count_per_sample(ratio):
+    tokens = ImageAdapter(img_size=32, patch_size=4, dim=8).tokenize(image_batch(size=32))
+    mask = RandomMasker()(tokens, ratio, torch.Generator().manual_seed(0))
+    n = tokens.num_tokens
+    hidden = int((ratio * n) + 0.5)
+    assert mask.masked.sum(1).tolist() == [hidden] * 4
+    assert mask.ids_keep.shape == (4, n - hidden) and bool(mask.keep_valid.all())
+    # ids_keep are exactly the visible tokens; ids_restore inverts the visible-first order
+    visible = torch.zeros_like(mask.masked).scatter(1, mask.ids_keep, True)
+    assert torch.equal(visible, ~mask.masked)
+    order = torch.argsort(mask.ids_restore, dim=1)
+    assert torch.equal(order[:, : n - hidden], mask.ids_keep)
+
+
+def test_tube_mask_identical_over_time_and_exact():
+    adapter = VideoAdapter(num_frames=8, img_size=32, patch_size=8, tubelet_size=2, dim=8)
+    tokens = adapter.tokenize({"video": torch.randn(3, 3, 8, 32, 32)})
+    mask = TubeMasker()(tokens, 0.75, torch.Generator().manual_seed(1))
+    per_time = mask.masked.view(3, 4, 16)
+    assert bool((per_time == per_time[:, :1]).all())
+    assert per_time[:, 0].sum(1).tolist() == [12, 12, 12]
+
+
+def test_masks_are_deterministic_for_a_seed():
+    tokens = ImageAdapter(img_size=32, patch_size=4, dim=8).tokenize(image_batch(size=32))
+    a = RandomMasker()(tokens, 0.75, torch.Generator().manual_seed(5)).masked
+    b = RandomMasker()(tokens, 0.75, torch.Generator().manual_seed(5)).masked
+    c = RandomMasker()(tokens, 0.75, torch.Generator().manual_seed(6)).masked
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_ragged_batches_keep_padding_out():
+    patches = torch.randn(2, 10, 3)
+    valid = torch.tensor([[True] * 10, [True] * 4 + [False] * 6])
+    tokens = Tokens(patches, torch.randn(2, 10, 3), valid=valid)
+    mask = RandomMasker()(tokens, 0.5, torch.Generator().manual_seed(0))
+    assert mask.masked.sum(1).tolist() == [5, 2]
+    assert not bool((mask.masked & ~valid).any())
+    assert mask.keep_valid.sum(1).tolist() == [5, 2]
+    kept = torch.gather(valid, 1, mask.ids_keep)
+    assert bool(kept[mask.keep_valid].all())
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5])
+def test_bad_ratio_raises(bad):
+    tokens = ImageAdapter(img_size=16, patch_size=4, dim=8).tokenize(image_batch())
+    with pytest.raises(ValueError, match="ratio"):
+        RandomMasker()(tokens, bad)
+
+
+@pytest.mark.parametrize("mode", ["drop", "replace"])
+def test_forward_backward_both_modes(mode):
+    model = tiny_image_model(mode=mode, replace_probs=(0.8, 0.1, 0.1) if mode == "replace" else (1, 0, 0))
+    out = model(image_batch(), generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads if g is not None) and sum(int(g is not None) for g in grads) > 10
+    if mode == "replace":
+        assert model.enc_mask_token.grad is not None and model.enc_mask_token.grad.abs().sum() > 0
+
+
+def test_drop_mode_embeds_only_visible_tokens():
+    model = tiny_image_model(ratio=0.75)
+    seen = []
+    model.adapter.proj.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    model(image_batch(), generator=torch.Generator().manual_seed(0))
+    assert seen == [torch.Size([4, 4, 48])]  # 16 tokens, 25% visible
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = tiny_image_model(norm_pix=False, dim=64)
+    batch = image_batch(batch=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen_seed = 3  # same mask every step: pure memorization
+    losses = []
+    for _ in range(150):
+        out = model(batch, generator=torch.Generator().manual_seed(gen_seed))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"]))
+    assert losses[-1] < losses[0] / 5, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[os.path.basename(r) for r in RECIPES])
+def test_every_recipe_builds_under_smoke(recipe):
+    from common import parse_gin
+    from unimask.model import MaskedModel
+
+    parse_gin([recipe, SMOKE], ["train.num_workers=0"])
+    model = gin.query_parameter("train.model").scoped_configurable_fn()
+    assert isinstance(model, MaskedModel)
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000  # smoke really shrinks it
+
+
+def test_train_end_to_end_under_smoke(tmp_path):
+    workdir = str(tmp_path / "run")
+    code = run_train(["--gin", "gin/video_mae.gin", "--gin", "gin/smoke.gin", "--workdir", workdir,
+                      *fast_params("train.steps=12", "train.eval_every=6")])
+    assert code == 0
+    rows = read_metrics(workdir)
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert {"step", "loss", "lr", "mask_ratio", "samples_per_s", "skipped"} <= set(rows[0])
+    assert abs(rows[0]["mask_ratio"] - 0.9) < 1e-6 and "eval_loss" in rows[5] and "eval_loss" in rows[-1]
+    for name in ("config.gin", "run.json", "checkpoints/last.pt", "recon/step_6.png", "recon/step_12.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    state = torch.load(os.path.join(workdir, "checkpoints", "last.pt"), weights_only=False)
+    assert {"model", "optimizer", "step", "rng", "config", "schedules", "data"} <= set(state)
+    assert state["step"] == 12
+
+
+def test_unknown_gin_binding_is_named(tmp_path):
+    with pytest.raises(Exception, match="no_such_param"):
+        run_train(["--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin", "--workdir", str(tmp_path),
+                   "--gin_param", "train.no_such_param=3"])
