@@ -36,6 +36,17 @@ def parse_gin(files=(), params=(), config_str: str = None):
     gin.parse_config_files_and_bindings(list(files), list(params))
 
 
+def seed_for_init():
+    """Seed torch from train.seed before gin builds the model, so initial weights are reproducible."""
+    import torch
+
+    try:
+        seed = gin.query_parameter("train.seed")
+    except ValueError:
+        seed = 0
+    torch.manual_seed(seed)
+
+
 def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = True):
     """Rebuild MaskedModel from the checkpoint's own gin config (+ overrides) and load weights."""
     from unimask.model import MaskedModel

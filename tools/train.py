@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import parse_gin  # noqa: E402
+from common import parse_gin, seed_for_init  # noqa: E402
 
 
 def main(argv=None):
@@ -22,6 +22,7 @@ def main(argv=None):
     from unimask.train.trainer import NonFiniteLossError, Trainer
 
     workdir = args.workdir or os.path.join("runs", os.path.splitext(os.path.basename(args.gin[0]))[0])
+    seed_for_init()
     trainer = Trainer()
     try:
         last = trainer.fit(workdir, resume=args.resume)
