@@ -164,3 +164,21 @@ def test_ddp_two_processes_match_accumulation(tmp_path):
     sa, sb = final_state(single)["model"], final_state(ddp)["model"]
     for key in sa:
         torch.testing.assert_close(sa[key], sb[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_export_loads_into_timm_and_embeds_identically(tmp_path):
+    import export
+    from common import model_from_checkpoint
+
+    workdir = str(tmp_path / "run")
+    assert run_train(RECIPE + ["--workdir", workdir, *fast_params("train.steps=2")]) == 0
+    out = str(tmp_path / "enc.pth")
+    assert export.main(["--checkpoint", os.path.join(workdir, "checkpoints", "last.pt"), "--out", out]) == 0
+    model, _ = model_from_checkpoint(os.path.join(workdir, "checkpoints", "last.pt"))
+    state, kwargs, name = export.encoder_state(model)
+    timm_model = export.load_into_timm(torch.load(out), name, kwargs)  # strict load
+    image = torch.randn(2, 1, 32, 32)
+    ours = model.adapter.embed(model.adapter.tokenize({"image": image}).patches, None, None)  # [B, N, D]
+    theirs = timm_model.patch_embed(image)  # [B, N, D]
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(timm_model.blocks[0].attn.qkv.weight, model.encoder.blocks[0].attn.qkv.weight)
