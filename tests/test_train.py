@@ -148,20 +148,22 @@ def test_sigterm_leaves_a_loadable_checkpoint(tmp_path):
     assert 3 <= state["step"] < 100000 and "signal" in out
 
 
-def test_ddp_two_processes_match_accumulation(tmp_path):
-    """torchrun (gloo) with 2 processes == 1 process with 2 accumulated micro-batches."""
-    single, ddp = str(tmp_path / "single"), str(tmp_path / "ddp")
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_match_accumulation(tmp_path, sharding):
+    """torchrun (gloo), 2 processes (DDP or FSDP) == 1 process with 2 accumulated micro-batches."""
+    single, multi = str(tmp_path / "single"), str(tmp_path / sharding)
     common = ["train.steps=2", "train.batch_size=4", "ImageDataset.augment=False"]
     assert run_train(RECIPE + ["--workdir", single, *fast_params(*common, "train.accum_steps=2")]) == 0
+    extra = ["train.fsdp=True"] if sharding == "fsdp" else []
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "tools/train.py", *RECIPE, "--workdir", ddp, *fast_params(*common)]
+           "tools/train.py", *RECIPE, "--workdir", multi, *fast_params(*common, *extra)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    a, b = read_metrics(single), read_metrics(ddp)
+    a, b = read_metrics(single), read_metrics(multi)
     assert len(b) == 2
     assert abs(a[0]["loss"] - b[0]["loss"]) < 1e-5, (a[0]["loss"], b[0]["loss"])
-    sa, sb = final_state(single)["model"], final_state(ddp)["model"]
+    sa, sb = final_state(single)["model"], final_state(multi)["model"]
     for key in sa:
         torch.testing.assert_close(sa[key], sb[key], rtol=1e-4, atol=1e-5, msg=key)
 

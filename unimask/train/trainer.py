@@ -80,13 +80,17 @@ class Trainer:
                                   persistent_workers=persistent_workers and num_workers > 0,
                                   prefetch_factor=prefetch_factor if num_workers > 0 else None,
                                   collate_fn=getattr(dataset, "collate", None))
+        self.fsdp = fsdp and self.dist.world > 1
+        if self.fsdp and ema_decay:
+            raise ValueError("train.ema_decay is not supported together with train.fsdp")
+        self.train_model = self._wrap(self.model, compile, fsdp)  # before the optimizer: FSDP swaps params
         self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if ema_decay else None
         self.ema_decay = ema_decay
-        self.train_model = self._wrap(self.model, compile, fsdp)
         self.step, self.skipped, self.n_bad, self.position = 0, 0, 0, 0
         self._stop_signal = None
+        self._micro_hook = None  # progress inside long accumulations (big recipes on one CPU)
 
     # ---- setup ---------------------------------------------------------------------------
     def _wrap(self, model, compile: bool, fsdp: bool):
@@ -115,8 +119,17 @@ class Trainer:
         return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, **kwargs)
 
     # ---- checkpoints -----------------------------------------------------------------------
+    def model_and_optimizer_state(self) -> tuple:
+        """Plain full state dicts; FSDP shards are gathered (collective: every rank calls it)."""
+        if not self.fsdp:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        return get_state_dict(self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+        model_state, optimizer_state = self.model_and_optimizer_state()
+        return {"model": model_state, "optimizer": optimizer_state, "step": self.step,
                 "schedules": {"lr": {"peak": self.peak_lr, "warmup": self.warmup_steps, "min_lr": self.min_lr,
                                      "total": self.steps},
                               "mask": self.model.schedule.state_dict()},
@@ -125,8 +138,15 @@ class Trainer:
                 "n_bad": self.n_bad, "ema": self.ema, "config": gin.config_str()}
 
     def restore(self, state: dict):
-        ckpt.load_model_state(self.model, state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            set_state_dict(self.model, self.optimizer, model_state_dict=ckpt.clean_state_dict(state["model"]),
+                           optim_state_dict=state["optimizer"],
+                           options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+        else:
+            ckpt.load_model_state(self.model, state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
@@ -136,9 +156,10 @@ class Trainer:
             self.ema = state["ema"]
 
     def save(self, workdir: str):
+        state = self.state()
         if self.dist.is_main:
             keep = bool(self.keep_every) and self.step % self.keep_every == 0
-            ckpt.save_checkpoint(self.state(), os.path.join(workdir, "checkpoints"), self.step, keep)
+            ckpt.save_checkpoint(state, os.path.join(workdir, "checkpoints"), self.step, keep)
         barrier(self.dist)
 
     # ---- one optimizer step ---------------------------------------------------------------
@@ -164,6 +185,8 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.detach().float()
             ratios.append(float(out["mask"].ratio.float().mean()))
+            if self._micro_hook is not None:
+                self._micro_hook(micro + 1, len(batches))
         total_loss = float(all_reduce_mean(total_loss, self.dist))
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -262,6 +285,8 @@ class Trainer:
         bar = tqdm(total=self.stop_at, initial=self.step, disable=not (self.progress_bar and self.dist.is_main),
                    dynamic_ncols=True, mininterval=1.0, desc="train")
         window, t0, last = [], time.perf_counter(), {}
+        if self.accum_steps >= 8 and bar.disable is False:
+            self._micro_hook = lambda done, total: bar.set_postfix_str(f"step {self.step + 1}: micro-batch {done}/{total}")
         while self.step < self.stop_at:
             batches = []
             for _ in range(self.accum_steps):
