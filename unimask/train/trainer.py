@@ -66,8 +66,8 @@ class Trainer:
         micro_total = self.dist.world * accum_steps
         samples_per_item = getattr(dataset, "samples_per_item", 1)
         if batch_size % (micro_total * samples_per_item):
-            raise ValueError(f"train.batch_size={batch_size} must be divisible by world size x accum_steps x clips "
-                             f"per video = {self.dist.world} x {accum_steps} x {samples_per_item}")
+            raise ValueError(f"train.batch_size={batch_size} must be divisible by world size x train.accum_steps x "
+                             f"samples per dataset item = {self.dist.world} x {accum_steps} x {samples_per_item}")
         self.micro_batch = batch_size // micro_total // samples_per_item  # dataset items per micro-step
         self.model, self.dataset = model.to(self.device), dataset
         self.steps, self.batch_size, self.accum_steps, self.seed = steps, batch_size, accum_steps, seed
