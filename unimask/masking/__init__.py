@@ -1,7 +1,22 @@
-"""Maskers and ratio schedules shared by every modality: `masker(tokens, ratio, generator) -> Mask`."""
-from unimask.masking.base import Masker, count_hidden, ratio_tensor
-from unimask.masking.maskers import RandomMasker, TubeMasker
-from unimask.masking.schedules import ConstantRatio, CosineRatio, LinearRatio, StepRatio, UniformRatio
+"""Maskers and ratio schedules shared by every modality: `masker(tokens, ratio, generator) -> Mask`.
 
-__all__ = ["Masker", "count_hidden", "ratio_tensor", "RandomMasker", "TubeMasker", "ConstantRatio",
-           "LinearRatio", "CosineRatio", "StepRatio", "UniformRatio"]
+Fixed rules      RandomMasker (MAE, SimMIM cells), TubeMasker (VideoMAE), FrameMasker,
+                 RunningCellMasker (VideoMAE v2), SpanMasker (SpanBERT), BlockMasker (BEiT),
+                 PointBlockMasker (Point-MAE), NoiseMasker (ColorMAE)
+Token groups     ChannelGroupMasker (SatMAE), DirichletMasker (MultiMAE)
+Learned          AdaptiveMasker (AdaMAE), HardPatchMasker (HPM)
+Schedules        ConstantRatio, LinearRatio, CosineRatio, StepRatio, UniformRatio
+"""
+from unimask.masking.base import Masker, count_hidden, ratio_tensor
+from unimask.masking.block import BlockMasker, PointBlockMasker
+from unimask.masking.groups import ChannelGroupMasker, DirichletMasker
+from unimask.masking.learned import AdaptiveMasker, HardPatchMasker
+from unimask.masking.maskers import RandomMasker, TubeMasker
+from unimask.masking.noise import NoiseMasker
+from unimask.masking.schedules import ConstantRatio, CosineRatio, LinearRatio, RatioSchedule, StepRatio, UniformRatio
+from unimask.masking.temporal import FrameMasker, RunningCellMasker, SpanMasker
+
+__all__ = ["Masker", "count_hidden", "ratio_tensor", "RandomMasker", "TubeMasker", "FrameMasker",
+           "RunningCellMasker", "SpanMasker", "BlockMasker", "PointBlockMasker", "NoiseMasker",
+           "ChannelGroupMasker", "DirichletMasker", "AdaptiveMasker", "HardPatchMasker", "RatioSchedule",
+           "ConstantRatio", "LinearRatio", "CosineRatio", "StepRatio", "UniformRatio"]

@@ -3,6 +3,14 @@
 Counting rule (DESIGN.md): hide exactly round(ratio * n_units) units per sample, where a
 unit is what the masker hides whole; padding is never hidden nor visible and every
 sample keeps at least one visible token.
+
+Helpers here are the building blocks of every masker in this package:
+  hide_lowest           exact top-k hiding by score (the whole of random masking)
+  top_up                make a pattern's count exact with random tokens
+  grid_axis_index       token -> slice index along one grid axis (frames, rows)
+  unit_validity         which units hold at least one real token
+  hide_random_units     random masking of whole units; spread_units maps units back to tokens
+  random_rank_in_group  per-group random order, so groups are masked independently in one pass
 """
 from __future__ import annotations
 
@@ -16,8 +24,11 @@ Ratio = Union[float, torch.Tensor]
 
 
 def ratio_tensor(ratio: Ratio, batch_size: int, device) -> torch.Tensor:
-    """float or [B] -> [B] float, checked to lie in [0, 1)."""
-    r = torch.as_tensor(ratio, dtype=torch.float32, device=device)
+    """float or [B] -> [B] float64, checked to lie in [0, 1).
+
+    float64 so that counts match the ratio as written: in float32, 0.9 * 25 is 22.4999995
+    and would round to 22 instead of 23."""
+    r = torch.as_tensor(ratio, dtype=torch.float64, device=device)
     if r.dim() == 0:
         r = r.expand(batch_size)
     if r.shape != (batch_size,):
@@ -28,8 +39,8 @@ def ratio_tensor(ratio: Ratio, batch_size: int, device) -> torch.Tensor:
 
 
 def count_hidden(ratio: torch.Tensor, n_units: torch.Tensor) -> torch.Tensor:
-    """round(ratio * n_units), half away from zero. ratio [B], n_units [B] or int -> [B] long."""
-    return torch.floor(ratio * n_units + 0.5).long()
+    """round(ratio * n_units), half away from zero, in float64. ratio [B], n_units [B] or int -> [B] long."""
+    return torch.floor(ratio.double() * n_units + 0.5).long()
 
 
 def hide_lowest(scores: torch.Tensor, n_hide: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -43,9 +54,15 @@ def hide_lowest(scores: torch.Tensor, n_hide: torch.Tensor, valid: torch.Tensor)
 
 
 def random_scores(shape, generator: Optional[torch.Generator], device) -> torch.Tensor:
-    """Uniform noise from the masking generator (kept on its device, moved after)."""
+    """Uniform noise in [0, 1) from the masking generator (drawn on its device, moved after)."""
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
+
+
+def random_normal(shape, generator: Optional[torch.Generator], device) -> torch.Tensor:
+    """Standard normal noise from the masking generator."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
 def top_up(hidden: torch.Tensor, want: torch.Tensor, valid: torch.Tensor, generator) -> torch.Tensor:
@@ -60,17 +77,75 @@ def top_up(hidden: torch.Tensor, want: torch.Tensor, valid: torch.Tensor, genera
     return hide_lowest(scores, want, valid)
 
 
+def grid_axis_index(grid: tuple, axis: int, device) -> torch.Tensor:
+    """[N] long: the index along grid axis `axis` of every token of a row-major grid."""
+    grid = tuple(int(g) for g in grid)
+    if not -len(grid) <= axis < len(grid):
+        raise ValueError(f"axis {axis} does not exist in the token grid {grid}")
+    axis = axis % len(grid)
+    shape = [1] * len(grid)
+    shape[axis] = grid[axis]
+    return torch.arange(grid[axis], device=device).view(shape).expand(grid).reshape(-1)
+
+
+def unit_validity(valid: torch.Tensor, unit_of_token: torch.Tensor, n_units: int) -> torch.Tensor:
+    """A unit is real if any of its tokens is. valid [B, N], unit_of_token [N] long -> [B, U] bool."""
+    batch = valid.shape[0]
+    unit_valid = torch.zeros(batch, n_units, dtype=torch.bool, device=valid.device)
+    return unit_valid.scatter_reduce_(1, unit_of_token.expand(batch, -1), valid, "amax")
+
+
+def spread_units(hidden_units: torch.Tensor, unit_of_token: torch.Tensor) -> torch.Tensor:
+    """Unit decisions back to tokens. hidden_units [B, U], unit_of_token [N] -> [B, N] bool."""
+    return torch.gather(hidden_units, 1, unit_of_token.expand(hidden_units.shape[0], -1))
+
+
+def hide_random_units(unit_valid: torch.Tensor, ratio: torch.Tensor, generator) -> torch.Tensor:
+    """Random masking of whole units (cells, tubes, slices, columns): exactly
+    round(ratio * real units) of them. unit_valid [B, U] bool, ratio [B] -> [B, U] bool."""
+    noise = random_scores(unit_valid.shape, generator, unit_valid.device)
+    return hide_lowest(noise, count_hidden(ratio, unit_valid.sum(1)), unit_valid)
+
+
+def group_ids(tokens: Tokens):
+    """-> (Tokens.group as [N] long on the tokens' device, number of groups)."""
+    if tokens.group is None:
+        raise ValueError("this masker needs Tokens.group (the group of each token), and these tokens have none")
+    ids = tokens.group.to(tokens.patches.device).long()
+    if ids.shape != (tokens.num_tokens,) or bool((ids < 0).any()):
+        raise ValueError(f"Tokens.group must be [N]={tokens.num_tokens} non-negative ids, got shape {tuple(ids.shape)}")
+    return ids, int(ids.max()) + 1
+
+
+def random_rank_in_group(ids: torch.Tensor, n_groups: int, valid: torch.Tensor, generator) -> torch.Tensor:
+    """Random order of the real tokens inside each group. ids [N], valid [B, N] -> [B, N] long
+    (0 .. real tokens of the group - 1; padding ranks after them).
+
+    Two stable sorts (random score, then group with padding last) order every group at once.
+    """
+    batch, n = valid.shape
+    by_score = torch.argsort(random_scores((batch, n), generator, valid.device), dim=1)  # [B, N]
+    group_key = (ids[None] * 2 + (~valid).long()).expand(batch, n)
+    by_group = torch.argsort(torch.gather(group_key, 1, by_score), dim=1, stable=True)
+    position = torch.argsort(torch.gather(by_score, 1, by_group), dim=1)  # place in (group, padding, score) order
+    group_size = torch.bincount(ids, minlength=n_groups)
+    group_start = torch.cumsum(group_size, 0) - group_size  # [G]
+    return position - group_start[ids][None]
+
+
 class Masker:
     """Base: subclasses implement `hide(tokens, ratio [B], generator) -> [B, N] bool`."""
+
+    needs_features = False  # True: the model passes the embedded tokens as `features=`
 
     def hide(self, tokens: Tokens, ratio: torch.Tensor, generator) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, tokens: Tokens, ratio: Ratio, generator: Optional[torch.Generator] = None, **kwargs) -> Mask:
+        """-> Mask. A sample without any real token (a modality missing from it, or nothing
+        left for the decoder masker of dual masking) simply gets an empty mask."""
         ratio = ratio_tensor(ratio, tokens.batch_size, tokens.patches.device)
         valid = tokens.valid_mask()
-        if bool((valid.sum(1) < 1).any()):
-            raise ValueError("every sample needs at least one valid token to mask")
         hidden = self.hide(tokens, ratio, generator, **kwargs) & valid
         hidden = keep_one_visible(hidden, valid)
         return Mask.from_hidden(hidden, valid, ratio)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import gin
 import torch
 
-from unimask.masking.base import Masker, count_hidden, grid_layout, hide_lowest, random_scores
+from unimask.masking.base import (Masker, count_hidden, grid_layout, hide_lowest, hide_random_units,
+                                  random_scores, spread_units, unit_validity)
 
 
 @gin.configurable
@@ -24,16 +25,12 @@ class RandomMasker(Masker):
             noise = random_scores(valid.shape, generator, valid.device)
             return hide_lowest(noise, count_hidden(ratio, valid.sum(1)), valid)
         cells, cell_of_token = grid_cells(tokens, self.unit, "RandomMasker")
-        batch = tokens.batch_size
-        cell_valid = torch.zeros(batch, cells, dtype=torch.bool, device=valid.device)
-        cell_valid.scatter_reduce_(1, cell_of_token.expand(batch, -1), valid, "amax")
-        noise = random_scores((batch, cells), generator, valid.device)
-        hidden_cells = hide_lowest(noise, count_hidden(ratio, cell_valid.sum(1)), cell_valid)
-        return torch.gather(hidden_cells, 1, cell_of_token.expand(batch, -1))
+        hidden_cells = hide_random_units(unit_validity(valid, cell_of_token, cells), ratio, generator)
+        return spread_units(hidden_cells, cell_of_token)
 
 
 def grid_cells(tokens, unit, name):
-    """Cells of `unit` tokens on the grid -> (number of cells, [1, N] cell index of each token)."""
+    """Cells of `unit` tokens on the grid -> (number of cells, [N] cell index of each token)."""
     if tokens.grid is None or len(unit) != len(tokens.grid):
         raise ValueError(f"{name}.unit={unit} needs a grid of {len(unit)} axes, tokens have grid {tokens.grid}")
     if any(g % u for g, u in zip(tokens.grid, unit)):
@@ -44,7 +41,7 @@ def grid_cells(tokens, unit, name):
     index = torch.zeros_like(axes[0])
     for axis, size in zip(axes, cell_grid):
         index = index * size + axis
-    return int(torch.tensor(cell_grid).prod()), index.reshape(1, -1)
+    return int(torch.tensor(cell_grid).prod()), index.reshape(-1)
 
 
 @gin.configurable
@@ -56,8 +53,6 @@ class TubeMasker(Masker):
 
     def hide(self, tokens, ratio, generator):
         t, h, w = grid_layout(tokens, "TubeMasker")
-        batch = tokens.batch_size
-        places_valid = tokens.valid_mask().view(batch, t, h * w).any(1)  # [B, H*W]
-        noise = random_scores((batch, h * w), generator, ratio.device)
-        hidden_places = hide_lowest(noise, count_hidden(ratio, places_valid.sum(1)), places_valid)
-        return hidden_places[:, None, :].expand(batch, t, h * w).reshape(batch, t * h * w)
+        place_of_token = torch.arange(h * w, device=ratio.device).repeat(t)  # [N], row-major (T, H, W)
+        hidden_places = hide_random_units(unit_validity(tokens.valid_mask(), place_of_token, h * w), ratio, generator)
+        return spread_units(hidden_places, place_of_token)

@@ -14,14 +14,28 @@ import torch
 
 
 class RatioSchedule:
+    """Base: subclasses give `value(progress) -> ratio`; __call__ broadcasts it to [B]."""
+
     def value(self, progress: float) -> float:
         raise NotImplementedError
 
     def __call__(self, progress: float, batch_size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return torch.full((batch_size,), float(self.value(min(max(progress, 0.0), 1.0))))
+        return torch.full((batch_size,), float(self.value(min(max(progress, 0.0), 1.0))), dtype=torch.float64)
 
     def state_dict(self) -> dict:
-        return dict(vars(self))
+        """The schedule's settings (it has no other state: values are pure functions of progress).
+
+        Saved in checkpoints so a run can be inspected, or resumed under the same curve even
+        when gin now binds other numbers."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in vars(self).items()}
+
+    def load_state_dict(self, state: dict):
+        unknown = set(state) - set(vars(self))
+        if unknown:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: unknown keys {sorted(unknown)} "
+                           f"(expected {sorted(vars(self))})")
+        for key, value in state.items():
+            setattr(self, key, list(value) if isinstance(value, (list, tuple)) else value)
 
 
 @gin.configurable
@@ -81,4 +95,4 @@ class UniformRatio(RatioSchedule):
     def __call__(self, progress, batch_size, generator=None):
         device = generator.device if generator is not None else "cpu"
         u = torch.rand(batch_size, generator=generator, device=device).cpu()
-        return self.low + (self.high - self.low) * u
+        return self.low + (self.high - self.low) * u.double()

@@ -234,7 +234,8 @@ class Trainer:
             collate = self.loader_kwargs["collate_fn"] or torch.utils.data.default_collate
             batch = to_device(collate([self.dataset[item] for item in items]), self.device)
             tokens = self.model.adapter.tokenize(batch)
-            mask = self.model.make_mask(tokens, 0.0, torch.Generator().manual_seed(12345))
+            with torch.no_grad():  # a learned masker must not keep this graph alive all run
+                mask = self.model.make_mask(tokens, 0.0, torch.Generator().manual_seed(12345))
             self._fixed = (batch, mask)
         return self._fixed
 
@@ -254,7 +255,8 @@ class Trainer:
             except NotImplementedError:
                 pass
         self.model.train()
-        return float(all_reduce_mean(out["loss"].detach().float(), self.dist))
+        recon_loss = out["loss"] - out.get("aux_loss", 0.0)  # comparable across maskers
+        return float(all_reduce_mean(recon_loss.detach().float(), self.dist))
 
     # ---- the loop --------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
