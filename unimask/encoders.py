@@ -47,3 +47,103 @@ class ViTEncoder(TransformerStack):
 
     def forward(self, x, key_valid=None, tokens=None, ids=None):  # [B, K, D] -> [B, K, D]
         return super().forward(x, key_valid)
+
+
+# ---- message passing over token edges --------------------------------------------------------
+def edges_among(edge_index: torch.Tensor, ids: torch.Tensor, key_valid: Optional[torch.Tensor],
+                num_tokens: int) -> torch.Tensor:
+    """Keep the edges whose two ends are both among the valid slots of ids, renumbered.
+
+    edge_index [2, E] indexes the flattened B*N tokens (Tokens.extras['edge_index']); ids [B, K]
+    says which token each slot of x [B, K, D] holds. Returns [2, E'] into the flattened valid
+    slots, x[key_valid] ([M, D]), so an edge to a hidden or padding token is simply gone.
+    """
+    from torch_geometric.utils import subgraph
+
+    batch, k = ids.shape
+    key_valid = torch.ones_like(ids, dtype=torch.bool) if key_valid is None else key_valid
+    offsets = torch.arange(batch, device=ids.device)[:, None] * num_tokens
+    token_of_slot = (ids + offsets)[key_valid]  # [M] flattened token index of each valid slot
+    edges, _ = subgraph(token_of_slot, edge_index.to(ids.device), relabel_nodes=True,
+                        num_nodes=batch * num_tokens)
+    return edges  # [2, E']
+
+
+def scatter_slots(values: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+    """values [M, C] of the valid slots -> [B, K, C], zeros on padding slots."""
+    out = values.new_zeros(*key_valid.shape, values.shape[-1])
+    out[key_valid] = values
+    return out
+
+
+def make_activation(name: str) -> nn.Module:
+    """'prelu' (GraphMAE: one learned slope), 'relu', 'elu', 'gelu' or 'none'."""
+    layers = {"prelu": nn.PReLU, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "none": nn.Identity}
+    if name not in layers:
+        raise ValueError(f"activation must be one of {sorted(layers)}, got {name!r}")
+    return layers[name]()
+
+
+def make_norm(name: Optional[str], dim: int) -> nn.Module:
+    """None, 'layer' or 'batch' normalization after each message-passing layer."""
+    if name in (None, "none"):
+        return nn.Identity()
+    if name == "layer":
+        return nn.LayerNorm(dim)
+    if name == "batch":
+        return nn.BatchNorm1d(dim)
+    raise ValueError(f"norm must be None, 'layer' or 'batch', got {name!r}")
+
+
+def message_passing_layer(conv: str, in_dim: int, out_dim: int, num_heads: int, attn_drop: float,
+                          negative_slope: float, concat: bool = True) -> nn.Module:
+    """One PyG layer: GATConv (heads concatenated to out_dim, or averaged) or GINConv with a
+    2-layer MLP. GATConv adds a self-loop to every token, so a token whose neighbours are all
+    hidden or absent still attends to itself."""
+    from torch_geometric.nn import GATConv, GINConv
+
+    if conv == "gat":
+        if concat and out_dim % num_heads:
+            raise ValueError(f"width {out_dim} is not divisible by num_heads={num_heads}")
+        per_head = out_dim // num_heads if concat else out_dim
+        return GATConv(in_dim, per_head, heads=num_heads, concat=concat, dropout=attn_drop,
+                       negative_slope=negative_slope, add_self_loops=True)
+    if conv == "gin":
+        mlp = nn.Sequential(nn.Linear(in_dim, out_dim), nn.PReLU(), nn.Linear(out_dim, out_dim))
+        return GINConv(mlp, train_eps=True)
+    raise ValueError(f"conv must be 'gat' or 'gin', got {conv!r}")
+
+
+@gin.configurable
+class GNNEncoder(nn.Module):
+    """Message passing over the token edges in Tokens.extras['edge_index'] (GraphMAE's encoder).
+
+    Each of `depth` layers is: feature dropout (in_drop), a GAT or GIN layer (`conv`), an
+    optional norm and residual, and an activation (also after the last layer, as GraphMAE's
+    encoder does). Only edges between tokens present in `ids` (and valid) are used: in drop
+    mode the hidden tokens and every edge touching them are absent, in replace mode all tokens
+    take part. Width stays `dim` throughout (GAT: num_heads heads of dim / num_heads, concatenated).
+    """
+
+    def __init__(self, dim: int = 512, depth: int = 2, num_heads: int = 4, conv: str = "gat",
+                 feat_drop: float = 0.2, attn_drop: float = 0.1, negative_slope: float = 0.2,
+                 activation: str = "prelu", norm: Optional[str] = None, residual: bool = False):
+        super().__init__()
+        self.dim, self.residual = dim, residual
+        self.feat_drop = nn.Dropout(feat_drop)
+        self.convs = nn.ModuleList([message_passing_layer(conv, dim, dim, num_heads, attn_drop, negative_slope)
+                                    for _ in range(depth)])
+        self.norms = nn.ModuleList([make_norm(norm, dim) for _ in range(depth)])
+        self.acts = nn.ModuleList([make_activation(activation) for _ in range(depth)])
+
+    def forward(self, x, key_valid=None, tokens=None, ids=None):  # [B, K, D] -> [B, K, D]
+        if tokens is None or "edge_index" not in tokens.extras:
+            raise ValueError("GNNEncoder needs Tokens.extras['edge_index'] (edges into the flattened B*N tokens)")
+        key_valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if key_valid is None else key_valid
+        ids = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1) if ids is None else ids
+        edges = edges_among(tokens.extras["edge_index"], ids, key_valid, tokens.num_tokens)
+        h = x[key_valid]  # [M, D]
+        for conv, norm, act in zip(self.convs, self.norms, self.acts):
+            out = norm(conv(self.feat_drop(h), edges))
+            h = act(out + h if self.residual else out)
+        return scatter_slots(h, key_valid)  # [B, K, D]

@@ -30,7 +30,7 @@ def select_ids(keep: torch.Tensor):
 class MaskedModel(nn.Module):
     def __init__(self, adapter, masker, schedule, encoder, decoder, target: Optional[Target] = None,
                  loss=None, mode: str = "drop", decoder_masker=None, decoder_ratio: float = 0.5,
-                 replace_probs: Sequence[float] = (1.0, 0.0, 0.0)):
+                 replace_probs: Sequence[float] = (1.0, 0.0, 0.0), aux_objectives: Sequence[nn.Module] = ()):
         super().__init__()
         if mode not in ("drop", "replace"):
             raise ValueError(f"MaskedModel.mode must be 'drop' or 'replace', got {mode!r}")
@@ -46,6 +46,9 @@ class MaskedModel(nn.Module):
         self.apply(init_weights)
         if self.enc_mask_token is not None:
             nn.init.normal_(self.enc_mask_token, std=0.02)
+        self.aux_objectives = nn.ModuleList(aux_objectives)  # objective(out, src_ids, src_valid) -> scalar
+        if hasattr(self.target, "attach"):  # a teacher copies the student once its weights are initialized
+            self.target.attach(self)
 
     # ---- masking -------------------------------------------------------------------------
     def make_mask(self, tokens: Tokens, progress: float, generator=None) -> Mask:
@@ -55,6 +58,11 @@ class MaskedModel(nn.Module):
             all_ids = torch.arange(tokens.num_tokens, device=tokens.patches.device).expand(tokens.batch_size, -1)
             features = self.embed_tokens(tokens, all_ids)
         mask = self.masker(tokens, ratio, generator, **({"features": features} if features is not None else {}))
+        return self.add_decoder_mask(tokens, mask, generator)
+
+    def add_decoder_mask(self, tokens: Tokens, mask: Mask, generator=None) -> Mask:
+        """Dual masking: set `mask.decode` to the hidden tokens the decoder keeps (no-op without
+        a decoder_masker)."""
         if self.decoder_masker is not None:
             hidden = Tokens(tokens.patches, tokens.coords, mask.masked & tokens.valid_mask(), tokens.grid, tokens.group)
             decode = self.decoder_masker(hidden, self.decoder_ratio, generator)
@@ -127,6 +135,25 @@ class MaskedModel(nn.Module):
             dec_valid = valid
         return dec(x, dec_valid, tokens, dec_ids), dec_ids, dec_valid
 
+    # ---- loss ----------------------------------------------------------------------------
+    def score(self, pred, dec_ids, dec_valid, tokens: Tokens, mask: Mask):
+        """Loss over the scored tokens: pred [B, M, T] for dec_ids [B, M] -> (mean loss [],
+        token_loss [B, M], zero where not scored). The target is computed for the scored tokens
+        only (gathered first, normalized after), and the loss runs on those rows only."""
+        scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
+        if bool(scored.all()):
+            rows, rows_valid, scored_pred, scored_ids = None, None, pred, dec_ids
+        else:
+            rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
+            scored_pred, scored_ids = gather_tokens(pred, rows), gather_tokens(dec_ids, rows)  # [B, S, T], [B, S]
+        values, weight = target_values(self.target, tokens, self.adapter, scored_ids)  # [B, S, T]
+        row_loss = self.loss_fn(scored_pred, values.to(pred.dtype), weight)  # [B, S]
+        if rows is None:
+            return row_loss.sum() / scored.numel(), row_loss
+        row_loss = row_loss * rows_valid
+        token_loss = row_loss.new_zeros(scored.shape).scatter(1, rows, row_loss)  # [B, M]
+        return row_loss.sum() / scored.sum().clamp(min=1), token_loss
+
     # ---- whole pipeline --------------------------------------------------------------------
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None) -> dict:
         tokens = self.adapter.tokenize(batch)
@@ -134,14 +161,13 @@ class MaskedModel(nn.Module):
             mask = self.make_mask(tokens, progress, generator)
         latent, src_ids, src_valid = self.encode(tokens, mask, generator)
         pred, dec_ids, dec_valid = self.decode(latent, src_ids, src_valid, tokens, mask)
-        values, weight = self.target(tokens, self.adapter)  # [B, N, T]
-        scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
-        token_loss = self.loss_fn(pred, gather_tokens(values, dec_ids).to(pred.dtype),
-                                  None if weight is None else gather_tokens(weight, dec_ids))  # [B, M]
-        token_loss = token_loss * scored
-        loss = token_loss.sum() / scored.sum().clamp(min=1)
+        loss, token_loss = self.score(pred, dec_ids, dec_valid, tokens, mask)
         out = {"loss": loss, "pred": pred, "dec_ids": dec_ids, "mask": mask, "tokens": tokens,
                "latent": latent, "token_loss": token_loss}
+        for i, objective in enumerate(self.aux_objectives):  # extra terms (edge reconstruction...)
+            term = objective(out, src_ids, src_valid)
+            out[f"aux_{i}_{type(objective).__name__}"] = term.detach()
+            out["loss"] = out["loss"] + term
         if hasattr(self.masker, "aux_loss"):
             full_loss = torch.zeros(mask.masked.shape, device=loss.device).scatter(1, dec_ids, token_loss.detach().float())
             out["aux_loss"] = self.masker.aux_loss(mask, full_loss)
@@ -168,6 +194,15 @@ class MaskedModel(nn.Module):
         pred, dec_ids, tokens = out["pred"], out["dec_ids"], out["tokens"]
         full = torch.zeros(tokens.batch_size, tokens.num_tokens, pred.shape[-1], dtype=pred.dtype, device=pred.device)
         return full.scatter(1, dec_ids[..., None].expand_as(pred), pred)
+
+
+def target_values(target, tokens: Tokens, adapter, ids: torch.Tensor):
+    """(values [B, S, T], weight [B, S, T]|None) of the tokens `ids` [B, S]: the target's own
+    `select` when it has one (per-token targets compute only those rows), else gathered."""
+    if hasattr(target, "select"):
+        return target.select(tokens, adapter, ids)
+    values, weight = target(tokens, adapter)  # [B, N, T]
+    return gather_tokens(values, ids), None if weight is None else gather_tokens(weight, ids)
 
 
 def init_weights(module: nn.Module):
