@@ -1,0 +1,411 @@
+#!/usr/bin/env python
+"""Numbers for the README's "What pretraining buys": pretrain on a CPU-time budget, then probe.
+
+python tools/report.py images [--minutes 12]       # MAE on the Fashion-MNIST sample
+python tools/report.py points | graphs [--minutes]  # once their adapters and recipes exist
+python tools/report.py sweep [--minutes 3]          # linear probe vs mask ratio (MAE Fig. 5)
+
+Each modality is one function below, registered with @modality, that returns a Spec: the
+recipe, the files it needs and the probe. The shared pipeline (1) measures the CPU time of a
+few training steps, (2) sets train.steps so the whole warmup + cosine schedule fits the budget
+(`--minutes` x cores CPU-minutes: about `--minutes` of wall clock on a dedicated machine, more
+on a shared one, same work either way), (3) pretrains in a child process (SIGTERM at 2x the
+CPU budget: the trainer checkpoints and exits), (4) probes random
+init, pretrained and raw input with tools/eval.py, (5) upserts the row of docs/report.md and
+writes the JSON next to the run. A modality whose probe is not a plain label probe (video
+clip identity, temporal order) sets Spec.probe to its own function.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT  # noqa: E402
+
+REPORT_MD = os.path.join(ROOT, "docs", "report.md")
+RUNS = os.path.join("runs", "report")
+QUIET = ["train.progress_bar=False", "train.log_every=25"]
+TABLE_HEADER = ["Modality", "Data", "Recipe", "Pretraining", "Probe", "Random init", "Pretrained", "Gain",
+                "Raw input"]
+OVERRUN = 2.0  # x the CPU budget: past this a run is stopped (SIGTERM); contention inflates CPU per step
+WALL_CAP = 4.0  # x the budget in wall minutes: the same, for a machine too busy to finish
+SWEEP_HEADER = ["Mask ratio", "Steps", "Linear probe", "Random init"]
+
+
+@dataclass
+class Spec:
+    """One modality's report row: what to pretrain and how to probe it."""
+    key: str
+    data: str
+    recipe: List[str]
+    needs: List[str] = field(default_factory=list)  # files that must exist (adapter, recipe)
+    params: List[str] = field(default_factory=list)  # extra gin bindings for pretraining
+    protocol: str = "linear"
+    pool: str = "mean"
+    probe: Optional[Callable] = None  # (spec, checkpoint, random_init, raw) -> eval result dict
+
+
+MODALITIES: Dict[str, Callable[[], Spec]] = {}
+
+
+def modality(name: str):
+    def register(fn):
+        MODALITIES[name] = fn
+        return fn
+    return register
+
+
+@modality("images")
+def images() -> Spec:
+    return Spec("images", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/image_mae_cpu.gin"],
+                needs=["modalities/image.py", "gin/image_mae_cpu.gin"])
+
+
+@modality("points")
+def points() -> Spec:
+    """Point-MAE on the bundled class-folder meshes (a CPU-sized encoder unless a _cpu recipe exists)."""
+    cpu = "gin/point_mae_cpu.gin"
+    shrink = [] if os.path.exists(os.path.join(ROOT, cpu)) else [
+        "ENC_DIM=192", "ENC_DEPTH=6", "ENC_HEADS=3", "DEC_DIM=128", "DEC_DEPTH=2", "DEC_HEADS=4",
+        "train.batch_size=32", "train.accum_steps=1"]
+    recipe = cpu if not shrink else "gin/point_mae.gin"
+    return Spec("points", "bundled point-cloud sample (class folders), 80/20 split", [recipe],
+                needs=["modalities/points.py", recipe], params=shrink)
+
+
+@modality("graphs")
+def graphs() -> Spec:
+    """GraphMAE on the recipe's default graph data (node or graph labels, 80/20 split)."""
+    return Spec("graphs", "bundled graph sample, 80/20 split of labeled items", ["gin/graph_mae.gin"],
+                needs=["modalities/graph.py", "gin/graph_mae.gin"])
+
+
+# ---- timing -------------------------------------------------------------------------------
+# The budget is CPU time: `--minutes M` buys M minutes of every core of this machine. On a
+# dedicated machine that is about M minutes of wall clock; on a shared one the run takes
+# longer but does the same work, so its number does not depend on what else was running.
+def child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds so far of a live process, its live descendants (data loader workers) and the
+    children they already reaped, from /proc (Linux); 0 where /proc is missing."""
+    tick, total, stack = os.sysconf("SC_CLK_TCK"), 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # from field 3 (state) on
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+def train_command(spec: Spec, workdir: str, params: List[str]) -> List[str]:
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--workdir", workdir]
+    for path in spec.recipe:
+        cmd += ["--gin", path]
+    for param in QUIET + spec.params + params:
+        cmd += ["--gin_param", param]
+    return cmd
+
+
+def count_rows(workdir: str) -> int:
+    try:
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
+def run_training(spec: Spec, workdir: str, params: List[str], cpu_limit_s: Optional[float] = None,
+                 wall_limit_s: Optional[float] = None) -> dict:
+    """Train in a child process, polling its CPU time; SIGTERM past a CPU or wall limit (the
+    trainer checkpoints and exits 0). -> {'wall_s', 'cpu_s', 'terminated', 'row_cpu': [(rows
+    written, CPU s) at each new metrics row]}; the child's output goes to <workdir>/train.log."""
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh run: metrics.jsonl appends otherwise
+    os.makedirs(workdir)
+    cpu0, t0 = child_cpu_seconds(), time.perf_counter()
+    row_cpu, terminated = [], False
+    with open(os.path.join(workdir, "train.log"), "w") as log:
+        proc = subprocess.Popen(train_command(spec, workdir, params), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            time.sleep(0.25)
+            rows, cpu = count_rows(workdir), tree_cpu_seconds(proc.pid)
+            if rows and (not row_cpu or rows != row_cpu[-1][0]):
+                row_cpu.append((rows, cpu))
+            over = (cpu_limit_s and cpu > cpu_limit_s) or (wall_limit_s and time.perf_counter() - t0 > wall_limit_s)
+            if over and not terminated:
+                terminated = True
+                proc.send_signal(signal.SIGTERM)
+    if proc.returncode != 0:
+        with open(os.path.join(workdir, "train.log")) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"training failed (exit {proc.returncode}):\n{tail}")
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": child_cpu_seconds() - cpu0, "terminated": terminated,
+            "row_cpu": row_cpu}
+
+
+def read_rows(workdir: str) -> list:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def time_steps(spec: Spec, workdir: str, params: List[str], probe_steps: int = 40, every: int = 5) -> tuple:
+    """Train `probe_steps` steps with a metrics row every `every` -> (CPU seconds per step in
+    steady state, start-up CPU seconds: imports, data, workers, the final eval and checkpoint).
+    Steady state runs from the first row to the one before the last (which waits for the eval)."""
+    timing = run_training(spec, workdir, params + [f"train.steps={probe_steps}", f"train.log_every={every}",
+                                                   "train.eval_every=1000000", "train.ckpt_every=1000000"])
+    marks = [(rows, cpu) for rows, cpu in timing["row_cpu"] if rows < probe_steps // every]
+    if len(marks) < 2 or marks[-1][0] == marks[0][0]:
+        raise RuntimeError(f"could not time training steps (rows seen: {timing['row_cpu']})")
+    per_step = (marks[-1][1] - marks[0][1]) / ((marks[-1][0] - marks[0][0]) * every)
+    return per_step, max(0.0, timing["cpu_s"] - probe_steps * per_step)
+
+
+def steps_for(budget_s: float, per_step_s: float, startup_s: float = 0.0, overhead: float = 0.03,
+              minimum: int = 20) -> int:
+    """Steps that fit the budget after start-up, leaving `overhead` for periodic evals and checkpoints."""
+    return max(minimum, int((budget_s - startup_s) * (1 - overhead) / per_step_s))
+
+
+def cpu_budget(minutes: float) -> float:
+    return minutes * 60 * (os.cpu_count() or 1)
+
+
+def pretrain(spec: Spec, minutes: float, workdir: str, params: List[str] = ()) -> dict:
+    """Pretrain on a CPU budget of `minutes` x all cores; -> timing and step facts of the run."""
+    params = list(params)
+    per_step, startup = time_steps(spec, workdir + "_speed", params)
+    budget = cpu_budget(minutes)
+    steps = steps_for(budget, per_step, startup)
+    warmup = max(1, round(0.05 * steps))
+    print(f"[{spec.key}] {per_step:.2f} CPU-s/step + {startup:.0f} CPU-s start-up -> {steps} steps ({warmup} "
+          f"warmup) for {budget / 60:.0f} CPU-min ({minutes:g} min x {os.cpu_count()} cores)", flush=True)
+    timing = run_training(spec, workdir, params + [f"train.steps={steps}", f"train.warmup_steps={warmup}"],
+                          cpu_limit_s=OVERRUN * budget, wall_limit_s=WALL_CAP * minutes * 60 + 120)
+    rows = read_rows(workdir)
+    done = rows[-1]["step"]
+    print(f"[{spec.key}] trained {done}/{steps} steps in {timing['wall_s'] / 60:.1f} min wall, "
+          f"{timing['cpu_s'] / 60:.1f} CPU-min, final loss {rows[-1]['loss']:.4f}", flush=True)
+    try:
+        import plot
+        plot.plot_metrics(plot.read_rows(workdir), os.path.join(workdir, "curves.png"), title=spec.key)
+    except Exception as err:  # curves are a convenience, never a reason to lose the numbers
+        print(f"[{spec.key}] no curves: {err}")
+    return {"steps": done, "planned_steps": steps, "cpu_s_per_step": per_step, "wall_min": timing["wall_s"] / 60,
+            "cpu_min": timing["cpu_s"] / 60, "budget_cpu_min": budget / 60, "cores": os.cpu_count(),
+            "load_avg_1min_after": os.getloadavg()[0], "terminated": timing["terminated"],
+            "final_loss": rows[-1]["loss"], "final_eval_loss": rows[-1].get("eval_loss"),
+            "checkpoint": os.path.join(workdir, "checkpoints", "last.pt")}
+
+
+# ---- probes -------------------------------------------------------------------------------
+def load_eval():
+    """tools/eval.py as a module (the name would shadow the builtin in a plain import)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("unimask_eval_tool", os.path.join(ROOT, "tools", "eval.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool = False) -> dict:
+    args = ["--checkpoint", checkpoint, "--protocol", spec.protocol]
+    if raw:
+        args += ["--features", "raw"]
+    else:
+        args += ["--pool", spec.pool] + (["--random-init"] if random_init else [])
+    evaluator = load_eval()
+    try:
+        return evaluator.evaluate(args)
+    except ValueError as err:
+        if raw and "flatten" in str(err):  # ragged tokens: average them instead
+            return evaluator.evaluate(args + ["--pool", "mean"])
+        raise
+
+
+def probe_all(spec: Spec, checkpoint: str) -> dict:
+    probe = spec.probe or eval_probe
+    out = {}
+    for name, kwargs in (("random_init", {"random_init": True}), ("pretrained", {}), ("raw", {"raw": True})):
+        out[name] = probe(spec, checkpoint, **kwargs)
+        print(f"[{spec.key}] {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
+    return out
+
+
+# ---- docs/report.md -----------------------------------------------------------------------
+def md_row(cells: List[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def upsert_row(text: str, table: str, header: List[str], cells: List[str]) -> str:
+    """Replace the row whose first cell is cells[0] in the marked table (or append it); a
+    missing table is created at the end. Other rows and all other text stay as they are."""
+    start, end = f"<!-- table:{table} -->", f"<!-- /table:{table} -->"
+    if start not in text:
+        text = text.rstrip("\n") + f"\n\n{start}\n{md_row(header)}\n{md_row(['---'] * len(header))}\n{end}\n"
+    before, rest = text.split(start, 1)
+    body, after = rest.split(end, 1)
+    lines = [line for line in body.strip("\n").split("\n") if line.strip()]
+    head, rows = lines[:2], lines[2:]
+    key = re.escape(str(cells[0]))
+    new = md_row(cells)
+    for i, line in enumerate(rows):
+        if re.match(rf"^\|\s*{key}\s*\|", line):
+            rows[i] = new
+            break
+    else:
+        rows.append(new)
+    return f"{before}{start}\n" + "\n".join(head + rows) + f"\n{end}{after}"
+
+
+def update_markdown(table: str, header: List[str], cells: List[str], path: str = REPORT_MD):
+    text = open(path).read() if os.path.exists(path) else "# What pretraining buys\n"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(upsert_row(text, table, header, cells))
+
+
+def save_json(path: str, key: str, value: dict):
+    """Merge {key: value} into a JSON file of results."""
+    data = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+    data[key] = value
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
+    random_acc, pre_acc = probes["random_init"]["top1_acc"], probes["pretrained"]["top1_acc"]
+    recipe = " + ".join(f"`{r}`" for r in spec.recipe)
+    time_cell = (f"{run['steps']} steps, {run['cpu_min']:.1f} CPU-min ({run['wall_min']:.1f} min wall on "
+                 f"{run['cores']} shared cores)")
+    return [spec.key, spec.data, recipe, time_cell, f"{spec.protocol}, {spec.pool}-pool", f"{random_acc:.1f}",
+            f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}"]
+
+
+def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = ()) -> Optional[dict]:
+    spec = MODALITIES[name]()
+    spec.params += list(params)
+    missing = [p for p in spec.needs if not os.path.exists(os.path.join(ROOT, p))]
+    if missing:
+        print(f"[{name}] skipped: {', '.join(missing)} not there yet (the {name} adapter/recipe is not merged)")
+        return None
+    workdir = os.path.join(runs, name)
+    run = pretrain(spec, minutes, workdir)
+    probes = probe_all(spec, run["checkpoint"])
+    result = {"run": run, "probes": probes, "minutes": minutes,
+              "command": f"python tools/report.py {name} --minutes {minutes:g}"}
+    save_json(os.path.join(runs, "report.json"), name, result)
+    update_markdown("pretraining", TABLE_HEADER, report_row(spec, run, probes), md_path)
+    print(f"[{name}] random init {probes['random_init']['top1_acc']:.2f}, pretrained "
+          f"{probes['pretrained']['top1_acc']:.2f}, raw {probes['raw']['top1_acc']:.2f}; "
+          f"wrote {md_path} and {os.path.join(runs, 'report.json')}")
+    return result
+
+
+# ---- mask-ratio sweep ---------------------------------------------------------------------
+def plot_sweep(ratios: List[float], accs: List[float], random_acc: float, out: str) -> str:
+    """Linear-probe accuracy vs mask ratio, MAE Fig. 5 style, with the random-init level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    ax.plot([100 * r for r in ratios], accs, marker="o", label="pretrained")
+    for r, a in zip(ratios, accs):
+        ax.annotate(f"{a:.1f}", (100 * r, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.axhline(random_acc, color="gray", linestyle="--", label=f"random init ({random_acc:.1f})")
+    ax.set_xlabel("masking ratio (%)")
+    ax.set_ylabel("linear probe top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def run_sweep(minutes: float, ratios: List[float], runs: str, md_path: str, params: List[str] = (),
+              name: str = "images") -> dict:
+    """Same number of steps for every ratio (timed at the lowest ratio, the slowest), so each
+    point has seen the same data, as in MAE's Fig. 5."""
+    spec = MODALITIES[name]()
+    spec.params += list(params)
+    base = os.path.join(runs, "sweep")
+    per_step, startup = time_steps(spec, os.path.join(base, "speed"), [f"ConstantRatio.ratio={min(ratios)}"])
+    steps = steps_for(cpu_budget(minutes), per_step, startup)
+    warmup = max(1, round(0.05 * steps))
+    print(f"[sweep] {per_step:.2f} CPU-s/step at ratio {min(ratios)} -> {steps} steps per ratio", flush=True)
+    points = {}
+    for ratio in ratios:
+        workdir = os.path.join(base, f"ratio_{ratio}")
+        timing = run_training(spec, workdir, [f"ConstantRatio.ratio={ratio}", f"train.steps={steps}",
+                                              f"train.warmup_steps={warmup}"],
+                              cpu_limit_s=OVERRUN * cpu_budget(minutes), wall_limit_s=WALL_CAP * minutes * 60 + 120)
+        ckpt = os.path.join(workdir, "checkpoints", "last.pt")
+        points[ratio] = {"top1_acc": eval_probe(spec, ckpt)["top1_acc"], "wall_min": timing["wall_s"] / 60,
+                         "cpu_min": timing["cpu_s"] / 60, "steps": read_rows(workdir)[-1]["step"]}
+        print(f"[sweep] ratio {ratio}: top1_acc={points[ratio]['top1_acc']:.2f}", flush=True)
+    random_acc = eval_probe(spec, ckpt, random_init=True)["top1_acc"]
+    png = plot_sweep(ratios, [points[r]["top1_acc"] for r in ratios], random_acc, os.path.join(base, "mask_ratio.png"))
+    result = {"points": {str(r): v for r, v in points.items()}, "random_init": random_acc, "steps": steps,
+              "png": png, "command": f"python tools/report.py sweep --minutes {minutes:g}"}
+    save_json(os.path.join(runs, "report.json"), "sweep", result)
+    for ratio in ratios:
+        update_markdown("sweep", SWEEP_HEADER, [f"{ratio:.2f}", points[ratio]["steps"],
+                                                f"{points[ratio]['top1_acc']:.1f}", f"{random_acc:.1f}"], md_path)
+    print(f"[sweep] wrote {png}, {md_path}")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=sorted(MODALITIES) + ["sweep", "all"])
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="pretraining budget per run in minutes of all this machine's cores (CPU time = "
+                             "minutes x cores): 12 per modality, 3 per sweep ratio")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9])
+    parser.add_argument("--runs", default=RUNS, help="where runs and report.json go")
+    parser.add_argument("--md", default=REPORT_MD, help="markdown file whose tables are updated")
+    parser.add_argument("--gin_param", action="append", default=[],
+                        help="extra binding for pretraining (kept in the checkpoint, so the probes see it too)")
+    args = parser.parse_args(argv)
+    args.runs, args.md = os.path.abspath(args.runs), os.path.abspath(args.md)
+    os.chdir(ROOT)  # recipes and their data roots are relative to the repository
+    if args.what == "sweep":
+        run_sweep(args.minutes or 3, args.ratios, args.runs, args.md, args.gin_param)
+        return 0
+    for name in (sorted(MODALITIES) if args.what == "all" else [args.what]):
+        run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
