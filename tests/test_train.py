@@ -148,7 +148,7 @@ def test_sigterm_leaves_a_loadable_checkpoint(tmp_path):
     assert 3 <= state["step"] < 100000 and "signal" in out
 
 
-@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+@pytest.mark.parametrize("sharding", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_two_processes_match_accumulation(tmp_path, sharding):
     """torchrun (gloo), 2 processes (DDP or FSDP) == 1 process with 2 accumulated micro-batches."""
     single, multi = str(tmp_path / "single"), str(tmp_path / sharding)

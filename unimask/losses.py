@@ -19,11 +19,38 @@ def weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor]) -> torch
     return (values * weight).sum(-1) / weight.sum(-1).clamp(min=1e-6)
 
 
+class SquaredErrorMean(torch.autograd.Function):
+    """mean((pred - target)^2, -1) in fp32: [B, M, T] x2 -> [B, M]. The same math as the plain
+    expression, but forward is one subtraction + one norm pass and backward one pass;
+    only the difference is kept for backward (F.mse_loss keeps both inputs)."""
+
+    @staticmethod
+    def forward(ctx, pred, target):
+        if pred.dtype == torch.float32:
+            diff = pred - target.float()  # [B, M, T]
+        else:  # one fp32 copy, the (low-precision) target subtracted into it: fp32 math, no 2nd temporary
+            diff = pred.float().sub_(target)
+        ctx.save_for_backward(diff)
+        ctx.dtypes = (pred.dtype, target.dtype)
+        # sum of squares as a squared 2-norm: one pass and no [B, M, T] temporary (vecdot has one)
+        return torch.linalg.vector_norm(diff, dim=-1).square() / diff.shape[-1]  # [B, M]
+
+    @staticmethod
+    def backward(ctx, grad):  # grad [B, M]
+        (diff,) = ctx.saved_tensors
+        grad_diff = diff * (grad.float() * (2.0 / diff.shape[-1]))[..., None]  # [B, M, T]
+        pred_grad = grad_diff.to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
+        target_grad = (-grad_diff).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
+        return pred_grad, target_grad
+
+
 @gin.configurable
 class MSELoss:
     """MAE's mean squared error per token."""
 
     def __call__(self, pred, target, weight=None):
+        if weight is None:
+            return SquaredErrorMean.apply(pred, target)
         return weighted_mean((pred.float() - target.float()) ** 2, weight)
 
 

@@ -14,7 +14,7 @@ import gin
 import torch
 from torch import nn
 
-from unimask.targets import Target
+from unimask.targets import Target, gather_rows
 from unimask.tokens import Mask, Tokens, gather_tokens
 
 
@@ -72,7 +72,7 @@ class MaskedModel(nn.Module):
     # ---- encoder -------------------------------------------------------------------------
     def embed_tokens(self, tokens: Tokens, ids: torch.Tensor, patches: Optional[torch.Tensor] = None):
         """ids [B, K] -> embedded tokens with position codes [B, K, D]."""
-        patches = gather_tokens(tokens.patches, ids) if patches is None else patches
+        patches = gather_rows(tokens.patches, ids) if patches is None else patches
         x = self.adapter.embed(patches, tokens, ids)
         return x + self.adapter.pos(gather_tokens(tokens.coords, ids), x.shape[-1]).to(x.dtype)
 
@@ -145,7 +145,7 @@ class MaskedModel(nn.Module):
             rows, rows_valid, scored_pred, scored_ids = None, None, pred, dec_ids
         else:
             rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
-            scored_pred, scored_ids = gather_tokens(pred, rows), gather_tokens(dec_ids, rows)  # [B, S, T], [B, S]
+            scored_pred, scored_ids = gather_rows(pred, rows), gather_tokens(dec_ids, rows)  # [B, S, T], [B, S]
         values, weight = target_values(self.target, tokens, self.adapter, scored_ids)  # [B, S, T]
         row_loss = self.loss_fn(scored_pred, values.to(pred.dtype), weight)  # [B, S]
         if rows is None:
@@ -171,7 +171,7 @@ class MaskedModel(nn.Module):
         if hasattr(self.masker, "aux_loss"):
             full_loss = torch.zeros(mask.masked.shape, device=loss.device).scatter(1, dec_ids, token_loss.detach().float())
             out["aux_loss"] = self.masker.aux_loss(mask, full_loss)
-            out["loss"] = loss + out["aux_loss"]
+            out["loss"] = out["loss"] + out["aux_loss"]
         return out
 
     @torch.no_grad()

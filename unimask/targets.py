@@ -11,6 +11,17 @@ from torch import nn
 from unimask.tokens import gather_tokens
 
 
+def gather_rows(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """gather_tokens for big rows: x [B, N, ...], ids [B, K] -> [B, K, ...]. One index_select
+    over the flattened B*N rows (row copies; 2-3x faster than torch.gather with an expanded
+    index, forward and backward) when the first two axes merge into one without a copy."""
+    if x.dim() < 3 or x.stride(0) != x.stride(1) * x.shape[1]:
+        return gather_tokens(x, ids)
+    batch, n = x.shape[:2]
+    flat_ids = (ids + torch.arange(batch, device=ids.device)[:, None] * n).reshape(-1)  # [B*K]
+    return x.flatten(0, 1).index_select(0, flat_ids).view(*ids.shape, *x.shape[2:])
+
+
 class Target(nn.Module):
     """Base: default = the adapter's own target (raw patches)."""
 
@@ -46,8 +57,9 @@ class PixelTarget(Target):
         super().__init__()
         self.norm_pix, self.per_channel, self.eps = norm_pix, per_channel, eps
 
-    def centre(self, values, tokens):
-        """values [B, N, T] -> (grouped view [B, N, pixels, C] or [B, N, T], mean, values - mean, axis)."""
+    def centre(self, values, tokens, inplace: bool = False):
+        """values [B, N, T] -> (grouped view [B, N, pixels, C] or [B, N, T], mean, values - mean, axis);
+        inplace=True subtracts in the caller's own copy of the values."""
         if self.per_channel:
             if not tokens.patch_shape:
                 raise ValueError("PixelTarget(per_channel=True) needs Tokens.patch_shape with channels last")
@@ -55,7 +67,7 @@ class PixelTarget(Target):
         else:
             grouped, axis = values, -1
         mean = grouped.mean(axis, keepdim=True)
-        return grouped, mean, grouped - mean, axis
+        return grouped, mean, grouped.sub_(mean) if inplace else grouped - mean, axis
 
     def scale(self, centred, axis):
         """Unbiased std (+ eps) from the centred values: the sum of squares is one vector-norm
@@ -68,9 +80,10 @@ class PixelTarget(Target):
         grouped, mean, centred, axis = self.centre(values, tokens)
         return grouped, mean, self.scale(centred, axis)
 
-    def normalize(self, values, tokens):
-        """Norm-pix: values [B, N, T] float -> (values - mean) / scale per patch (channel), new tensor."""
-        _, _, centred, axis = self.centre(values, tokens)
+    def normalize(self, values, tokens, inplace: bool = False):
+        """Norm-pix: values [B, N, T] float -> (values - mean) / scale per patch (channel); a new
+        tensor, or `values` itself with inplace=True."""
+        _, _, centred, axis = self.centre(values, tokens, inplace)
         return centred.div_(self.scale(centred, axis)).view(values.shape)
 
     def forward(self, tokens, adapter):
@@ -79,8 +92,10 @@ class PixelTarget(Target):
 
     def select(self, tokens, adapter, ids):
         """forward() for the tokens ids [B, S] only: gathered first, normalized after."""
-        values = gather_tokens(adapter.target(tokens), ids).float()  # [B, S, T]
-        return (self.normalize(values, tokens) if self.norm_pix else values), None
+        values = gather_rows(adapter.target(tokens), ids).float()  # [B, S, T], a fresh copy
+        if not self.norm_pix:
+            return values, None
+        return self.normalize(values, tokens, inplace=not values.requires_grad), None
 
     def invert(self, pred, tokens, adapter):
         if not self.norm_pix:

@@ -22,7 +22,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float):
 
 
 def make_optimizer(model, lr: float, weight_decay: float, betas, device: torch.device):
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    # fused: one kernel per parameter group (CUDA and, since torch 2.4, CPU: ~2x faster than
+    # foreach there and without foreach's full-size temporaries); foreach elsewhere
+    kwargs = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), **kwargs)
 
 

@@ -281,6 +281,9 @@ class Trainer:
             for s, handler in old_handlers.items():
                 signal.signal(s, handler)
             self.log.close()
+            if self.dist.world > 1 and torch.distributed.is_initialized():
+                barrier(self.dist)
+                torch.distributed.destroy_process_group()  # clean gloo/nccl teardown at exit
 
     def _loop(self, workdir: str) -> dict:
         loader = iter(self.make_loader(self.position))
