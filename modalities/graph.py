@@ -521,9 +521,6 @@ class GraphDataset(SampleDataset):
         self.items = [(g, 0) for g in range(len(records))] if sampling == "full" else \
             [(g, c) for g, r in enumerate(records) for c in range(math.ceil(r["num_nodes"] / seeds_per_item))]
 
-    def __len__(self):
-        return len(self.items)
-
     def describe(self, index):
         graph, chunk = self.items[index]
         return self.records[graph]["name"] + (f" (sub-graph {chunk})" if self.sampling == "khop" else "")

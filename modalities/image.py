@@ -92,9 +92,6 @@ class ImageDataset(SampleDataset):
         source = len(self.arrays) - 1
         self.items += [((path, source), None if labels is None else int(labels[i]), i) for i in range(len(images))]
 
-    def __len__(self):
-        return len(self.items)
-
     def describe(self, index):
         path, _, row = self.items[index]
         return f"{path[0]}[{row}]" if row is not None else str(path)

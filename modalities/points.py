@@ -454,12 +454,6 @@ class PointCloudDataset(SampleDataset):
         self.augment, self.scale_range, self.translate_range = augment, tuple(scale_range), translate_range
         self.skip_bad_samples = skip_bad_samples
 
-    def __len__(self):
-        return len(self.items)
-
-    def describe(self, index):
-        return self.items[index][0]
-
     def load(self, index):
         path, label = self.items[index]
         rng = np.random.default_rng(np.random.randint(2**31))  # seeded per (index, seed) by SampleDataset

@@ -90,12 +90,6 @@ class VideoDataset(SampleDataset):
         mean, std = default_norm(3, mean, std)
         self.mean, self.std = torch.tensor(mean)[:, None, None, None], torch.tensor(std)[:, None, None, None]
 
-    def __len__(self):
-        return len(self.items)
-
-    def describe(self, index):
-        return self.items[index][0]
-
     def load(self, index):
         path, label = self.items[index]
         try:

@@ -184,3 +184,18 @@ def test_export_loads_into_timm_and_embeds_identically(tmp_path):
     theirs = timm_model.patch_embed(image)  # [B, N, D]
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(timm_model.blocks[0].attn.qkv.weight, model.encoder.blocks[0].attn.qkv.weight)
+
+
+def test_ema_of_weights_follows_its_formula(tmp_path):
+    trainer = build_trainer("train.steps=2", "train.ema_decay=0.5")
+    key = "encoder.blocks.0.attn.qkv.weight"
+    weights = [trainer.model.state_dict()[key].clone()]
+    original_step = trainer.train_step
+    trainer.train_step = lambda batches: (original_step(batches),
+                                          weights.append(trainer.model.state_dict()[key].clone()))[0]
+    trainer.fit(str(tmp_path))
+    w0, w1, w2 = weights
+    expected = 0.25 * w0 + 0.25 * w1 + 0.5 * w2  # ema <- 0.5 ema + 0.5 w, twice, from w0
+    state = final_state(str(tmp_path))
+    torch.testing.assert_close(state["ema"][key], expected)
+    assert not torch.equal(state["ema"][key], state["model"][key])

@@ -97,11 +97,15 @@ class SampleDataset(torch.utils.data.Dataset):
     and the sample carries `n_bad` so the trainer counts skips.
     """
 
-    samples_per_item = 1  # clips per decoded video (repeated sampling) and the like
+    samples_per_item = 1  # several samples drawn from one decoded file (repeated sampling)
     skip_bad_samples = False
+    items: list = []  # one (path, label, ...) tuple per sample, filled by the subclass
+
+    def __len__(self):
+        return len(self.items)
 
     def describe(self, index: int) -> str:
-        return f"sample {index}"
+        return str(self.items[index][0])
 
     def load(self, index: int) -> dict:
         raise NotImplementedError

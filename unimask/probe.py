@@ -169,6 +169,17 @@ def no_labels_error(model) -> NoLabelsError:
         "arrays, a list file with labels) or use a label-free evaluation")
 
 
+def labeled_batches(model, loader, device, labels_fn: Optional[Callable] = None):
+    """Yield (batch on device, labels) for every batch; data without labels is an error."""
+    labels_fn = labels_fn or model.adapter.labels
+    for batch in loader:
+        batch = to_device(batch, device)
+        labels = labels_fn(batch)
+        if labels is None:
+            raise no_labels_error(model)
+        yield batch, labels
+
+
 @torch.no_grad()
 def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optional[Callable] = None) -> tuple:
     """Frozen features of every labeled row: (x [M, D] float32 on CPU, y [M] long on CPU).
@@ -177,13 +188,8 @@ def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optio
     gives one row per token; per-token labels always give per-token rows.
     """
     model.eval().to(device)
-    labels_fn = labels_fn or model.adapter.labels
     xs, ys = [], []
-    for batch in loader:
-        batch = to_device(batch, device)
-        labels = labels_fn(batch)
-        if labels is None:
-            raise no_labels_error(model)
+    for batch, labels in labeled_batches(model, loader, device, labels_fn):
         feats, valid = encode_all(model, batch)
         x, y = rows_and_labels(model, batch, feats.float(), valid, labels, pool)
         xs.append(x.cpu())
@@ -201,13 +207,8 @@ def extract_raw(model, loader, device, pool: str = "flatten", labels_fn: Optiona
     pool 'flatten' concatenates all tokens of a sample (the whole raw input for a dense grid; needs the same
     unpadded token count everywhere), other pools as in extract_features.
     """
-    labels_fn = labels_fn or model.adapter.labels
     xs, ys = [], []
-    for batch in loader:
-        batch = to_device(batch, device)
-        labels = labels_fn(batch)
-        if labels is None:
-            raise no_labels_error(model)
+    for batch, labels in labeled_batches(model, loader, device, labels_fn):
         tokens = model.adapter.tokenize(batch)
         ids, valid = select_ids(tokens.valid_mask())
         raw = torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
