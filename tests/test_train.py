@@ -135,13 +135,14 @@ def test_state_dict_prefixes_are_stripped_and_mismatches_named():
 def test_sigterm_leaves_a_loadable_checkpoint(tmp_path):
     workdir = str(tmp_path)
     cmd = [sys.executable, "tools/train.py", *RECIPE, "--workdir", workdir,
-           *fast_params("train.steps=100000", "train.ckpt_every=100000", "train.eval_every=100000")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           *fast_params("train.steps=100000", "train.ckpt_every=100000", "train.eval_every=100000",
+                        "train.num_workers=1")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     metrics = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 120
     while time.time() < deadline and (not os.path.exists(metrics) or len(open(metrics).readlines()) < 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # like a scheduler: the whole group, data workers included
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
     state = ckpt.load_checkpoint(os.path.join(workdir, "checkpoints", "last.pt"))

@@ -42,6 +42,13 @@ def step_seed(seed: int, step: int, micro: int = 0) -> int:
     return (seed * 1_000_003 + step * 8_191 + micro * 131) % (2**62)
 
 
+def ignore_stop_signals(worker_id: int):
+    """DataLoader workers leave SIGTERM/SIGINT to the main process: a preemption signal sent to
+    the whole process group must end in a checkpoint, not in a dead worker mid-step."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class NonFiniteLossError(RuntimeError):
     pass
 
@@ -116,6 +123,8 @@ class Trainer:
         kwargs = {k: v for k, v in self.loader_kwargs.items() if v is not None or k == "collate_fn"}
         if kwargs.get("collate_fn") is None:
             kwargs.pop("collate_fn")
+        if kwargs.get("num_workers", 0) > 0:
+            kwargs["worker_init_fn"] = ignore_stop_signals
         return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, **kwargs)
 
     # ---- checkpoints -----------------------------------------------------------------------
