@@ -121,18 +121,14 @@ class MaskedModel(nn.Module):
         full.scatter_(1, src_ids[..., None].expand_as(z), z)  # [B, N, Dd]
         valid = tokens.valid_mask()
         seen = valid & (~mask.masked | mask.targets)
-        if bool(seen.all()):
-            dec_ids, dec_valid, x = None, None, full
-            coords = tokens.coords
+        if bool(seen.all()):  # the decoder sees every token: no gather needed
+            dec_ids, dec_valid = torch.arange(n, device=valid.device).expand(batch, -1), valid
+            x, coords = full, tokens.coords
         else:
             dec_ids, dec_valid = select_ids(seen)
-            x = gather_tokens(full, dec_ids)
-            coords = gather_tokens(tokens.coords, dec_ids)
+            x, coords = gather_tokens(full, dec_ids), gather_tokens(tokens.coords, dec_ids)
         if dec.use_pos:
             x = x + self.adapter.pos(coords, x.shape[-1]).to(x.dtype)
-        if dec_ids is None:
-            dec_ids = torch.arange(n, device=valid.device).expand(batch, -1)
-            dec_valid = valid
         return dec(x, dec_valid, tokens, dec_ids), dec_ids, dec_valid
 
     # ---- loss ----------------------------------------------------------------------------

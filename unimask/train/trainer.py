@@ -96,6 +96,7 @@ class Trainer:
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if ema_decay else None
         self.ema_decay = ema_decay
         self.step, self.skipped, self.n_bad, self.position = 0, 0, 0, 0
+        self.consecutive_skips = 0
         self._stop_signal = None
         self._micro_hook = None  # progress inside long accumulations (big recipes on one CPU)
 
@@ -120,9 +121,7 @@ class Trainer:
     def make_loader(self, start: int):
         sampler = StepBatchSampler(len(self.dataset), self.micro_batch, self.seed, start, self.dist.rank, self.dist.world,
                                    self.accum_steps)
-        kwargs = {k: v for k, v in self.loader_kwargs.items() if v is not None or k == "collate_fn"}
-        if kwargs.get("collate_fn") is None:
-            kwargs.pop("collate_fn")
+        kwargs = {k: v for k, v in self.loader_kwargs.items() if v is not None}  # unset = DataLoader default
         if kwargs.get("num_workers", 0) > 0:
             kwargs["worker_init_fn"] = ignore_stop_signals
         return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, **kwargs)
@@ -214,7 +213,7 @@ class Trainer:
             self.consecutive_skips = 0
         else:
             self.skipped += 1
-            self.consecutive_skips = getattr(self, "consecutive_skips", 0) + 1
+            self.consecutive_skips += 1
             if self.consecutive_skips >= self.max_consecutive_skips:
                 raise NonFiniteLossError(f"{self.consecutive_skips} consecutive steps had a non-finite loss or "
                                          f"gradient (last at step {self.step}); stopping (train.max_consecutive_skips)")
