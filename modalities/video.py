@@ -58,14 +58,31 @@ class VideoReader:
         return self.frames[indices]
 
 
-def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Generator, path: str) -> np.ndarray:
-    """VideoMAE sampling: num_frames frames `stride` apart from a random start -> [num_frames]."""
+def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Generator, path: str,
+                   position: Optional[float] = None) -> np.ndarray:
+    """VideoMAE sampling: num_frames frames `stride` apart -> [num_frames]; the window starts at
+    random, or at `position` in [0, 1] of the possible starts (evenly spaced probe clips)."""
     window = (num_frames - 1) * stride + 1
     if count < window:
         raise ValueError(f"{path}: {count} frames is shorter than the sampling window "
                          f"of {window} ({num_frames} frames x stride {stride})")
-    start = int(rng.integers(0, count - window + 1))
+    last = count - window
+    start = int(rng.integers(0, last + 1)) if position is None else round(position * last)
     return start + np.arange(num_frames) * stride
+
+
+ORDER_PROBES = ("reverse", "shuffle")
+PROBE_SPANS = {"train": (0.0, 0.5), "test": (0.7, 1.0)}  # order-probe windows: where they start in a video
+
+
+def reorder(indices: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
+    """Frame indices played backwards, or shuffled (never the identity) -> [T]."""
+    if how == "reverse":
+        return indices[::-1].copy()
+    while True:
+        out = rng.permutation(indices)
+        if not np.array_equal(out, indices):
+            return out
 
 
 @gin.configurable
@@ -73,13 +90,32 @@ class VideoDataset(SampleDataset):
     """Folder of videos (recursive, class sub-folders give labels) or list file `path [label]`.
 
     Yields {'video': [C, T, H, W] (or [R, C, T, H, W] with repeats R > 1), 'label'}.
+
+    clips_per_video=K makes K items of each video (random windows when augmenting, else K
+    evenly spaced ones). order_probe='reverse'|'shuffle' is the label-free video probe (no
+    labeled video set is available offline): every window comes twice, as played (label 0) and
+    reversed or shuffled (label 1), so a probe on frozen features measures whether the encoder
+    knows the arrow of time / temporal coherence (as in Wei et al. 2018; Misra et al. 2016).
+    Its split='train' takes windows from the first half of each video and split='test' from the
+    last 30%, so test clips are not near-copies of train clips.
     """
 
     def __init__(self, root=gin.REQUIRED, num_frames: int = 16, sampling_rate: int = 4, img_size: int = 224,
                  repeats: int = 1, min_scale: float = 0.25, augment: bool = True,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 skip_bad_samples: bool = False, backend: str = "auto"):
-        self.items = list_files(root, VIDEO_EXTS)
+                 skip_bad_samples: bool = False, backend: str = "auto", clips_per_video: int = 1,
+                 order_probe: Optional[str] = None, split: str = "train"):
+        if order_probe not in (None,) + ORDER_PROBES:
+            raise ValueError(f"VideoDataset.order_probe={order_probe!r}: use one of {ORDER_PROBES} or None")
+        if clips_per_video < 1:
+            raise ValueError(f"VideoDataset.clips_per_video={clips_per_video} must be >= 1")
+        versions = (0, 1) if order_probe else (None,)
+        # (path, label, window slot, altered order or None)
+        self.items = [(path, label, slot, altered) for path, label in list_files(root, VIDEO_EXTS)
+                      for slot in range(clips_per_video) for altered in versions]
+        if split not in PROBE_SPANS:
+            raise ValueError(f"VideoDataset.split={split!r}: use one of {tuple(PROBE_SPANS)}")
+        self.clips_per_video, self.order_probe, self.augment, self.split = clips_per_video, order_probe, augment, split
         self.num_frames, self.stride, self.repeats = num_frames, sampling_rate, repeats
         self.samples_per_item, self.skip_bad_samples, self.backend = repeats, skip_bad_samples, backend
         if augment:
@@ -90,20 +126,35 @@ class VideoDataset(SampleDataset):
         mean, std = default_norm(3, mean, std)
         self.mean, self.std = torch.tensor(mean)[:, None, None, None], torch.tensor(std)[:, None, None, None]
 
+    def window_position(self, slot: int) -> Optional[float]:
+        """Where clip `slot` of a video starts, in [0, 1] of the possible starts; None = random."""
+        if self.augment:
+            return None
+        lo, hi = PROBE_SPANS[self.split] if self.order_probe else (0.0, 1.0)
+        if self.clips_per_video == 1:
+            return (lo + hi) / 2
+        return lo + (hi - lo) * slot / (self.clips_per_video - 1)
+
     def load(self, index):
-        path, label = self.items[index]
+        path, label, slot, altered = self.items[index]
         try:
             reader = VideoReader(path, self.backend)
         except Exception as err:
             raise ValueError(f"cannot decode video {path}: {err}") from err
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         clips = []
+        position = self.window_position(slot)
         for _ in range(self.repeats):
-            frames = torch.from_numpy(reader.get(sample_indices(len(reader), self.num_frames, self.stride, rng, path)))
+            indices = sample_indices(len(reader), self.num_frames, self.stride, rng, path, position)
+            if altered:
+                indices = reorder(indices, self.order_probe, np.random.default_rng(index))  # fixed per item
+            frames = torch.from_numpy(reader.get(indices))
             clip = frames.permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]: one crop/flip for all frames
             clip = self.transform(clip).permute(1, 0, 2, 3)  # [3, T, h, w]
             clips.append((clip - self.mean) / self.std)
         video = clips[0] if self.repeats == 1 else torch.stack(clips)
+        if altered is not None:
+            label = altered
         return {"video": video, "label": -1 if label is None else label}
 
 

