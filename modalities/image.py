@@ -54,6 +54,24 @@ def train_transform(img_size: int, min_scale: float, augment: bool):
     return T.Resize((img_size, img_size), antialias=True)
 
 
+def read_npz_split(path: str, split: str):
+    """Arrays of one split of an image .npz (x_<split>/y_<split>, else x/y or images/labels)
+    -> (images [N, H, W(, C)], labels [N] | None); a missing file or empty array is named."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset root {path!r} does not exist")
+    data = np.load(path)
+    for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
+        if x_key in data:
+            images = data[x_key]
+            labels = data[y_key] if y_key in data else None
+            break
+    else:
+        raise KeyError(f"{path}: no x_{split}/x/images array (keys: {list(data.keys())})")
+    if len(images) == 0:
+        raise ValueError(f"{path}: array {x_key!r} is empty")
+    return images, labels
+
+
 @gin.configurable
 class ImageDataset(SampleDataset):
     """Folders (recursive; class sub-folders give labels), image files, or .npz arrays with
@@ -76,18 +94,7 @@ class ImageDataset(SampleDataset):
         self.mean, self.std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
 
     def _add_npz(self, path: str, split: str):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"dataset root {path!r} does not exist")
-        data = np.load(path)
-        for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
-            if x_key in data:
-                images = data[x_key]
-                labels = data[y_key] if y_key in data else None
-                break
-        else:
-            raise KeyError(f"{path}: no x_{split}/x/images array (keys: {list(data.keys())})")
-        if len(images) == 0:
-            raise ValueError(f"{path}: array {x_key!r} is empty")
+        images, labels = read_npz_split(path, split)
         self.arrays.append(images)
         source = len(self.arrays) - 1
         self.items += [((path, source), None if labels is None else int(labels[i]), i) for i in range(len(images))]

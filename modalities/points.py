@@ -468,6 +468,51 @@ class PointCloudDataset(SampleDataset):
         return {"points": torch.from_numpy(cloud.astype(np.float32)), "label": -1 if label is None else label}
 
 
+def image_to_points(image: np.ndarray, n: int, depth: float, rng: np.random.Generator) -> np.ndarray:
+    """A grayscale image [H, W] -> [n, 3] points: pixels drawn with probability proportional to
+    intensity (with replacement), jittered uniformly inside the pixel; x, y in pixel units, z =
+    depth x intensity in [0, 1] (MNIST-style point sets, as in PointNet++'s MNIST experiment)."""
+    weight = image.astype(np.float64).ravel()
+    total = weight.sum()
+    if not total > 0:
+        raise ValueError("the image is blank: no pixel to draw points from")
+    pixel = rng.choice(weight.size, n, p=weight / total)
+    row, col = np.divmod(pixel, image.shape[1])
+    xy = np.stack([col, image.shape[0] - 1 - row], 1) + rng.random((n, 2))  # y up, as a plot
+    return np.concatenate([xy, depth * image.shape[0] * (weight[pixel] / weight.max())[:, None]], 1)
+
+
+@gin.configurable
+class ImagePointSetDataset(SampleDataset):
+    """Labeled point sets made from an image .npz (x_<split>/y_<split>, the Fashion-MNIST sample
+    by default): each image becomes `num_points` points drawn where it is bright, then unit-
+    sphere normalized and, with `augment`, scaled and translated as Point-MAE. A real labeled
+    train/test split for Point-MAE on data that ships with the repository.
+    Yields {'points': [num_points, 3] float32, 'label': int}."""
+
+    def __init__(self, root=gin.REQUIRED, split: str = "train", num_points: int = 512, depth: float = 0.25,
+                 augment: bool = True, scale_range: Sequence[float] = (2 / 3, 3 / 2), translate_range: float = 0.2,
+                 skip_bad_samples: bool = False, limit: Optional[int] = None):
+        from modalities.image import read_npz_split
+
+        self.images, labels = read_npz_split(str(root), split)
+        if self.images.ndim != 3:
+            raise ValueError(f"{root}: point sets are made from grayscale images [N, H, W], got "
+                             f"{tuple(self.images.shape)}")
+        rows = range(len(self.images) if limit is None else min(limit, len(self.images)))
+        self.items = [(f"{root}[{split}][{i}]", -1 if labels is None else int(labels[i])) for i in rows]
+        self.num_points, self.depth, self.augment = num_points, depth, augment
+        self.scale_range, self.translate_range, self.skip_bad_samples = tuple(scale_range), translate_range, skip_bad_samples
+
+    def load(self, index):
+        # training: seeded per (index, seed) by SampleDataset; probes: the same cloud every time
+        rng = np.random.default_rng(np.random.randint(2**31) if self.augment else index)
+        cloud = normalize_unit_sphere(image_to_points(self.images[index], self.num_points, self.depth, rng))
+        if self.augment:
+            cloud = scale_and_translate(cloud, self.scale_range, self.translate_range, rng)
+        return {"points": torch.from_numpy(cloud.astype(np.float32)), "label": self.items[index][1]}
+
+
 # ---- the adapter ---------------------------------------------------------------------------------
 class MiniPointNet(nn.Module):
     """Point-MAE's group Encoder: shared per-point MLP, max-pool, concat the pooled feature to

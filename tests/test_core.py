@@ -103,6 +103,33 @@ def test_drop_mode_embeds_only_visible_tokens():
     assert seen == [torch.Size([4, 4, 48])]  # 16 tokens, 25% visible
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_last_block_on_scored_rows_equals_the_full_block(dtype):
+    """The decoder computes its last block and head only where the loss looks; that must be the
+    same numbers as running everything and picking those rows (with key padding, fp32 and bf16)."""
+    from unimask.decoders import MAEDecoder
+    from unimask.encoders import TransformerStack
+    from unimask.tokens import gather_tokens
+
+    torch.manual_seed(0)
+    stack = TransformerStack(dim=32, depth=2, num_heads=4).eval()
+    x = torch.randn(3, 20, 32)
+    valid = torch.ones(3, 20, dtype=torch.bool)
+    valid[1, 15:] = False  # a ragged sample: padded keys
+    rows = torch.stack([torch.randperm(20)[:7] for _ in range(3)])
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        full = gather_tokens(stack(x, valid), rows)
+        part = stack(x, valid, out_rows=rows)
+    assert part.shape == (3, 7, 32)
+    assert torch.allclose(part.float(), full.float(), atol=1e-5 if dtype is None else 3e-2)
+    decoder = MAEDecoder(in_dim=32, dim=32, depth=1, num_heads=4).eval()
+    decoder.init_head(12)
+    assert torch.allclose(decoder(x, valid, out_rows=rows), gather_tokens(decoder(x, valid), rows), atol=1e-5)
+    head_only = MAEDecoder(in_dim=32, dim=32, depth=0)  # SimMIM: the head alone
+    head_only.init_head(12)
+    assert torch.equal(head_only(x, out_rows=rows), gather_tokens(head_only(x), rows))
+
+
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = tiny_image_model(norm_pix=False, dim=64)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from helpers import ROOT, fast_params, read_metrics, run_train
-from modalities.points import (PointAdapter, PointCloudDataset, farthest_point_sample, knn_indices, read_point_file,
-                               sample_surface)
+from modalities.points import (ImagePointSetDataset, PointAdapter, PointCloudDataset, farthest_point_sample,
+                               image_to_points, knn_indices, read_point_file, sample_surface)
 from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder
 from unimask.losses import ChamferLoss
@@ -255,6 +255,33 @@ def test_bundled_sample_meshes_and_lidar_load():
     assert faces is None and vertices.shape[0] > 1000
 
 
+def test_image_point_sets_follow_the_bright_pixels_and_keep_labels(tmp_path):
+    image = np.zeros((8, 8), np.uint8)
+    image[1, 6] = 255  # one bright pixel at row 1, column 6
+    image[5, 2] = 85   # a dimmer one: a third as many points on average
+    rng = np.random.default_rng(0)
+    points = image_to_points(image, 3000, depth=0.25, rng=rng)
+    assert points.shape == (3000, 3)
+    bright = (points[:, 0] >= 6) & (points[:, 0] < 7) & (points[:, 1] >= 6) & (points[:, 1] < 7)  # y up: 8-1-1
+    dim = (points[:, 0] >= 2) & (points[:, 0] < 3) & (points[:, 1] >= 2) & (points[:, 1] < 3)
+    assert bright.sum() + dim.sum() == 3000 and 0.7 < bright.mean() < 0.8
+    assert np.allclose(points[bright, 2], 2.0) and np.allclose(points[dim, 2], 2.0 / 3)
+    with pytest.raises(ValueError, match="blank"):
+        image_to_points(np.zeros((8, 8)), 10, 0.25, rng)
+
+    sample = os.path.join(ROOT, "data", "sample", "images", "fashion_mnist.npz")
+    train = ImagePointSetDataset(sample, num_points=256, augment=False)
+    test = ImagePointSetDataset(sample, split="test", num_points=256, augment=False)
+    assert (len(train), len(test)) == (4000, 1000)
+    item = train[5]
+    assert item["points"].shape == (256, 3) and item["label"] == train.items[5][1]
+    assert torch.equal(item["points"], train[5]["points"])  # probes see the same cloud every time
+    assert float(item["points"].norm(dim=1).max()) == pytest.approx(1.0, abs=1e-5)
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="grayscale"):
+        ImagePointSetDataset(str(tmp_path / "rgb.npz"))
+
+
 # ---- adapter and model -----------------------------------------------------------------------------
 def clouds(batch=2, n=256, seed=0):
     """Noisy spheres of different radii: [B, n, 3]."""
@@ -314,7 +341,7 @@ def test_overfitting_one_batch_lowers_chamfer_and_renders(tmp_path):
         out["loss"].backward()
         optimizer.step()
         losses.append(out["loss"].item())
-    assert out["pred"].shape == (4, 16, 24) and out["mask"].masked.sum(1).tolist() == [10] * 4
+    assert out["pred"].shape == (4, 10, 24) and out["mask"].masked.sum(1).tolist() == [10] * 4  # hidden groups only
     assert np.mean(losses[-3:]) < 0.25 * np.mean(losses[:3]), losses
     pred = model.full_prediction(out).detach()
     path = model.adapter.render(out["tokens"], pred, out["mask"], str(tmp_path / "r.png"))
@@ -323,9 +350,10 @@ def test_overfitting_one_batch_lowers_chamfer_and_renders(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SAMPLE_POINTS), reason="sample point data not present")
-def test_recipe_trains_under_smoke(tmp_path):
+@pytest.mark.parametrize("recipe", ["gin/point_mae.gin", "gin/point_mae_cpu.gin"])
+def test_recipe_trains_under_smoke(tmp_path, recipe):
     workdir = str(tmp_path / "pm")
-    args = ["--gin", "gin/point_mae.gin", "--gin", "gin/smoke.gin", "--workdir", workdir]
+    args = ["--gin", recipe, "--gin", "gin/smoke.gin", "--workdir", workdir]
     assert run_train(args + fast_params("train.steps=20", "train.eval_every=20")) == 0
     rows = read_metrics(workdir)
     assert rows[-1]["step"] == 20 and rows[-1]["loss"] < 0.5 * rows[0]["loss"]

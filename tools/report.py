@@ -97,14 +97,9 @@ def video() -> Spec:
 
 @modality("points")
 def points() -> Spec:
-    """Point-MAE on the bundled class-folder meshes (a CPU-sized encoder unless a _cpu recipe exists)."""
-    cpu = "gin/point_mae_cpu.gin"
-    shrink = [] if os.path.exists(os.path.join(ROOT, cpu)) else [
-        "ENC_DIM=192", "ENC_DEPTH=6", "ENC_HEADS=3", "DEC_DIM=128", "DEC_DEPTH=2", "DEC_HEADS=4",
-        "train.batch_size=32", "train.accum_steps=1"]
-    recipe = cpu if not shrink else "gin/point_mae.gin"
-    return Spec("points", "bundled point-cloud sample (class folders), 80/20 split", [recipe],
-                needs=["modalities/points.py", recipe], params=shrink)
+    """Point-MAE on MNIST-style point sets of the Fashion-MNIST sample (gin/point_mae_cpu.gin)."""
+    return Spec("points", "Fashion-MNIST sample as 512-point sets, 4k train / 1k test",
+                ["gin/point_mae_cpu.gin"], needs=["modalities/points.py", "gin/point_mae_cpu.gin"])
 
 
 @modality("graphs")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import TransformerStack
+from unimask.tokens import gather_tokens
 
 
 @gin.configurable
@@ -30,9 +31,14 @@ class MAEDecoder(nn.Module):
         """The model sets the output width once it knows the target's."""
         self.head = nn.Linear(self.dim, out_dim)
 
-    def forward(self, x, key_valid=None, tokens=None, ids=None):  # [B, M, dim] -> [B, M, out_dim]
+    predicts_rows = True  # forward(out_rows=...) computes the last block and the head at those rows only
+
+    def forward(self, x, key_valid=None, tokens=None, ids=None, out_rows=None):
+        """x [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows [B, S]."""
         if self.body is not None:
-            x = self.body(x, key_valid)
+            x = self.body(x, key_valid, out_rows)
+        elif out_rows is not None:
+            x = gather_tokens(x, out_rows)
         return self.head(x)
 
 

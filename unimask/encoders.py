@@ -3,10 +3,32 @@ from __future__ import annotations
 
 from typing import Optional
 
+import contextlib
+
 import gin
 import torch
 from timm.models.vision_transformer import Block
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from unimask.tokens import gather_tokens
+
+# Below this many tokens, bf16/fp16 attention on a CPU runs faster (forward + backward) as plain
+# matmul + softmax than in SDPA's flash kernel, whose backward has a high per-(batch, head) cost:
+# e.g. 49 tokens x 4 heads x 128 images 17 vs 50 ms, 157 tokens (VideoMAE's visible tubelets)
+# 3.0 vs 4.5 ms, 400 tokens 17 vs 14 ms (tools/bench.py attention). fp32 and CUDA keep SDPA's choice.
+CPU_LOW_PRECISION_MATH_BELOW = 192
+
+
+def attention_backend(x: torch.Tensor):
+    """A context that picks the SDPA kernel for a sequence x [B, K, D] (see above)."""
+    if x.device.type == "cpu" and x.shape[1] < CPU_LOW_PRECISION_MATH_BELOW:
+        low = x.dtype in (torch.bfloat16, torch.float16) or (
+            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16))
+        if low:
+            return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 def key_padding_mask(key_valid: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -14,6 +36,30 @@ def key_padding_mask(key_valid: Optional[torch.Tensor]) -> Optional[torch.Tensor
     if key_valid is None or bool(key_valid.all()):
         return None
     return key_valid[:, None, None, :]
+
+
+def block_on_rows(block: Block, x: torch.Tensor, rows: torch.Tensor,
+                  attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A timm Block's output at some rows only: x [B, K, D], rows [B, S] -> [B, S, D], equal to
+    gather(block(x), rows). Keys and values still come from all K tokens; queries, projection
+    and MLP run on the S rows. The last decoder block needs only the rows that are scored."""
+    attn = block.attn
+    if getattr(attn, "gate", None) is not None:  # a variant this shortcut does not cover
+        return gather_tokens(block(x, attn_mask=attn_mask), rows)
+    batch, k, _ = x.shape
+    s, width, heads, head_dim = rows.shape[1], attn.attn_dim, attn.num_heads, attn.head_dim
+    h = block.norm1(x)
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    q = F.linear(gather_tokens(h, rows), weight[:width], None if bias is None else bias[:width])
+    kv = F.linear(h, weight[width:], None if bias is None else bias[width:])
+    q = q.view(batch, s, heads, head_dim).transpose(1, 2)  # [B, H, S, hd]
+    key, value = kv.view(batch, k, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, K, hd] each
+    q, key = attn.q_norm(q), attn.k_norm(key)
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask,
+                                         dropout_p=attn.attn_drop.p if block.training else 0.0)
+    out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, s, width))))
+    x = gather_tokens(x, rows) + block.drop_path1(block.ls1(out))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
 class TransformerStack(nn.Module):
@@ -30,11 +76,18 @@ class TransformerStack(nn.Module):
         self.norm = nn.LayerNorm(dim) if depth else nn.Identity()
         self.dim = dim
 
-    def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
+                out_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [B, K, D] -> [B, K, D], or [B, S, D] at out_rows [B, S] (the last block computes only those)."""
         attn_mask = key_padding_mask(key_valid)  # [B, 1, 1, K] | None
-        for block in self.blocks:
-            x = block(x, attn_mask=attn_mask)
-        return self.norm(x)  # [B, K, D]
+        with attention_backend(x):
+            for i, block in enumerate(self.blocks):
+                last = i == len(self.blocks) - 1
+                x = block_on_rows(block, x, out_rows, attn_mask) if last and out_rows is not None else block(
+                    x, attn_mask=attn_mask)
+        if out_rows is not None and not self.blocks:
+            x = gather_tokens(x, out_rows)
+        return self.norm(x)
 
 
 @gin.configurable

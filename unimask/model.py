@@ -107,8 +107,10 @@ class MaskedModel(nn.Module):
 
     # ---- decoder -------------------------------------------------------------------------
     def decode(self, latent, src_ids, src_valid, tokens: Tokens, mask: Mask):
-        """Latent of some tokens -> predictions for the tokens the decoder sees.
+        """Latent of some tokens -> predictions for the tokens the decoder predicts.
 
+        The decoder attends over every token it sees (visible + decoded); a decoder with
+        `predicts_rows` returns only the scored ones (mask.targets), others all it sees.
         latent [B, K, D], src_ids/src_valid [B, K] -> pred [B, M, T], dec_ids [B, M], dec_valid [B, M]
         """
         dec = self.decoder
@@ -129,6 +131,12 @@ class MaskedModel(nn.Module):
             x, coords = gather_tokens(full, dec_ids), gather_tokens(tokens.coords, dec_ids)
         if dec.use_pos:
             x = x + self.adapter.pos(coords, x.shape[-1]).to(x.dtype)
+        scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
+        if getattr(dec, "predicts_rows", False) and not bool(scored.all()):
+            # predictions only where they are scored: the last block and the head skip the rest
+            rows, rows_valid = select_ids(scored)  # [B, S] places in M
+            pred = dec(x, dec_valid, tokens, dec_ids, out_rows=rows)
+            return pred, gather_tokens(dec_ids, rows), rows_valid
         return dec(x, dec_valid, tokens, dec_ids), dec_ids, dec_valid
 
     # ---- loss ----------------------------------------------------------------------------
@@ -145,7 +153,7 @@ class MaskedModel(nn.Module):
         values, weight = target_values(self.target, tokens, self.adapter, scored_ids)  # [B, S, T]
         row_loss = self.loss_fn(scored_pred, values.to(pred.dtype), weight)  # [B, S]
         if rows is None:
-            return row_loss.sum() / scored.numel(), row_loss
+            return row_loss.sum() / max(1, scored.numel()), row_loss  # nothing scored: 0, not 0/0
         row_loss = row_loss * rows_valid
         token_loss = row_loss.new_zeros(scored.shape).scatter(1, rows, row_loss)  # [B, M]
         return row_loss.sum() / scored.sum().clamp(min=1), token_loss
