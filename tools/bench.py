@@ -5,6 +5,7 @@
                                  [--precision auto|fp32|bf16] [--compile] [--profile] [--threads N]
   python tools/bench.py data [--workers N]
   python tools/bench.py masking
+  python tools/bench.py attention [--precision bf16|fp32] [--threads N]
 
 `videomae` builds the same VideoMAE (ViT-S encoder 384 x 12, decoder 192 x 4, 16 x 224^2
 clips, tubelet 2 x 16 x 16, 90% tube mask, per-channel norm-pix MSE, AdamW) in unimask and in
@@ -404,6 +405,39 @@ def bench_masking(args):
     print(f"masking_max_pct_of_step={worst:.3f}")
 
 
+# ---- attention kernels ---------------------------------------------------------------------
+ATTENTION_SHAPES = [(128, 3, 12, 64), (128, 4, 49, 32), (2, 6, 157, 64), (8, 6, 196, 64), (2, 6, 400, 64),
+                    (2, 3, 1568, 64)]  # [B, heads, tokens, head dim]: CPU MAE recipes and the ViT-S benchmark
+
+
+def bench_attention(args):
+    """SDPA's flash kernel vs plain matmul + softmax, forward + backward, per shape: the data
+    behind unimask.encoders.CPU_LOW_PRECISION_MATH_BELOW."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from unimask.encoders import CPU_LOW_PRECISION_MATH_BELOW
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
+    print(f"{args.precision}, {torch.get_num_threads()} threads; unimask uses math below "
+          f"{CPU_LOW_PRECISION_MATH_BELOW} tokens in bf16/fp16 on CPU")
+    for shape in ATTENTION_SHAPES:
+        q, k, v = (torch.randn(*shape, dtype=dtype, requires_grad=True) for _ in range(3))
+        ms = {}
+        for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+            with sdpa_kernel(backend):
+                times = []
+                for i in range(args.repeats + 2):
+                    start = time.perf_counter()
+                    F.scaled_dot_product_attention(q, k, v).sum().backward()
+                    times.append(time.perf_counter() - start)
+                ms[name] = 1000 * statistics.median(times[2:])
+        print(f"{str(list(shape)):22s} fwd+bwd flash {ms['flash']:8.2f} ms   math {ms['math']:8.2f} ms   "
+              f"faster: {min(ms, key=ms.get)}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -427,8 +461,13 @@ def main(argv=None):
     masks.add_argument("--repeats", type=int, default=20)
     masks.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     masks.add_argument("--threads", type=int, default=None)
+    attention = sub.add_parser("attention", help="SDPA flash vs matmul + softmax per sequence length")
+    attention.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    attention.add_argument("--repeats", type=int, default=5)
+    attention.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    {"videomae": bench_videomae, "data": bench_data, "masking": bench_masking}[args.what](args)
+    {"videomae": bench_videomae, "data": bench_data, "masking": bench_masking,
+     "attention": bench_attention}[args.what](args)
     return 0
 
 

@@ -16,7 +16,7 @@ from unimask.tokens import gather_tokens
 
 # Below this many tokens, bf16/fp16 attention on a CPU runs faster (forward + backward) as plain
 # matmul + softmax than in SDPA's flash kernel, whose backward has a high per-(batch, head) cost:
-# e.g. 49 tokens x 4 heads x 128 images 17 vs 50 ms, 157 tokens (VideoMAE's visible tubelets)
+# e.g. 49 tokens x 4 heads x batch 128: 17 vs 50 ms; 157 tokens (the benchmark encoder's)
 # 3.0 vs 4.5 ms, 400 tokens 17 vs 14 ms (tools/bench.py attention). fp32 and CUDA keep SDPA's choice.
 CPU_LOW_PRECISION_MATH_BELOW = 192
 
