@@ -259,3 +259,19 @@ def test_report_upserts_rows_and_fits_steps_to_budget():
     assert "| images | 82.5 |" in text and "80.0" not in text and text.index("images") < text.index("points")
     assert report.steps_for(600, 0.5, startup_s=100) == 970 and report.steps_for(1, 10.0) == 20
     assert report.tree_cpu_seconds(os.getpid()) > 0  # this test process has used CPU
+
+
+def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_test():
+    evaluator = load_tool("eval")
+    result = evaluator.evaluate(["--gin", "gin/video_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",
+                                 "--k", "3", "--gin_param", "VideoDataset.order_probe='reverse'",
+                                 "--gin_param", "VideoDataset.clips_per_video=2"])
+    assert "train split (16) / test split (16)" in result["data"]  # 4 clips x 2 windows x (forward, reversed)
+    assert (result["n_train"], result["n_test"]) == (16, 16) and 0.0 <= result["top1_acc"] <= 100.0
+
+
+def test_point_sets_from_images_probe_end_to_end():
+    evaluator = load_tool("eval")
+    result = evaluator.evaluate(["--gin", "gin/point_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",
+                                 "--k", "3", "--gin_param", "ImagePointSetDataset.limit=40"])
+    assert "train split (40) / test split (40)" in result["data"] and result["dim"] == 64
