@@ -71,8 +71,8 @@ def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Gene
     return start + np.arange(num_frames) * stride
 
 
-ORDER_PROBES = ("reverse", "shuffle")
-PROBE_SPANS = {"train": (0.0, 0.5), "test": (0.7, 1.0)}  # order-probe windows: where they start in a video
+PROBES = ("reverse", "shuffle", "identity")
+PROBE_SPANS = {"train": (0.0, 0.5), "test": (0.7, 1.0)}  # probe windows: where they start in a video
 
 
 def reorder(indices: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
@@ -92,30 +92,32 @@ class VideoDataset(SampleDataset):
     Yields {'video': [C, T, H, W] (or [R, C, T, H, W] with repeats R > 1), 'label'}.
 
     clips_per_video=K makes K items of each video (random windows when augmenting, else K
-    evenly spaced ones). order_probe='reverse'|'shuffle' is the label-free video probe (no
-    labeled video set is available offline): every window comes twice, as played (label 0) and
+    evenly spaced ones). probe= sets up a label-free video probe (no labeled video set is
+    available offline): 'reverse' / 'shuffle' give every window twice, as played (label 0) and
     reversed or shuffled (label 1), so a probe on frozen features measures whether the encoder
-    knows the arrow of time / temporal coherence (as in Wei et al. 2018; Misra et al. 2016).
-    Its split='train' takes windows from the first half of each video and split='test' from the
-    last 30%, so test clips are not near-copies of train clips.
+    knows the arrow of time / temporal coherence (as in Wei et al. 2018; Misra et al. 2016);
+    'identity' labels each window with the index of its video (which video is this clip from?).
+    With a probe, split='train' takes windows from the first half of each video and
+    split='test' from the last 30%, so test clips are not near-copies of train clips.
     """
 
     def __init__(self, root=gin.REQUIRED, num_frames: int = 16, sampling_rate: int = 4, img_size: int = 224,
                  repeats: int = 1, min_scale: float = 0.25, augment: bool = True,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  skip_bad_samples: bool = False, backend: str = "auto", clips_per_video: int = 1,
-                 order_probe: Optional[str] = None, split: str = "train"):
-        if order_probe not in (None,) + ORDER_PROBES:
-            raise ValueError(f"VideoDataset.order_probe={order_probe!r}: use one of {ORDER_PROBES} or None")
+                 probe: Optional[str] = None, split: str = "train"):
+        if probe not in (None,) + PROBES:
+            raise ValueError(f"VideoDataset.probe={probe!r}: use one of {PROBES} or None")
         if clips_per_video < 1:
             raise ValueError(f"VideoDataset.clips_per_video={clips_per_video} must be >= 1")
-        versions = (0, 1) if order_probe else (None,)
-        # (path, label, window slot, altered order or None)
-        self.items = [(path, label, slot, altered) for path, label in list_files(root, VIDEO_EXTS)
+        versions = (0, 1) if probe in ("reverse", "shuffle") else (None,)
+        # (path, label, window slot, altered order or None); 'identity' labels a clip by its video
+        self.items = [(path, video if probe == "identity" else label, slot, altered)
+                      for video, (path, label) in enumerate(list_files(root, VIDEO_EXTS))
                       for slot in range(clips_per_video) for altered in versions]
         if split not in PROBE_SPANS:
             raise ValueError(f"VideoDataset.split={split!r}: use one of {tuple(PROBE_SPANS)}")
-        self.clips_per_video, self.order_probe, self.augment, self.split = clips_per_video, order_probe, augment, split
+        self.clips_per_video, self.probe, self.augment, self.split = clips_per_video, probe, augment, split
         self.num_frames, self.stride, self.repeats = num_frames, sampling_rate, repeats
         self.samples_per_item, self.skip_bad_samples, self.backend = repeats, skip_bad_samples, backend
         if augment:
@@ -130,7 +132,7 @@ class VideoDataset(SampleDataset):
         """Where clip `slot` of a video starts, in [0, 1] of the possible starts; None = random."""
         if self.augment:
             return None
-        lo, hi = PROBE_SPANS[self.split] if self.order_probe else (0.0, 1.0)
+        lo, hi = PROBE_SPANS[self.split] if self.probe else (0.0, 1.0)
         if self.clips_per_video == 1:
             return (lo + hi) / 2
         return lo + (hi - lo) * slot / (self.clips_per_video - 1)
@@ -147,7 +149,7 @@ class VideoDataset(SampleDataset):
         for _ in range(self.repeats):
             indices = sample_indices(len(reader), self.num_frames, self.stride, rng, path, position)
             if altered:
-                indices = reorder(indices, self.order_probe, np.random.default_rng(index))  # fixed per item
+                indices = reorder(indices, self.probe, np.random.default_rng(index))  # fixed per item
             frames = torch.from_numpy(reader.get(indices))
             clip = frames.permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]: one crop/flip for all frames
             clip = self.transform(clip).permute(1, 0, 2, 3)  # [3, T, h, w]

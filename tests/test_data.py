@@ -87,25 +87,27 @@ def test_same_seed_same_clip():
     assert not torch.equal(ds[(2, 11)]["video"], ds[(2, 12)]["video"])
 
 
-def test_order_probe_pairs_each_window_with_its_reversed_or_shuffled_copy():
+def test_order_probes_pair_each_window_with_its_reversed_or_shuffled_copy():
     kwargs = dict(root=CLIPS, num_frames=4, sampling_rate=2, img_size=32, augment=False, clips_per_video=3)
-    ds = VideoDataset(order_probe="reverse", **kwargs)
+    ds = VideoDataset(probe="reverse", **kwargs)
     assert len(ds) == 4 * 3 * 2
     forward, backward = ds[0], ds[1]
     assert (forward["label"], backward["label"]) == (0, 1)
     assert torch.equal(forward["video"].flip(1), backward["video"])
     assert not torch.equal(ds[0]["video"], ds[2]["video"])  # the next window starts later
-    shuffled = VideoDataset(order_probe="shuffle", **kwargs)
+    shuffled = VideoDataset(probe="shuffle", **kwargs)
     again = shuffled[3]["video"]
     assert torch.equal(again, shuffled[3]["video"])  # fixed per item: probes are repeatable
     assert not torch.equal(again, shuffled[2]["video"])
     assert sorted(again.sum((0, 2, 3)).tolist()) == pytest.approx(sorted(shuffled[2]["video"].sum((0, 2, 3)).tolist()))
     # test windows start later in each video than train windows: no near-copies across splits
-    train, test = (VideoDataset(order_probe="reverse", split=s, **kwargs) for s in ("train", "test"))
+    train, test = (VideoDataset(probe="reverse", split=s, **kwargs) for s in ("train", "test"))
     assert [train.window_position(k) for k in range(3)] == [0.0, 0.25, 0.5]
     assert [test.window_position(k) for k in range(3)] == pytest.approx([0.7, 0.85, 1.0])
-    with pytest.raises(ValueError, match="order_probe"):
-        VideoDataset(order_probe="sideways", **kwargs)
+    identity = VideoDataset(probe="identity", **kwargs)
+    assert len(identity) == 4 * 3 and [item[1] for item in identity.items] == [v for v in range(4) for _ in range(3)]
+    with pytest.raises(ValueError, match="probe"):
+        VideoDataset(probe="sideways", **kwargs)
 
 
 def test_corrupt_and_short_videos_are_named(tmp_path):

@@ -264,7 +264,7 @@ def test_report_upserts_rows_and_fits_steps_to_budget():
 def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_test():
     evaluator = load_tool("eval")
     result = evaluator.evaluate(["--gin", "gin/video_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",
-                                 "--k", "3", "--gin_param", "VideoDataset.order_probe='reverse'",
+                                 "--k", "3", "--gin_param", "VideoDataset.probe='reverse'",
                                  "--gin_param", "VideoDataset.clips_per_video=2"])
     assert "train split (16) / test split (16)" in result["data"]  # 4 clips x 2 windows x (forward, reversed)
     assert (result["n_train"], result["n_test"]) == (16, 16) and 0.0 <= result["top1_acc"] <= 100.0
