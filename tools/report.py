@@ -106,7 +106,7 @@ def points() -> Spec:
 @modality("graphs")
 def graphs() -> Spec:
     """GraphMAE on the recipe's default graph data (node or graph labels, 80/20 split)."""
-    return Spec("graphs", "bundled graph sample, 80/20 split of labeled items", ["gin/graph_mae.gin"],
+    return Spec("graphs", "Drosophila connectome sample, node labels, labeled nodes split 80/20", ["gin/graph_mae.gin"],
                 needs=["modalities/graph.py", "gin/graph_mae.gin"])
 
 
@@ -339,7 +339,8 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
         print(f"[{name}] skipped: {', '.join(missing)} not found. {how}")
         return None
     workdir = os.path.join(runs, name)
-    if probe_only:  # probe the checkpoint of an earlier run again (after changing the probe)
+    if probe_only:  # probe the checkpoint of an earlier run again; --gin_param then binds for the probes
+        spec.eval_params += list(params)
         with open(os.path.join(runs, "report.json")) as f:
             earlier = json.load(f)[name]
         run, minutes = earlier["run"], earlier["minutes"]
@@ -403,6 +404,7 @@ def run_sweep(minutes: float, ratios: List[float], runs: str, md_path: str, para
         print(f"[sweep] ratio {ratio}: top1_acc={points[ratio]['top1_acc']:.2f}", flush=True)
     random_acc = eval_probe(spec, ckpt, random_init=True)["top1_acc"]
     png = plot_sweep(ratios, [points[r]["top1_acc"] for r in ratios], random_acc, os.path.join(base, "mask_ratio.png"))
+    shutil.copy(png, os.path.join(os.path.dirname(md_path), "mask_ratio.png"))  # next to the tables, for the docs
     result = {"points": {str(r): v for r, v in points.items()}, "random_init": random_acc, "steps": steps,
               "png": png, "command": f"python tools/report.py sweep --minutes {minutes:g}"}
     save_json(os.path.join(runs, "report.json"), "sweep", result)
@@ -425,7 +427,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-only", action="store_true",
                         help="no pretraining: probe the checkpoint of the earlier run in --runs again")
     parser.add_argument("--gin_param", action="append", default=[],
-                        help="extra binding for pretraining (kept in the checkpoint, so the probes see it too)")
+                        help="extra binding for pretraining (kept in the checkpoint, so the probes see it too); "
+                             "with --probe-only, for the probes")
     args = parser.parse_args(argv)
     args.runs, args.md = os.path.abspath(args.runs), os.path.abspath(args.md)
     os.chdir(ROOT)  # recipes and their data roots are relative to the repository
