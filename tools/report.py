@@ -2,8 +2,10 @@
 """Numbers for the README's "What pretraining buys": pretrain on a CPU-time budget, then probe.
 
 python tools/report.py images [--minutes 12]       # MAE on the Fashion-MNIST sample
-python tools/report.py points | graphs [--minutes]  # once their adapters and recipes exist
+python tools/report.py images-full                  # all of Fashion-MNIST (make_sample_data.py fashion-full)
+python tools/report.py video | points | graphs      # VideoMAE (shuffle probe), Point-MAE, GraphMAE
 python tools/report.py sweep [--minutes 3]          # linear probe vs mask ratio (MAE Fig. 5)
+python tools/report.py video --probe-only [--gin_param ...]   # probe an earlier run again
 
 Each modality is one function below, registered with @modality, that returns a Spec: the
 recipe, the files it needs and the probe. The shared pipeline (1) measures the CPU time of a
