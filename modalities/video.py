@@ -110,13 +110,19 @@ class VideoDataset(SampleDataset):
             raise ValueError(f"VideoDataset.probe={probe!r}: use one of {PROBES} or None")
         if clips_per_video < 1:
             raise ValueError(f"VideoDataset.clips_per_video={clips_per_video} must be >= 1")
-        versions = (0, 1) if probe in ("reverse", "shuffle") else (None,)
-        # (path, label, window slot, altered order or None); 'identity' labels a clip by its video
-        self.items = [(path, video if probe == "identity" else label, slot, altered)
-                      for video, (path, label) in enumerate(list_files(root, VIDEO_EXTS))
-                      for slot in range(clips_per_video) for altered in versions]
         if split not in PROBE_SPANS:
             raise ValueError(f"VideoDataset.split={split!r}: use one of {tuple(PROBE_SPANS)}")
+        versions = (0, 1) if probe in ("reverse", "shuffle") else (None,)
+
+        def item_label(label, video, altered):  # a probe sets the label
+            if altered is not None:  # order probes: 0 as played, 1 reversed / shuffled
+                return altered
+            return video if probe == "identity" else label
+
+        # (path, label, window slot, altered order or None)
+        self.items = [(path, item_label(label, video, altered), slot, altered)
+                      for video, (path, label) in enumerate(list_files(root, VIDEO_EXTS))
+                      for slot in range(clips_per_video) for altered in versions]
         self.clips_per_video, self.probe, self.augment, self.split = clips_per_video, probe, augment, split
         self.num_frames, self.stride, self.repeats = num_frames, sampling_rate, repeats
         self.samples_per_item, self.skip_bad_samples, self.backend = repeats, skip_bad_samples, backend
@@ -155,8 +161,6 @@ class VideoDataset(SampleDataset):
             clip = self.transform(clip).permute(1, 0, 2, 3)  # [3, T, h, w]
             clips.append((clip - self.mean) / self.std)
         video = clips[0] if self.repeats == 1 else torch.stack(clips)
-        if altered is not None:
-            label = altered
         return {"video": video, "label": -1 if label is None else label}
 
 

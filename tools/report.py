@@ -14,8 +14,8 @@ few training steps, (2) sets train.steps so the whole warmup + cosine schedule f
 on a shared one, same work either way), (3) pretrains in a child process (SIGTERM at 2x the
 CPU budget: the trainer checkpoints and exits), (4) probes random
 init, pretrained and raw input with tools/eval.py, (5) upserts the row of docs/report.md and
-writes the JSON next to the run. A modality whose probe is not a plain label probe (video
-clip identity, temporal order) sets Spec.probe to its own function.
+writes the JSON next to the run. A modality without labels probes through its dataset's
+bindings in Spec.eval_params (video: VideoDataset.probe, frames in order vs shuffled).
 """
 from __future__ import annotations
 
@@ -57,7 +57,6 @@ class Spec:
     pool: str = "mean"
     eval_params: List[str] = field(default_factory=list)  # gin bindings for the probes only
     raw_pool: Optional[str] = None  # how the raw-input baseline pools tokens (default: flatten)
-    probe: Optional[Callable] = None  # (spec, checkpoint, random_init, raw) -> eval result dict
 
 
 MODALITIES: Dict[str, Callable[[], Spec]] = {}
@@ -269,10 +268,9 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
 
 
 def probe_all(spec: Spec, checkpoint: str) -> dict:
-    probe = spec.probe or eval_probe
     out = {}
     for name, kwargs in (("random_init", {"random_init": True}), ("pretrained", {}), ("raw", {"raw": True})):
-        out[name] = probe(spec, checkpoint, **kwargs)
+        out[name] = eval_probe(spec, checkpoint, **kwargs)
         print(f"[{spec.key}] {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
     return out
 

@@ -1,14 +1,13 @@
 """Encoders over a set of tokens, called as f(x [B,K,D], key_valid [B,K], tokens, ids [B,K])."""
 from __future__ import annotations
 
-from typing import Optional
-
 import contextlib
+from typing import Optional
 
 import gin
 import torch
-from timm.models.vision_transformer import Block
 import torch.nn.functional as F
+from timm.models.vision_transformer import Block
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -26,6 +26,11 @@ def select_ids(keep: torch.Tensor):
     return ids[:, :m], torch.arange(m, device=keep.device)[None] < count[:, None]
 
 
+def scored_among(mask: Mask, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Which of the tokens ids [B, M] (valid [B, M]) the loss scores -> [B, M] bool."""
+    return gather_tokens(mask.targets, ids) & valid
+
+
 @gin.configurable
 class MaskedModel(nn.Module):
     def __init__(self, adapter, masker, schedule, encoder, decoder, target: Optional[Target] = None,
@@ -131,7 +136,7 @@ class MaskedModel(nn.Module):
             x, coords = gather_tokens(full, dec_ids), gather_tokens(tokens.coords, dec_ids)
         if dec.use_pos:
             x = x + self.adapter.pos(coords, x.shape[-1]).to(x.dtype)
-        scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
+        scored = scored_among(mask, dec_ids, dec_valid)  # [B, M]
         if getattr(dec, "predicts_rows", False) and not bool(scored.all()):
             # predictions only where they are scored: the last block and the head skip the rest
             rows, rows_valid = select_ids(scored)  # [B, S] places in M
@@ -144,7 +149,7 @@ class MaskedModel(nn.Module):
         """Loss over the scored tokens: pred [B, M, T] for dec_ids [B, M] -> (mean loss [],
         token_loss [B, M], zero where not scored). The target is computed for the scored tokens
         only (gathered first, normalized after), and the loss runs on those rows only."""
-        scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
+        scored = scored_among(mask, dec_ids, dec_valid)  # [B, M]
         if bool(scored.all()):
             rows, rows_valid, scored_pred, scored_ids = None, None, pred, dec_ids
         else:
