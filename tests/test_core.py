@@ -130,6 +130,57 @@ def test_last_block_on_scored_rows_equals_the_full_block(dtype):
     assert torch.equal(head_only(x, out_rows=rows), gather_tokens(head_only(x), rows))
 
 
+def test_pos_every_block_adds_the_position_codes_before_each_block():
+    """Point-MAE's encoder and decoder run block(x + pos) at every block; the stack does that
+    with `pos`, and the model passes the codes only to stacks that ask for them."""
+    from unimask.decoders import MAEDecoder
+    from unimask.encoders import TransformerStack, ViTEncoder
+
+    torch.manual_seed(0)
+    stack = TransformerStack(dim=32, depth=3, num_heads=4).eval()
+    x, pos = torch.randn(2, 10, 32), torch.randn(2, 10, 32)
+    expected = x + pos
+    for block in stack.blocks:
+        expected = block(expected) + pos
+    expected = stack.norm(expected - pos)  # no codes after the last block
+    assert torch.allclose(stack(x + pos, pos=pos), expected, atol=1e-6)
+    assert not torch.allclose(stack(x + pos, pos=pos), stack(x + pos), atol=1e-3)
+
+    batch, gen = image_batch(), (lambda: torch.Generator().manual_seed(0))
+    plain, every = tiny_image_model(), tiny_image_model()
+    every.encoder = ViTEncoder(dim=32, depth=2, num_heads=2, pos_every_block=True)
+    every.decoder = MAEDecoder(in_dim=32, dim=32, depth=1, num_heads=2, pos_every_block=True)
+    every.decoder.init_head(plain.decoder.head.out_features)
+    plain.load_state_dict(every.state_dict())  # same weights, only the flag differs
+    seen = []
+    every.encoder.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("pos")), with_kwargs=True)
+    out_every, out_plain = every(batch, generator=gen()), plain(batch, generator=gen())
+    assert seen[0] is not None and seen[0].shape == (4, 4, 32)  # the 4 visible tokens' codes
+    assert not torch.allclose(out_every["loss"], out_plain["loss"])
+    out_every["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in every.encoder.parameters() if p.grad is not None)
+    features, valid = every.features(batch)
+    assert features.shape == (4, 16, 32) and bool(valid.all())
+
+
+def test_teacher_target_equals_the_student_encoder_it_copies_with_pos_every_block():
+    """A data2vec / Point2Vec teacher is a copy of the student: at init its targets are the
+    student's all-visible features, position codes at every block included."""
+    from unimask.encoders import ViTEncoder
+    from unimask.targets import EMATeacherTarget
+
+    torch.manual_seed(0)
+    model = tiny_image_model()
+    model.encoder = ViTEncoder(dim=32, depth=2, num_heads=2, pos_every_block=True)
+    model.target = EMATeacherTarget(latent_dim=32)
+    model.target.attach(model)
+    model.eval()
+    batch = image_batch()
+    latent, _ = model.target(model.adapter.tokenize(batch), model.adapter)
+    features, _ = model.features(batch)
+    assert torch.allclose(latent, features, atol=1e-6)
+
+
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = tiny_image_model(norm_pix=False, dim=64)

@@ -15,10 +15,11 @@ from unimask.tokens import gather_tokens
 class MAEDecoder(nn.Module):
     """in_dim: encoder width; dim: decoder width; remask: hidden tokens' latents are replaced
     by the mask token before decoding (always true in drop mode, GraphMAE's re-mask in replace
-    mode); use_pos: add the adapter's position code at decoder width."""
+    mode); use_pos: add the adapter's position code at decoder width; pos_every_block: add it
+    again before every block (Point-MAE)."""
 
     def __init__(self, in_dim: int = 768, dim: int = 512, depth: int = 8, num_heads: int = 16,
-                 mlp_ratio: float = 4.0, remask: bool = True, use_pos: bool = True):
+                 mlp_ratio: float = 4.0, remask: bool = True, use_pos: bool = True, pos_every_block: bool = False):
         super().__init__()
         self.embed = nn.Linear(in_dim, dim) if (depth or in_dim != dim) else nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -26,6 +27,7 @@ class MAEDecoder(nn.Module):
         self.body = TransformerStack(dim, depth, num_heads, mlp_ratio) if depth else None
         self.head = None
         self.dim, self.remask, self.use_pos = dim, remask, use_pos
+        self.pos_every_block = bool(depth) and use_pos and pos_every_block  # the model then passes `pos`
 
     def init_head(self, out_dim: int):
         """The model sets the output width once it knows the target's."""
@@ -33,10 +35,11 @@ class MAEDecoder(nn.Module):
 
     predicts_rows = True  # forward(out_rows=...) computes the last block and the head at those rows only
 
-    def forward(self, x, key_valid=None, tokens=None, ids=None, out_rows=None):
-        """x [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows [B, S]."""
+    def forward(self, x, key_valid=None, tokens=None, ids=None, out_rows=None, pos=None):
+        """x [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows [B, S]; pos [B, M, dim]
+        comes with pos_every_block."""
         if self.body is not None:
-            x = self.body(x, key_valid, out_rows)
+            x = self.body(x, key_valid, out_rows, pos)
         elif out_rows is not None:
             x = gather_tokens(x, out_rows)
         return self.head(x)

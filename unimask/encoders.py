@@ -65,8 +65,9 @@ class TransformerStack(nn.Module):
     """timm Blocks + final norm: the body shared by the ViT encoder and the MAE decoder."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, qkv_bias: bool = True):
+                 drop_path: float = 0.0, qkv_bias: bool = True, pos_every_block: bool = False):
         super().__init__()
+        self.pos_every_block = pos_every_block  # the model then passes `pos` to forward
         rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
         self.blocks = nn.ModuleList([
             Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=nn.LayerNorm)
@@ -76,12 +77,18 @@ class TransformerStack(nn.Module):
         self.dim = dim
 
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
-                out_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x [B, K, D] -> [B, K, D], or [B, S, D] at out_rows [B, S] (the last block computes only those)."""
+                out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [B, K, D] -> [B, K, D], or [B, S, D] at out_rows [B, S] (the last block computes only those).
+
+        pos [B, K, D]: position codes added again before every block after the first (x comes
+        with them added once), as Point-MAE and Point-BERT do, so deep layers keep seeing where
+        each token is: with irregular coordinates there is no grid order to fall back on."""
         attn_mask = key_padding_mask(key_valid)  # [B, 1, 1, K] | None
         with attention_backend(x):
             for i, block in enumerate(self.blocks):
                 last = i == len(self.blocks) - 1
+                if pos is not None and i > 0:
+                    x = x + pos
                 x = block_on_rows(block, x, out_rows, attn_mask) if last and out_rows is not None else block(
                     x, attn_mask=attn_mask)
         if out_rows is not None and not self.blocks:
@@ -89,16 +96,23 @@ class TransformerStack(nn.Module):
         return self.norm(x)
 
 
+def encode_with_pos(encoder: nn.Module, x: torch.Tensor, pos: torch.Tensor, valid, tokens, ids) -> torch.Tensor:
+    """encoder(x + pos) for embedded tokens x [B, K, D] and their position codes pos [B, K, D];
+    an encoder with `pos_every_block` also gets `pos` to add before its later blocks."""
+    extra = {"pos": pos} if getattr(encoder, "pos_every_block", False) else {}
+    return encoder(x + pos, valid, tokens, ids, **extra)
+
+
 @gin.configurable
 class ViTEncoder(TransformerStack):
     """ViT on the visible tokens only (MAE): position codes are added by the model before."""
 
     def __init__(self, dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, qkv_bias: bool = True):
-        super().__init__(dim, depth, num_heads, mlp_ratio, drop_path, qkv_bias)
+                 drop_path: float = 0.0, qkv_bias: bool = True, pos_every_block: bool = False):
+        super().__init__(dim, depth, num_heads, mlp_ratio, drop_path, qkv_bias, pos_every_block)
 
-    def forward(self, x, key_valid=None, tokens=None, ids=None):  # [B, K, D] -> [B, K, D]
-        return super().forward(x, key_valid)
+    def forward(self, x, key_valid=None, tokens=None, ids=None, pos=None):  # [B, K, D] -> [B, K, D]
+        return super().forward(x, key_valid, pos=pos)
 
 
 # ---- message passing over token edges --------------------------------------------------------

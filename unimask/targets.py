@@ -8,6 +8,7 @@ import gin
 import torch
 from torch import nn
 
+from unimask.encoders import encode_with_pos
 from unimask.tokens import gather_tokens
 
 
@@ -159,8 +160,8 @@ class EMATeacherTarget(Target):
         batch, n = tokens.batch_size, tokens.num_tokens
         ids = torch.arange(n, device=tokens.patches.device).expand(batch, -1)  # every token visible
         x = self.teacher_adapter.embed(tokens.patches, tokens, ids)  # [B, N, D]
-        x = x + self.teacher_adapter.pos(tokens.coords, x.shape[-1]).to(x.dtype)
-        latent = self.teacher_encoder(x, tokens.valid_mask(), tokens, ids).float()  # [B, N, D]
+        pos = self.teacher_adapter.pos(tokens.coords, x.shape[-1]).to(x.dtype)
+        latent = encode_with_pos(self.teacher_encoder, x, pos, tokens.valid_mask(), tokens, ids).float()  # [B, N, D]
         if self.normalize:
             latent = nn.functional.layer_norm(latent, latent.shape[-1:])
         if self.with_input:
