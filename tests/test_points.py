@@ -277,6 +277,10 @@ def test_image_point_sets_follow_the_bright_pixels_and_keep_labels(tmp_path):
     assert item["points"].shape == (256, 3) and item["label"] == train.items[5][1]
     assert torch.equal(item["points"], train[5]["points"])  # probes see the same cloud every time
     assert float(item["points"].norm(dim=1).max()) == pytest.approx(1.0, abs=1e-5)
+    digits = os.path.join(ROOT, "data", "sample", "images", "digits.npz")  # the CPU recipe's data
+    digit_sets = ImagePointSetDataset(digits, split="test", num_points=256, augment=False)
+    labels = [label for _, label in digit_sets.items]
+    assert len(digit_sets) == 1000 and np.bincount(labels).tolist() == [100] * 10
     np.savez(tmp_path / "rgb.npz", x=np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="grayscale"):
         ImagePointSetDataset(str(tmp_path / "rgb.npz"))
