@@ -3,7 +3,7 @@
 
 python tools/report.py images [--minutes 12]       # MAE on the Fashion-MNIST sample
 python tools/report.py images-full                  # all of Fashion-MNIST (make_sample_data.py fashion-full)
-python tools/report.py video | points | graphs      # VideoMAE (shuffle probe), Point-MAE, GraphMAE
+python tools/report.py video | points | point2vec | graphs   # VideoMAE (shuffle probe), Point-MAE, Point2Vec-style, GraphMAE
 python tools/report.py sweep [--minutes 3] [--on images-full]   # linear probe vs mask ratio (MAE Fig. 5)
 python tools/report.py video --probe-only [--gin_param ...]   # probe an earlier run again
 
@@ -42,7 +42,7 @@ TABLE_HEADER = ["Modality", "Data", "Recipe", "Pretraining", "Probe", "Random in
                 "Raw input"]
 OVERRUN = 2.0  # x the CPU budget: past this a run is stopped (SIGTERM); contention inflates CPU per step
 WALL_CAP = 4.0  # x the budget in wall minutes: the same, for a machine too busy to finish
-SWEEP_HEADER = ["Mask ratio", "Steps", "Linear probe", "Random init"]
+SWEEP_HEADER = ["Mask ratio", "Steps", "CPU-min", "Linear probe", "Random init"]
 
 
 @dataclass
@@ -99,9 +99,16 @@ def video() -> Spec:
 
 @modality("points")
 def points() -> Spec:
-    """Point-MAE on MNIST-style point sets of the Fashion-MNIST sample (gin/point_mae_cpu.gin)."""
-    return Spec("points", "Fashion-MNIST sample as 512-point sets, 4k train / 1k test",
+    """Point-MAE on MNIST-style point sets of the digits sample (gin/point_mae_cpu.gin)."""
+    return Spec("points", "MNIST digits sample as 512-point sets, 4k train / 1k test",
                 ["gin/point_mae_cpu.gin"], needs=["modalities/points.py", "gin/point_mae_cpu.gin"])
+
+
+@modality("point2vec")
+def point2vec() -> Spec:
+    """The same point sets and backbone, latent targets from an EMA teacher (gin/point2vec_cpu.gin)."""
+    return Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test",
+                ["gin/point2vec_cpu.gin"], needs=["modalities/points.py", "gin/point2vec_cpu.gin"])
 
 
 @modality("graphs")
@@ -410,7 +417,7 @@ def run_sweep(minutes: float, ratios: List[float], runs: str, md_path: str, para
               "command": f"python tools/report.py sweep --minutes {minutes:g} --on {name}"}
     save_json(os.path.join(runs, "report.json"), "sweep", result)
     for ratio in ratios:
-        update_markdown("sweep", SWEEP_HEADER, [f"{ratio:.2f}", points[ratio]["steps"],
+        update_markdown("sweep", SWEEP_HEADER, [f"{ratio:.2f}", points[ratio]["steps"], f"{points[ratio]['cpu_min']:.1f}",
                                                 f"{points[ratio]['top1_acc']:.1f}", f"{random_acc:.1f}"], md_path)
     print(f"[sweep] wrote {png}, {md_path}")
     return result

@@ -197,7 +197,10 @@ def draw_recon(args) -> str:
     batch = to_device(one_batch(configured("train.dataset"), size=args.batch, seed=args.seed), device)
     progress = state.get("step", 0) / max(1, gin.query_parameter("train.steps"))
     out = model(batch, progress=progress, generator=torch.Generator().manual_seed(args.seed))
-    pred = model.target.invert(model.full_prediction(out), out["tokens"], model.adapter)
+    try:
+        pred = model.target.invert(model.full_prediction(out), out["tokens"], model.adapter)
+    except NotImplementedError as err:  # latent targets: no reconstruction to show
+        raise SystemExit(f"error: {args.checkpoint}: {err}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     path = model.adapter.render(out["tokens"], pred, out["mask"], args.out)
     print(f"wrote {path}: step {state.get('step')}, loss {float(out['loss']):.4f}")

@@ -168,6 +168,13 @@ class EMATeacherTarget(Target):
             latent = torch.cat([adapter.target(tokens).float(), latent], -1)
         return latent, None
 
+    def invert(self, pred, tokens, adapter):
+        """The adapter's part of the prediction when it has one (with_input); latents alone have
+        no picture (the trainer then skips its reconstruction figure)."""
+        if not self.with_input:
+            raise NotImplementedError("EMATeacherTarget predicts teacher latents: there is nothing to draw")
+        return pred[..., :adapter.target_dim]
+
     def momentum_at(self, progress: float) -> float:
         if self.end_momentum is None:
             return self.momentum

@@ -255,9 +255,9 @@ class Trainer:
             out = self.model(batch, progress=self.step / self.steps, mask=mask,
                              generator=torch.Generator().manual_seed(12345))
         if workdir and self.dist.is_main:
-            pred = self.model.target.invert(self.model.full_prediction(out), out["tokens"], self.model.adapter)
             path = os.path.join(workdir, "recon", f"step_{self.step}.png")
-            try:
+            try:  # no figure where the adapter cannot draw or the target is not the input
+                pred = self.model.target.invert(self.model.full_prediction(out), out["tokens"], self.model.adapter)
                 self.model.adapter.render(out["tokens"], pred, mask, path)
                 self.log.image("recon", path, self.step)
             except NotImplementedError:
