@@ -140,9 +140,9 @@ def test_pos_every_block_adds_the_position_codes_before_each_block():
     stack = TransformerStack(dim=32, depth=3, num_heads=4).eval()
     x, pos = torch.randn(2, 10, 32), torch.randn(2, 10, 32)
     expected = x + pos
-    for block in stack.blocks:
-        expected = block(expected) + pos
-    expected = stack.norm(expected - pos)  # no codes after the last block
+    for i, block in enumerate(stack.blocks):
+        expected = block(expected if i == 0 else expected + pos)
+    expected = stack.norm(expected)
     assert torch.allclose(stack(x + pos, pos=pos), expected, atol=1e-6)
     assert not torch.allclose(stack(x + pos, pos=pos), stack(x + pos), atol=1e-3)
 

@@ -24,7 +24,7 @@ class MAEDecoder(nn.Module):
         self.embed = nn.Linear(in_dim, dim) if (depth or in_dim != dim) else nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.normal_(self.mask_token, std=0.02)
-        self.body = TransformerStack(dim, depth, num_heads, mlp_ratio) if depth else None
+        self.body = TransformerStack(dim, depth, num_heads, mlp_ratio, pos_every_block=pos_every_block) if depth else None
         self.head = None
         self.dim, self.remask, self.use_pos = dim, remask, use_pos
         self.pos_every_block = bool(depth) and use_pos and pos_every_block  # the model then passes `pos`

@@ -96,11 +96,16 @@ class TransformerStack(nn.Module):
         return self.norm(x)
 
 
-def encode_with_pos(encoder: nn.Module, x: torch.Tensor, pos: torch.Tensor, valid, tokens, ids) -> torch.Tensor:
-    """encoder(x + pos) for embedded tokens x [B, K, D] and their position codes pos [B, K, D];
-    an encoder with `pos_every_block` also gets `pos` to add before its later blocks."""
-    extra = {"pos": pos} if getattr(encoder, "pos_every_block", False) else {}
-    return encoder(x + pos, valid, tokens, ids, **extra)
+def pos_kwargs(stack: nn.Module, pos: torch.Tensor) -> dict:
+    """{'pos': pos} for a stack that adds position codes before every block, else {}."""
+    return {"pos": pos} if getattr(stack, "pos_every_block", False) else {}
+
+
+def encode_with_pos(adapter, encoder: nn.Module, x: torch.Tensor, valid, tokens, ids: torch.Tensor) -> torch.Tensor:
+    """Embedded tokens x [B, K, D] of the tokens ids [B, K], position codes not yet added ->
+    encoder(x + codes) [B, K, D]; an encoder with `pos_every_block` gets the codes again."""
+    pos = adapter.pos(gather_tokens(tokens.coords, ids), x.shape[-1]).to(x.dtype)
+    return encoder(x + pos, valid, tokens, ids, **pos_kwargs(encoder, pos))
 
 
 @gin.configurable

@@ -14,7 +14,7 @@ import gin
 import torch
 from torch import nn
 
-from unimask.encoders import encode_with_pos
+from unimask.encoders import encode_with_pos, pos_kwargs
 from unimask.targets import Target, gather_rows
 from unimask.tokens import Mask, Tokens, gather_tokens
 
@@ -82,22 +82,17 @@ class MaskedModel(nn.Module):
         x = self.adapter.embed(patches, tokens, ids)
         return x + self.adapter.pos(gather_tokens(tokens.coords, ids), x.shape[-1]).to(x.dtype)
 
-    def run_encoder(self, x, valid, tokens: Tokens, ids):
-        """Embedded tokens x [B, K, D] without position codes -> encoder output [B, K, D]; an
-        encoder with `pos_every_block` gets the codes again for its later blocks."""
-        pos = self.adapter.pos(gather_tokens(tokens.coords, ids), x.shape[-1]).to(x.dtype)
-        return encode_with_pos(self.encoder, x, pos, valid, tokens, ids)
-
     def encode(self, tokens: Tokens, mask: Mask, generator=None):
         """-> latent [B, K, D], ids [B, K] of the tokens it belongs to, their validity [B, K]."""
         if self.mode == "drop":
             x = self.adapter.embed(gather_rows(tokens.patches, mask.ids_keep), tokens, mask.ids_keep)
-            return self.run_encoder(x, mask.keep_valid, tokens, mask.ids_keep), mask.ids_keep, mask.keep_valid
+            latent = encode_with_pos(self.adapter, self.encoder, x, mask.keep_valid, tokens, mask.ids_keep)
+            return latent, mask.ids_keep, mask.keep_valid
         valid = tokens.valid_mask()
         all_ids = torch.arange(tokens.num_tokens, device=valid.device).expand(tokens.batch_size, -1)
         x = self.adapter.embed(tokens.patches, tokens, all_ids)  # [B, N, D]
         x = self.replace_hidden(x, tokens, mask, all_ids, generator)
-        return self.run_encoder(x, valid, tokens, all_ids), all_ids, valid
+        return encode_with_pos(self.adapter, self.encoder, x, valid, tokens, all_ids), all_ids, valid
 
     def replace_hidden(self, x, tokens, mask, all_ids, generator):
         """BERT 80/10/10: hidden tokens -> [MASK] / a random token / themselves. x [B, N, D]."""
@@ -144,7 +139,7 @@ class MaskedModel(nn.Module):
         if dec.use_pos:
             pos = self.adapter.pos(coords, x.shape[-1]).to(x.dtype)
             x = x + pos
-            extra = {"pos": pos} if getattr(dec, "pos_every_block", False) else {}
+            extra = pos_kwargs(dec, pos)
         scored = scored_among(mask, dec_ids, dec_valid)  # [B, M]
         if getattr(dec, "predicts_rows", False) and not bool(scored.all()):
             # predictions only where they are scored: the last block and the head skip the rest
@@ -199,7 +194,7 @@ class MaskedModel(nn.Module):
         valid = tokens.valid_mask()
         ids, keep_valid = select_ids(valid)
         x = self.adapter.embed(gather_rows(tokens.patches, ids), tokens, ids)
-        return self.run_encoder(x, keep_valid, tokens, ids), keep_valid
+        return encode_with_pos(self.adapter, self.encoder, x, keep_valid, tokens, ids), keep_valid
 
     def after_step(self, progress: float):
         """Called by the trainer after every optimizer step (EMA teachers, masker curricula)."""

@@ -160,8 +160,8 @@ class EMATeacherTarget(Target):
         batch, n = tokens.batch_size, tokens.num_tokens
         ids = torch.arange(n, device=tokens.patches.device).expand(batch, -1)  # every token visible
         x = self.teacher_adapter.embed(tokens.patches, tokens, ids)  # [B, N, D]
-        pos = self.teacher_adapter.pos(tokens.coords, x.shape[-1]).to(x.dtype)
-        latent = encode_with_pos(self.teacher_encoder, x, pos, tokens.valid_mask(), tokens, ids).float()  # [B, N, D]
+        valid = tokens.valid_mask()
+        latent = encode_with_pos(self.teacher_adapter, self.teacher_encoder, x, valid, tokens, ids).float()  # [B, N, D]
         if self.normalize:
             latent = nn.functional.layer_norm(latent, latent.shape[-1:])
         if self.with_input:
