@@ -13,6 +13,16 @@ import gin
 import torch
 
 
+def check_ratio(value, binding: str, high_inclusive: bool = False) -> float:
+    """A mask ratio setting, checked when the schedule is built: [0, 1) (or [0, 1] for the upper
+    end of a per-sample range); the error names the gin binding."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value and (
+        value <= 1 if high_inclusive else value < 1)
+    if not ok:
+        raise ValueError(f"{binding}={value!r}: a mask ratio must lie in [0, {'1]' if high_inclusive else '1)'}")
+    return float(value)
+
+
 class RatioSchedule:
     """Base: subclasses give `value(progress) -> ratio`; __call__ broadcasts it to [B]."""
 
@@ -41,7 +51,7 @@ class RatioSchedule:
 @gin.configurable
 class ConstantRatio(RatioSchedule):
     def __init__(self, ratio: float = 0.75):
-        self.ratio = ratio
+        self.ratio = check_ratio(ratio, "ConstantRatio.ratio")
 
     def value(self, progress):
         return self.ratio
@@ -52,7 +62,7 @@ class LinearRatio(RatioSchedule):
     """start -> end linearly over training (easy-to-hard curricula)."""
 
     def __init__(self, start: float = 0.5, end: float = 0.9):
-        self.start, self.end = start, end
+        self.start, self.end = check_ratio(start, "LinearRatio.start"), check_ratio(end, "LinearRatio.end")
 
     def value(self, progress):
         return self.start + (self.end - self.start) * progress
@@ -63,7 +73,7 @@ class CosineRatio(RatioSchedule):
     """start -> end along a half cosine."""
 
     def __init__(self, start: float = 0.5, end: float = 0.9):
-        self.start, self.end = start, end
+        self.start, self.end = check_ratio(start, "CosineRatio.start"), check_ratio(end, "CosineRatio.end")
 
     def value(self, progress):
         return self.end + (self.start - self.end) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -76,7 +86,10 @@ class StepRatio(RatioSchedule):
     def __init__(self, ratios: Sequence[float] = (0.5, 0.75, 0.9), boundaries: Sequence[float] = (1 / 3, 2 / 3)):
         if len(ratios) != len(boundaries) + 1:
             raise ValueError(f"StepRatio needs len(ratios) == len(boundaries) + 1, got {ratios} and {boundaries}")
-        self.ratios, self.boundaries = list(ratios), list(boundaries)
+        if list(boundaries) != sorted(boundaries) or any(not 0 <= b <= 1 for b in boundaries):
+            raise ValueError(f"StepRatio.boundaries={list(boundaries)}: progress values in [0, 1], increasing")
+        self.ratios = [check_ratio(r, f"StepRatio.ratios[{i}]") for i, r in enumerate(ratios)]
+        self.boundaries = list(boundaries)
 
     def value(self, progress):
         return self.ratios[sum(progress >= b for b in self.boundaries)]
@@ -87,7 +100,9 @@ class UniformRatio(RatioSchedule):
     """A different ratio per sample, uniform in [low, high) (masked-diffusion training)."""
 
     def __init__(self, low: float = 0.0, high: float = 0.99):
-        self.low, self.high = low, high
+        self.low, self.high = check_ratio(low, "UniformRatio.low"), check_ratio(high, "UniformRatio.high", True)
+        if self.high <= self.low:
+            raise ValueError(f"UniformRatio.low={low} must be below UniformRatio.high={high}")
 
     def value(self, progress):
         return 0.5 * (self.low + self.high)

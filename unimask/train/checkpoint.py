@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+import zipfile
 
 import numpy as np
 import torch
@@ -35,11 +36,28 @@ def atomic_save(obj, path: str):
         os.close(dir_fd)
 
 
-def save_checkpoint(obj, folder: str, step: int, keep: bool = False) -> str:
-    """last.pt (previous one kept as prev.pt) and, with keep, a step_N.pt snapshot."""
+def is_intact(path: str) -> bool:
+    """Does a torch.save file read back whole? Its zip directory opens and every member's CRC
+    matches: catches truncation and flipped bits without unpickling (about a second per GB)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError):
+        return False
+
+
+def save_checkpoint(obj, folder: str, step: int, keep: bool = False, last_is_good: bool = False) -> str:
+    """last.pt (the previous one kept as prev.pt) and, with keep, a step_N.pt snapshot.
+
+    The fallback must stay loadable: the old last.pt becomes prev.pt only when it is known good
+    (`last_is_good`: this process wrote it) or reads back intact; a damaged one is overwritten,
+    so prev.pt keeps the last good checkpoint."""
     last = os.path.join(folder, "last.pt")
     if os.path.exists(last):
-        os.replace(last, os.path.join(folder, "prev.pt"))
+        if last_is_good or is_intact(last):
+            os.replace(last, os.path.join(folder, "prev.pt"))
+        else:
+            warnings.warn(f"{last} is damaged: not kept as prev.pt (prev.pt stays the last good checkpoint)")
     atomic_save(obj, last)
     if keep:
         atomic_save(obj, os.path.join(folder, f"step_{step}.pt"))
@@ -60,14 +78,20 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
 
 def load_latest(folder: str) -> dict:
     """last.pt, or prev.pt with a warning when last.pt is damaged."""
+    return find_latest(folder)[0]
+
+
+def find_latest(folder: str) -> tuple:
+    """-> (state, path): last.pt, or prev.pt with a warning when last.pt is damaged."""
+    last = os.path.join(folder, "last.pt")
     try:
-        return load_checkpoint(os.path.join(folder, "last.pt"))
+        return load_checkpoint(last), last
     except CheckpointError as err:
         prev = os.path.join(folder, "prev.pt")
         if not os.path.exists(prev):
             raise
         warnings.warn(f"{err}; resuming from {prev}")
-        return load_checkpoint(prev)
+        return load_checkpoint(prev), prev
 
 
 def clean_state_dict(state: dict) -> dict:

@@ -24,6 +24,7 @@ from unimask.train.distributed import DistInfo, all_reduce_mean, barrier, init_d
 from unimask.train.logging import MetricsLog, write_run_info
 from unimask.train.optim import lr_at, make_optimizer
 from unimask.train.precision import autocast, resolve_device, resolve_precision
+from unimask.train.workers import close_loader, ignore_stop_signals
 
 
 def to_device(batch, device, non_blocking=False):
@@ -40,13 +41,6 @@ def to_device(batch, device, non_blocking=False):
 def step_seed(seed: int, step: int, micro: int = 0) -> int:
     """Seed of global micro-batch `micro` of optimizer step `step`."""
     return (seed * 1_000_003 + step * 8_191 + micro * 131) % (2**62)
-
-
-def ignore_stop_signals(worker_id: int):
-    """DataLoader workers leave SIGTERM/SIGINT to the main process: a preemption signal sent to
-    the whole process group must end in a checkpoint, not in a dead worker mid-step."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -98,6 +92,7 @@ class Trainer:
         self.step, self.skipped, self.n_bad, self.position = 0, 0, 0, 0
         self.consecutive_skips = 0
         self._stop_signal = None
+        self._wrote_last = False  # this process wrote the current last.pt (so it need not be re-read)
         self._micro_hook = None  # progress inside long accumulations (big recipes on one CPU)
 
     # ---- setup ---------------------------------------------------------------------------
@@ -167,7 +162,8 @@ class Trainer:
         state = self.state()
         if self.dist.is_main:
             keep = bool(self.keep_every) and self.step % self.keep_every == 0
-            ckpt.save_checkpoint(state, os.path.join(workdir, "checkpoints"), self.step, keep)
+            ckpt.save_checkpoint(state, os.path.join(workdir, "checkpoints"), self.step, keep, self._wrote_last)
+            self._wrote_last = True
         barrier(self.dist)
 
     # ---- one optimizer step ---------------------------------------------------------------
@@ -273,9 +269,13 @@ class Trainer:
     def fit(self, workdir: str, resume: bool = False) -> dict:
         os.makedirs(workdir, exist_ok=True)
         if resume and os.path.exists(os.path.join(workdir, "checkpoints", "last.pt")):
-            self.restore(ckpt.load_latest(os.path.join(workdir, "checkpoints")))
+            state, path = ckpt.find_latest(os.path.join(workdir, "checkpoints"))
+            self.restore(state)
+            if self.dist.is_main:
+                print(f"resumed from {path} at step {self.step}", flush=True)
         elif resume:
             raise FileNotFoundError(f"--resume: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+        self.preflight()
         self.log = MetricsLog(workdir, enabled=self.dist.is_main)
         if self.dist.is_main:
             with open(os.path.join(workdir, "config.gin"), "w") as f:
@@ -283,18 +283,36 @@ class Trainer:
             write_run_info(workdir, world_size=self.dist.world, device=str(self.device), precision=self.precision,
                            micro_batch=self.micro_batch, accum_steps=self.accum_steps, resumed_at=self.step)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        ok = False
         try:
-            return self._loop(workdir)
+            result = self._loop(workdir)
+            ok = True
+            return result
         finally:
             for s, handler in old_handlers.items():
                 signal.signal(s, handler)
             self.log.close()
-            if self.dist.world > 1 and torch.distributed.is_initialized():
+            # a clean teardown only when every rank got here: after a failure the other ranks may sit in
+            # a collective that this rank will never join, so this one just exits (non-zero) and the
+            # launcher stops the rest
+            if ok and self.dist.world > 1 and torch.distributed.is_initialized():
                 barrier(self.dist)
-                torch.distributed.destroy_process_group()  # clean gloo/nccl teardown at exit
+                torch.distributed.destroy_process_group()
+
+    def preflight(self):
+        """One micro-batch through the adapter and the masker in this process, before any worker
+        starts: a sample, a shape or a setting that does not fit fails here, in seconds, with the
+        dataset's own message. The batch is the fixed evaluation batch, so nothing is wasted."""
+        self.fixed_batch()
 
     def _loop(self, workdir: str) -> dict:
         loader = iter(self.make_loader(self.position))
+        try:
+            return self._steps(loader, workdir)
+        finally:
+            close_loader(loader)  # workers ignore SIGTERM: stop them here, on success and on failure
+
+    def _steps(self, loader, workdir: str) -> dict:
         bar = tqdm(total=self.stop_at, initial=self.step, disable=not (self.progress_bar and self.dist.is_main),
                    dynamic_ncols=True, mininterval=1.0, desc="train")
         window, t0, last = [], time.perf_counter(), {}
