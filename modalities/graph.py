@@ -34,7 +34,9 @@ import csv
 import math
 import os
 import pickle
-from typing import List, Optional, Sequence
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
 
 import gin
 import torch
@@ -42,7 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.base import ModalityAdapter
-from unimask.data import SampleDataset, as_roots
+from unimask.data import SampleDataset
+from unimask.files import as_roots
 from unimask.losses import SCELoss
 from unimask.model import select_ids
 from unimask.pos import sincos_pos
@@ -100,32 +103,120 @@ def read_edges(path: str) -> torch.Tensor:
     return torch.tensor(edges, dtype=torch.long).reshape(-1, 2).t().contiguous()
 
 
-def read_nodes(path: str, classes: Optional[List[str]]) -> tuple:
-    """nodes.csv (id[,label][,feature columns...]) -> (ids [n] long, labels [n] long (-1 if
-    none), features [n, F] float | None). Labels may be ints or class names from classes.txt."""
+@dataclass(frozen=True)
+class NodeColumns:
+    """Which columns of nodes.csv mean what (names, case-insensitive, or 0-based indices).
+
+    features=None takes every numeric column that is not the id, label or name column and
+    skips (and reports) text columns; a list takes exactly those, and a text cell in one of them
+    is an error naming the file, line and column. features_file: a separate table of node
+    features (`id` + feature columns, or one row per node in nodes.csv order); None looks for
+    node_features.csv / features.csv beside nodes.csv. When there is one, the features come
+    from it alone (`features` then picks its columns) and nodes.csv gives ids and labels."""
+    id: Union[str, int] = "id"
+    label: Optional[Union[str, int]] = "label"
+    name: Optional[Union[str, int]] = "name"
+    features: Optional[Sequence[Union[str, int]]] = None
+    features_file: Optional[str] = None
+
+
+FEATURE_FILES = ("node_features.csv", "features.csv")
+
+
+def column_index(header: List[str], column, path: str, what: str, required: bool = True) -> Optional[int]:
+    """A column given by name or index -> its index; a missing required one is named."""
+    if column is None:
+        return None
+    if isinstance(column, int):
+        if not -len(header) <= column < len(header):
+            raise GraphFormatError(f"{path}: {what} column index {column} is out of range for header {header}")
+        return column % len(header)
+    name = str(column).strip().lower()
+    if name in header:
+        return header.index(name)
+    if required:
+        raise GraphFormatError(f"{path}: header {header} has no {what} column {column!r}")
+    return None
+
+
+def is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def read_feature_columns(path: str, header: List[str], rows: List[List[str]], skip: Sequence[int],
+                         chosen: Optional[Sequence]) -> tuple:
+    """Feature columns of a table -> (features [n, F] float | None, names of skipped text columns)."""
+    if chosen is not None:
+        cols = [column_index(header, c, path, "feature") for c in chosen]
+        skipped = []
+    else:
+        candidates = [i for i in range(len(header)) if i not in skip]
+        cols = [i for i in candidates if all(is_number(row[i]) for row in rows if i < len(row) and row[i] != "")]
+        skipped = [header[i] for i in candidates if i not in cols]
+    if not cols:
+        return None, skipped
+    feats = []
+    for line, row in enumerate(rows, 2):
+        if any(row[c] == "" for c in cols):
+            raise GraphFormatError(f"{path}:{line}: missing feature value(s) in row {row}")
+        try:
+            feats.append([float(row[c]) for c in cols])
+        except ValueError:
+            bad = next(c for c in cols if not is_number(row[c]))
+            raise GraphFormatError(f"{path}:{line}: feature column {header[bad]!r} holds {row[bad]!r}, "
+                                   "not a number") from None
+    return torch.tensor(feats, dtype=torch.float32), skipped
+
+
+def read_nodes(path: str, classes: Optional[List[str]], columns: NodeColumns = NodeColumns(),
+               with_features: bool = True) -> tuple:
+    """nodes.csv (id[,label][,name][,feature columns...]) -> (ids [n] long, labels [n] long (-1 if
+    none), features [n, F] float | None). Labels may be ints or class names from classes.txt.
+    with_features=False: the features live in a features file, nodes.csv gives ids and labels."""
     header, rows = read_table(path)
-    if "id" not in header:
-        raise GraphFormatError(f"{path}: header {header} has no 'id' column")
-    id_col, label_col = header.index("id"), header.index("label") if "label" in header else None
-    feat_cols = [i for i in range(len(header)) if i not in (id_col, label_col)]
-    ids, labels, feats = [], [], []
-    for i, row in enumerate(rows):
-        line = i + 2
+    id_col = column_index(header, columns.id, path, "id")
+    label_col = column_index(header, columns.label, path, "label", required=False)
+    name_col = column_index(header, columns.name, path, "name", required=False)
+    for line, row in enumerate(rows, 2):
         if len(row) != len(header):
             raise GraphFormatError(f"{path}:{line}: {len(row)} columns, the header has {len(header)}")
-        ids.append(to_int(row[id_col], path, line, "node id"))
-        labels.append(parse_label(row[label_col], classes, path, line) if label_col is not None else -1)
-        if feat_cols:
-            if any(row[c] == "" for c in feat_cols):
-                raise GraphFormatError(f"{path}:{line}: missing feature value(s) for node {ids[-1]}")
-            try:
-                feats.append([float(row[c]) for c in feat_cols])
-            except ValueError:
-                raise GraphFormatError(f"{path}:{line}: a feature value is not a number: {row}") from None
+    ids = [to_int(row[id_col], path, line, "node id") for line, row in enumerate(rows, 2)]
+    labels = [parse_label(row[label_col], classes, path, line) if label_col is not None else -1
+              for line, row in enumerate(rows, 2)]
     if len(set(ids)) != len(ids):
         raise GraphFormatError(f"{path}: node ids repeat")
-    x = torch.tensor(feats, dtype=torch.float32) if feat_cols else None
+    if not with_features:
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long), None
+    skip = [c for c in (id_col, label_col, name_col) if c is not None]
+    x, skipped = read_feature_columns(path, header, rows, skip, columns.features)
+    if skipped:
+        warnings.warn(f"{path}: text column(s) {skipped} are not node features and are ignored "
+                      "(choose columns with GraphDataset.feature_columns)")
     return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long), x
+
+
+def read_features_file(path: str, ids: torch.Tensor, columns: NodeColumns) -> torch.Tensor:
+    """A separate node-feature table -> [n, F] rows in the order of `ids` (nodes.csv order): by
+    its id column when it has one, else row by row."""
+    header, rows = read_table(path)
+    id_col = column_index(header, columns.id, path, "id", required=False)
+    x, skipped = read_feature_columns(path, header, rows, [] if id_col is None else [id_col], columns.features)
+    if x is None:
+        raise GraphFormatError(f"{path}: no numeric feature columns (text columns: {skipped})")
+    if id_col is None:
+        if len(rows) != len(ids):
+            raise GraphFormatError(f"{path}: {len(rows)} feature rows for {len(ids)} nodes (and no id column)")
+        return x
+    file_ids = torch.tensor([to_int(row[id_col], path, line, "node id") for line, row in enumerate(rows, 2)])
+    order = {int(i): r for r, i in enumerate(file_ids.tolist())}
+    missing = [int(i) for i in ids.tolist() if int(i) not in order]
+    if missing:
+        raise GraphFormatError(f"{path}: no features for node id(s) {missing[:5]}")
+    return x[torch.tensor([order[int(i)] for i in ids.tolist()])]
 
 
 def parse_label(cell: str, classes: Optional[List[str]], path: str, line: int) -> int:
@@ -145,18 +236,32 @@ def read_classes(folder: str) -> Optional[List[str]]:
         return [line.strip() for line in f if line.strip()]
 
 
-def load_csv_graph(folder: str, classes: Optional[List[str]] = None, graph_label: int = -1) -> dict:
-    """A folder with edges.csv (src,dst[,weight]) and optional nodes.csv (id,label[,features]).
+def find_features_file(folder: str, columns: NodeColumns) -> Optional[str]:
+    if columns.features_file is not None:
+        path = columns.features_file if os.path.isabs(columns.features_file) else os.path.join(folder, columns.features_file)
+        if not os.path.isfile(path):
+            raise GraphFormatError(f"{path}: node features file not found (GraphDataset.features_file)")
+        return path
+    return next((os.path.join(folder, f) for f in FEATURE_FILES if os.path.isfile(os.path.join(folder, f))), None)
+
+
+def load_csv_graph(folder: str, classes: Optional[List[str]] = None, graph_label: int = -1,
+                   columns: NodeColumns = NodeColumns()) -> dict:
+    """A folder with edges.csv (src,dst[,weight]), optional nodes.csv (id[,label][,name][,features])
+    and an optional features file (see NodeColumns).
 
     Without nodes.csv the nodes are 0..max id. Edge endpoints must be listed node ids.
     """
     edges_path, nodes_path = os.path.join(folder, "edges.csv"), os.path.join(folder, "nodes.csv")
     classes = classes or read_classes(folder)
     edges = read_edges(edges_path)
+    features_path = find_features_file(folder, columns)
     if os.path.isfile(nodes_path):
-        ids, labels, x = read_nodes(nodes_path, classes)
+        ids, labels, x = read_nodes(nodes_path, classes, columns, with_features=features_path is None)
         if len(ids) == 0:
             raise GraphFormatError(f"{nodes_path}: the graph has no nodes")
+        if features_path is not None:
+            x = read_features_file(features_path, ids, columns)
         edges = rows_of_ids(edges, ids, edges_path, nodes_path)
         num_nodes = len(ids)
     else:
@@ -165,6 +270,8 @@ def load_csv_graph(folder: str, classes: Optional[List[str]] = None, graph_label
         if int(edges.min()) < 0:
             raise GraphFormatError(f"{edges_path}: negative node id {int(edges.min())}")
         num_nodes, labels, x = int(edges.max()) + 1, None, None
+        if features_path is not None:
+            x = read_features_file(features_path, torch.arange(num_nodes), columns)
     return make_record(folder, edges, num_nodes, x, labels, graph_label)
 
 
@@ -180,7 +287,7 @@ def rows_of_ids(edges: torch.Tensor, ids: torch.Tensor, edges_path: str, nodes_p
     return order[pos]
 
 
-def load_csv_collection(folder: str) -> List[dict]:
+def load_csv_collection(folder: str, columns: NodeColumns = NodeColumns()) -> List[dict]:
     """One sub-folder per graph (each with edges.csv), graph labels from labels.csv (graph,label)."""
     classes = read_classes(folder)
     labels_path = os.path.join(folder, "labels.csv")
@@ -197,7 +304,7 @@ def load_csv_collection(folder: str) -> List[dict]:
     missing = sorted(set(graph_labels) - set(subs))
     if missing:
         raise GraphFormatError(f"{labels_path}: graphs {missing[:5]} have no folder with edges.csv")
-    return [load_csv_graph(os.path.join(folder, d), classes, graph_labels.get(d, -1)) for d in subs]
+    return [load_csv_graph(os.path.join(folder, d), classes, graph_labels.get(d, -1), columns) for d in subs]
 
 
 def load_pt(path: str) -> List[dict]:
@@ -310,7 +417,7 @@ def make_record(name: str, edge_index: torch.Tensor, num_nodes: int, x, node_lab
             "node_label": node_label, "graph_label": int(graph_label)}
 
 
-def load_source(root) -> List[dict]:
+def load_source(root, columns: NodeColumns = NodeColumns()) -> List[dict]:
     """One root (folder, .pt, networkx file or object, Data) -> records."""
     import networkx as nx
 
@@ -325,8 +432,8 @@ def load_source(root) -> List[dict]:
     root = os.path.expanduser(str(root))
     if os.path.isdir(root):
         if os.path.isfile(os.path.join(root, "edges.csv")):
-            return [load_csv_graph(root)]
-        return load_csv_collection(root)
+            return [load_csv_graph(root, columns=columns)]
+        return load_csv_collection(root, columns)
     if not os.path.exists(root):
         raise FileNotFoundError(f"graph root {root!r} does not exist")
     if root.lower().endswith(PT_EXTS):
@@ -399,14 +506,16 @@ def make_features(record: dict, kind: str, width: int) -> torch.Tensor:
     raise ValueError(f"GraphDataset.features must be one of {FEATURE_KINDS}, got {kind!r}")
 
 
-def default_width(records: List[dict], kind: str) -> int:
-    """feature_dim when not given: the files' width, GraphMAE's min(max degree, 400) + 1, the
-    largest node count (identity) or 16 Laplacian eigenvectors."""
+def default_width(records: List[dict], kind: str, degree_dim: Optional[int] = None) -> int:
+    """feature_dim when not given: the files' width, degree_dim or GraphMAE's min(max degree,
+    400) + 1 for one-hot degrees, the largest node count (identity) or 16 Laplacian eigenvectors."""
     given = {r["x"].shape[1] for r in records if r["x"] is not None}
     if kind in ("auto", "given") and given:
         if len(given) > 1:
             raise GraphFormatError(f"graphs have different feature widths {sorted(given)}")
         return given.pop()
+    if kind in ("auto", "degree") and degree_dim is not None:
+        return degree_dim
     if kind in ("auto", "degree"):
         max_deg = max(int(node_degree(r["edge_index"], r["num_nodes"]).max()) for r in records)
         return min(max_deg, GRAPHMAE_MAX_DEGREE) + 1
@@ -488,15 +597,22 @@ class GraphDataset(SampleDataset):
     """Graphs from `root` (see the module docstring for formats, features and sampling).
 
     root: folder(s) / .pt / .gml / .graphml / .gpickle, an nx.Graph, a Data or list of Data.
-    features: 'auto' | 'given' | 'degree' | 'identity' | 'laplacian'; feature_dim: their width
-    (None = from the data). task: 'auto' (graph if graph labels exist) | 'node' | 'graph'.
+    features: 'auto' | 'given' | 'degree' | 'identity' | 'laplacian'. feature_dim: None = the
+    width the data gives (the files' own columns; made-up features at their default width), a
+    number = a check that fails naming both widths. degree_dim: width of one-hot degree
+    features. CSV folders: id_column, label_column, name_column, feature_columns (None = every
+    numeric column, text columns skipped and reported) and features_file (see NodeColumns).
+    task: 'auto' (graph if graph labels exist) | 'node' | 'graph'.
     sampling: 'full' | 'khop' (num_hops, seeds_per_item, num_neighbors per hop or None = all).
     """
 
     def __init__(self, root=gin.REQUIRED, features: str = "auto", feature_dim: Optional[int] = None,
                  undirected: bool = True, task: str = "auto", sampling: str = "full", num_hops: int = 2,
                  seeds_per_item: int = 64, num_neighbors: Optional[Sequence[int]] = None,
-                 sampler_backend: str = "auto", skip_bad_samples: bool = False):
+                 sampler_backend: str = "auto", skip_bad_samples: bool = False, degree_dim: Optional[int] = None,
+                 id_column: Union[str, int] = "id", label_column: Optional[Union[str, int]] = "label",
+                 name_column: Optional[Union[str, int]] = "name",
+                 feature_columns: Optional[Sequence[Union[str, int]]] = None, features_file: Optional[str] = None):
         if features not in FEATURE_KINDS:
             raise ValueError(f"GraphDataset.features must be one of {FEATURE_KINDS}, got {features!r}")
         if sampling not in ("full", "khop"):
@@ -504,10 +620,12 @@ class GraphDataset(SampleDataset):
         paths = isinstance(root, (str, os.PathLike)) or isinstance(root, (list, tuple)) and \
             all(isinstance(r, (str, os.PathLike)) for r in root)
         roots = as_roots(root) if paths or root is None else [root]
-        records = [record for r in roots for record in load_source(r)]
+        columns = NodeColumns(id_column, label_column, name_column,
+                              None if feature_columns is None else tuple(feature_columns), features_file)
+        records = [record for r in roots for record in load_source(r, columns)]
         for record in records:
             record["edge_index"] = clean_edges(record["edge_index"], record["num_nodes"], undirected)
-        self.feature_dim = feature_dim or default_width(records, features)
+        self.feature_dim = feature_dim or default_width(records, features, degree_dim)
         for record in records:
             record["x"] = make_features(record, features, self.feature_dim)
         self.task = resolve_task(task, records)
@@ -567,6 +685,13 @@ def resolve_task(task: str, records: List[dict]) -> str:
     if task not in ("node", "graph"):
         raise ValueError(f"GraphDataset.task must be 'auto', 'node' or 'graph', got {task!r}")
     return task
+
+
+@gin.configurable
+def graph_feature_width(dataset=gin.REQUIRED) -> int:
+    """The node-feature width of a built GraphDataset, so recipes bind GraphAdapter.in_dim from
+    the data instead of a number the user must match by hand (see gin/graph_mae.gin)."""
+    return dataset.feature_dim
 
 
 # ---- adapter -----------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from torch import nn
 from torchvision.transforms import v2 as T
 
 from modalities.base import ModalityAdapter
-from unimask.data import SampleDataset, as_roots, list_files
+from unimask.data import SampleDataset
+from unimask.files import NoSplitError, as_roots, check_split, list_split_files
 from unimask.tokens import Tokens
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -54,12 +55,18 @@ def train_transform(img_size: int, min_scale: float, augment: bool):
     return T.Resize((img_size, img_size), antialias=True)
 
 
-def read_npz_split(path: str, split: str):
+def read_npz_split(path: str, split: str, whole_file_ok: bool = None):
     """Arrays of one split of an image .npz (x_<split>/y_<split>, else x/y or images/labels)
-    -> (images [N, H, W(, C)], labels [N] | None); a missing file or empty array is named."""
+    -> (images [N, H, W(, C)], labels [N] | None); a missing file or empty array is named.
+    The un-split x/y arrays serve split 'train' (or any split of a file given as test_root,
+    whole_file_ok); asking another split of them is a NoSplitError, not the training data again."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"dataset root {path!r} does not exist")
     data = np.load(path)
+    whole_file_ok = split == "train" if whole_file_ok is None else whole_file_ok
+    if f"x_{split}" not in data and any(key.startswith("x_") for key in data) or \
+            f"x_{split}" not in data and not whole_file_ok:
+        raise NoSplitError(f"{path}: no x_{split} array (keys: {list(data.keys())})")
     for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
         if x_key in data:
             images = data[x_key]
@@ -75,26 +82,41 @@ def read_npz_split(path: str, split: str):
 @gin.configurable
 class ImageDataset(SampleDataset):
     """Folders (recursive; class sub-folders give labels), image files, or .npz arrays with
-    `x_<split>`/`y_<split>` (or `x`/`y`, `images`/`labels`) keys. Yields {'image' [C,H,W], 'label'}."""
+    `x_<split>`/`y_<split>` (or `x`/`y`, `images`/`labels`) keys. Yields {'image' [C,H,W], 'label'}.
+
+    split: 'train' | 'val' | 'test', found as unimask/files.py describes (split folders,
+    <class>/<split>/, list files side by side) or in `test_root` (for every split but train)."""
 
     def __init__(self, root=gin.REQUIRED, img_size: int = 224, in_chans: int = 3, split: str = "train",
                  augment: bool = True, min_scale: float = 0.2, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None, skip_bad_samples: bool = False, limit: Optional[int] = None):
+                 std: Optional[Sequence[float]] = None, skip_bad_samples: bool = False, limit: Optional[int] = None,
+                 test_root=None):
         self.in_chans, self.skip_bad_samples = in_chans, skip_bad_samples
         self.items, self.arrays = [], []  # (path|None, label, array index)
-        for r in as_roots(root):
-            if str(r).endswith(".npz"):
-                self._add_npz(str(r), split)
+        check_split(split, "ImageDataset.split")
+        from_test_root = split != "train" and test_root is not None
+        train_folders = [str(r) for r in as_roots(root) if not str(r).endswith(".npz")]
+        sources = []
+        for r in map(str, as_roots(test_root if from_test_root else root)):
+            if r.endswith(".npz"):
+                self._add_npz(r, split, whole_file_ok=from_test_root or split == "train")
+                sources.append(r)
+                continue
+            if from_test_root:  # the test files, labelled by the training root's class folders
+                found, how = list_split_files(train_folders[0] if train_folders else r, IMAGE_EXTS, split, r)
             else:
-                self.items += [(path, label, None) for path, label in list_files(r, IMAGE_EXTS)]
+                found, how = list_split_files(r, IMAGE_EXTS, split)
+            self.items += [(path, label, None) for path, label in found]
+            sources.append(how.split(": ", 1)[1])
+        self.source = f"{split}: " + ", ".join(sources)  # where the items came from, for eval's report
         if limit is not None:
             self.items = self.items[:limit]
         self.transform = train_transform(img_size, min_scale, augment)
         mean, std = default_norm(in_chans, mean, std)
         self.mean, self.std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
 
-    def _add_npz(self, path: str, split: str):
-        images, labels = read_npz_split(path, split)
+    def _add_npz(self, path: str, split: str, whole_file_ok: bool):
+        images, labels = read_npz_split(path, split, whole_file_ok)
         self.arrays.append(images)
         source = len(self.arrays) - 1
         self.items += [((path, source), None if labels is None else int(labels[i]), i) for i in range(len(images))]
@@ -138,6 +160,14 @@ def grid_coords(grid: Sequence[int], batch: int, device) -> torch.Tensor:
     """Integer grid positions of every token: [B, prod(grid), len(grid)] float."""
     axes = torch.meshgrid(*[torch.arange(g, device=device, dtype=torch.float32) for g in grid], indexing="ij")
     return torch.stack(axes, -1).reshape(1, -1, len(grid)).expand(batch, -1, -1)
+
+
+def check_divisible(sizes: dict, patches: dict):
+    """At build time: every input size must be a multiple of its patch size; the error names both
+    gin bindings. sizes / patches: {binding: value}, in matching order."""
+    for (size_name, size), (patch_name, patch) in zip(sizes.items(), patches.items()):
+        if patch < 1 or size % patch:
+            raise ValueError(f"{size_name}={size} is not divisible by {patch_name}={patch}")
 
 
 def check_input(x: torch.Tensor, shape: Sequence[int], what: str):
@@ -209,6 +239,7 @@ class ImageAdapter(GridAdapter):
     batch_key = "image"
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, dim: int = 768):
+        check_divisible({"ImageAdapter.img_size": img_size}, {"ImageAdapter.patch_size": patch_size})
         super().__init__((patch_size, patch_size), in_chans, dim)
         self.img_size = img_size
 

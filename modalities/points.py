@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from modalities.base import ModalityAdapter
-from unimask.data import SampleDataset, as_roots, list_files, read_list_file
+from unimask.data import SampleDataset
+from unimask.files import check_split, list_split_files
 from unimask.losses import ChamferLoss
 from unimask.tokens import Tokens, gather_tokens
 
@@ -415,16 +416,6 @@ def scale_and_translate(points: np.ndarray, scale_range: Sequence[float], transl
     return points * scale + rng.uniform(-translate, translate, size=3)
 
 
-def is_point_list_file(path: str) -> bool:
-    """A .txt root is a list of point files (not a cloud) when its first row names one."""
-    with open(path, errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                return line.replace(",", " ").split()[0].lower().endswith(POINT_EXTS)
-    return False
-
-
 @gin.configurable
 class PointCloudDataset(SampleDataset):
     """Point files found under `root` (folders, recursive, class sub-folders give labels as in
@@ -432,23 +423,18 @@ class PointCloudDataset(SampleDataset):
     sampled on their surface (`mesh_samples` points, as ShapeNet-55's 8192), every cloud is
     resampled to `num_points` (`resample` 'random' or 'fps'; fewer points: with replacement),
     unit-sphere normalized and, with `augment`, scaled per axis and translated as Point-MAE.
+    split: 'train' | 'val' | 'test' (ModelNet's <class>/train|test/ folders, split folders,
+    list files side by side, or `test_root`; see unimask/files.py).
     Yields {'points': [num_points, 3] float32, 'label': int, -1 when none}."""
 
     def __init__(self, root=gin.REQUIRED, num_points: int = 1024, resample: str = "random",
                  mesh_samples: int = 8192, augment: bool = True, scale_range: Sequence[float] = (2 / 3, 3 / 2),
-                 translate_range: float = 0.2, skip_bad_samples: bool = False, limit: Optional[int] = None):
+                 translate_range: float = 0.2, skip_bad_samples: bool = False, limit: Optional[int] = None,
+                 split: str = "train", test_root=None):
         if resample not in ("random", "fps"):
             raise ValueError(f"PointCloudDataset.resample must be 'random' or 'fps', got {resample!r}")
-        self.items: List[Tuple[str, Optional[int]]] = []
-        for r in as_roots(root):
-            r = os.path.expanduser(str(r))
-            if os.path.isfile(r) and r.lower().endswith(".txt") and is_point_list_file(r):
-                found = read_list_file(r, POINT_EXTS)
-                if not found:
-                    raise ValueError(f"list file {r!r} names no point files")
-                self.items += found
-            else:
-                self.items += list_files(r, POINT_EXTS)
+        check_split(split, "PointCloudDataset.split")
+        self.items, self.source = list_split_files(root, POINT_EXTS, split, test_root)
         self.items = self.items[:limit] if limit is not None else self.items
         self.num_points, self.resample, self.mesh_samples = num_points, resample, max(mesh_samples, num_points)
         self.augment, self.scale_range, self.translate_range = augment, tuple(scale_range), translate_range

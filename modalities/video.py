@@ -5,6 +5,7 @@ yields `repeats` clips (VideoMAE v2 repeated sampling) so decode cost is amortiz
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import gin
@@ -12,8 +13,9 @@ import numpy as np
 import torch
 from torchvision.transforms import v2 as T
 
-from modalities.image import GridAdapter, check_input, default_norm, save_rows, unpatchify
-from unimask.data import SampleDataset, list_files
+from modalities.image import GridAdapter, check_divisible, check_input, default_norm, save_rows, unpatchify
+from unimask.data import SampleDataset
+from unimask.files import check_split, has_split, list_split_files
 
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 
@@ -22,6 +24,21 @@ try:
     decord.bridge.set_bridge("native")
 except ImportError:  # no wheel on this platform: PyAV below
     decord = None
+
+
+def set_decoder_logging(verbose: bool):
+    """FFmpeg (inside decord and PyAV) prints a line per damaged slice of a broken stream
+    (`[h264 @ ...] decode_slice_header error`), thousands per bad file; unimask reports such a
+    file in its own error instead. verbose=True (VideoDataset.verbose_decode, or the environment
+    variable UNIMASK_VERBOSE_DECODE=1) lets FFmpeg speak again, for debugging a decoder."""
+    import av.logging
+
+    av.logging.set_level(av.logging.VERBOSE if verbose else None)  # None: libav logging off
+    if decord is not None:
+        decord.logging.set_level(decord.logging.INFO if verbose else decord.logging.QUIET)
+
+
+set_decoder_logging(os.environ.get("UNIMASK_VERBOSE_DECODE", "") not in ("", "0"))
 
 
 def read_frames_av(path: str, indices: Optional[np.ndarray] = None):
@@ -72,7 +89,7 @@ def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Gene
 
 
 PROBES = ("reverse", "shuffle", "identity")
-PROBE_SPANS = {"train": (0.0, 0.5), "test": (0.7, 1.0)}  # probe windows: where they start in a video
+PROBE_SPANS = {"train": (0.0, 0.5), "val": (0.5, 0.7), "test": (0.7, 1.0)}  # probe windows: where they start
 
 
 def reorder(indices: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
@@ -97,21 +114,32 @@ class VideoDataset(SampleDataset):
     reversed or shuffled (label 1), so a probe on frozen features measures whether the encoder
     knows the arrow of time / temporal coherence (as in Wei et al. 2018; Misra et al. 2016);
     'identity' labels each window with the index of its video (which video is this clip from?).
-    With a probe, split='train' takes windows from the first half of each video and
-    split='test' from the last 30%, so test clips are not near-copies of train clips.
+    split: 'train' | 'val' | 'test' as unimask/files.py finds them (split folders, list files
+    side by side such as Kinetics' train.csv / val.csv, or `test_root`). A probe on data without
+    a split of its own uses the same videos: split='train' takes windows from the first half of
+    each video and split='test' from the last 30%, so test clips are not near-copies of train clips.
     """
 
     def __init__(self, root=gin.REQUIRED, num_frames: int = 16, sampling_rate: int = 4, img_size: int = 224,
                  repeats: int = 1, min_scale: float = 0.25, augment: bool = True,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  skip_bad_samples: bool = False, backend: str = "auto", clips_per_video: int = 1,
-                 probe: Optional[str] = None, split: str = "train"):
+                 probe: Optional[str] = None, split: str = "train", verbose_decode: bool = False,
+                 test_root=None):
+        if verbose_decode:
+            set_decoder_logging(True)
         if probe not in (None,) + PROBES:
             raise ValueError(f"VideoDataset.probe={probe!r}: use one of {PROBES} or None")
         if clips_per_video < 1:
             raise ValueError(f"VideoDataset.clips_per_video={clips_per_video} must be >= 1")
-        if split not in PROBE_SPANS:
-            raise ValueError(f"VideoDataset.split={split!r}: use one of {tuple(PROBE_SPANS)}")
+        check_split(split, "VideoDataset.split")
+        # a label-free probe on one set of videos: train and test are different windows of them
+        self.windows_split = probe is not None and not has_split(root, "test", test_root)
+        if self.windows_split:
+            videos, source = list_split_files(root, VIDEO_EXTS, "train")
+            self.source = f"{split}: windows {PROBE_SPANS[split]} of " + source.split(": ", 1)[1]
+        else:
+            videos, self.source = list_split_files(root, VIDEO_EXTS, split, test_root)
         versions = (0, 1) if probe in ("reverse", "shuffle") else (None,)
 
         def item_label(label, video, altered):  # a probe sets the label
@@ -121,7 +149,7 @@ class VideoDataset(SampleDataset):
 
         # (path, label, window slot, altered order or None)
         self.items = [(path, item_label(label, video, altered), slot, altered)
-                      for video, (path, label) in enumerate(list_files(root, VIDEO_EXTS))
+                      for video, (path, label) in enumerate(videos)
                       for slot in range(clips_per_video) for altered in versions]
         self.clips_per_video, self.probe, self.augment, self.split = clips_per_video, probe, augment, split
         self.num_frames, self.stride, self.repeats = num_frames, sampling_rate, repeats
@@ -138,7 +166,7 @@ class VideoDataset(SampleDataset):
         """Where clip `slot` of a video starts, in [0, 1] of the possible starts; None = random."""
         if self.augment:
             return None
-        lo, hi = PROBE_SPANS[self.split] if self.probe else (0.0, 1.0)
+        lo, hi = PROBE_SPANS[self.split] if self.probe and self.windows_split else (0.0, 1.0)
         if self.clips_per_video == 1:
             return (lo + hi) / 2
         return lo + (hi - lo) * slot / (self.clips_per_video - 1)
@@ -172,6 +200,8 @@ class VideoAdapter(GridAdapter):
 
     def __init__(self, num_frames: int = 16, img_size: int = 224, patch_size: int = 16, tubelet_size: int = 2,
                  in_chans: int = 3, dim: int = 768):
+        check_divisible({"VideoAdapter.num_frames": num_frames, "VideoAdapter.img_size": img_size},
+                        {"VideoAdapter.tubelet_size": tubelet_size, "VideoAdapter.patch_size": patch_size})
         super().__init__((tubelet_size, patch_size, patch_size), in_chans, dim)
         self.num_frames, self.img_size = num_frames, img_size
 

@@ -3,6 +3,8 @@ EMA teacher, edge masking, and smoke training on the bundled samples."""
 import os
 import pickle
 
+import numpy as np
+
 import gin
 import networkx as nx
 import pytest
@@ -482,3 +484,41 @@ def test_node_and_graph_embeddings_and_probe():
     karate = GraphDataset(KARATE)
     result = probe_nodes(tiny_model(karate.feature_dim), karate)
     assert 0.0 <= result["top1_acc"] <= 100.0
+
+
+# ---- a user's own CSVs -----------------------------------------------------------------------------
+def users_graph(folder, features_file=True):
+    """edges.csv + nodes.csv (id, label, name, a text column, a numeric one) [+ node_features.csv]."""
+    rows = [(i, i % 2, f"node-{i}", "Paris" if i % 3 else "Oslo", 0.5 * i) for i in range(8)]
+    write_csv(os.path.join(folder, "nodes.csv"), "id,label,name,city,weight", rows)
+    write_csv(os.path.join(folder, "edges.csv"), "src,dst", [(i, (i + 1) % 8) for i in range(8)])
+    if features_file:
+        write_csv(os.path.join(folder, "node_features.csv"), "id,f0,f1,f2",
+                  [(i, i, -i, 1.0) for i in reversed(range(8))])  # by id, in another order
+
+
+def test_name_columns_are_skipped_and_a_features_file_is_read(tmp_path):
+    users_graph(str(tmp_path / "g"), features_file=False)
+    with pytest.warns(UserWarning, match=r"text column\(s\) \['city'\]"):  # 'name' is known not to be one
+        ds = GraphDataset(str(tmp_path / "g"))
+    assert ds.feature_dim == 1 and ds.records[0]["x"][:, 0].tolist() == [0.5 * i for i in range(8)]
+    users_graph(str(tmp_path / "h"))
+    ds = GraphDataset(str(tmp_path / "h"))  # the features file wins over nodes.csv's numeric column
+    assert ds.feature_dim == 3 and ds.records[0]["x"][3].tolist() == [3.0, -3.0, 1.0]
+    assert GraphDataset(str(tmp_path / "h"), feature_columns=["f2", "f0"]).records[0]["x"][3].tolist() == [1.0, 3.0]
+    assert ds.records[0]["node_label"].tolist() == [i % 2 for i in range(8)]
+    by_index = GraphDataset(str(tmp_path / "g"), feature_columns=[4], id_column=0)
+    assert by_index.feature_dim == 1
+    with pytest.raises(GraphFormatError, match=r"nodes\.csv:2: feature column 'name' holds 'node-0'"):
+        GraphDataset(str(tmp_path / "g"), feature_columns=["name"])
+    with pytest.raises(GraphFormatError, match="no feature column 'colour'"):
+        GraphDataset(str(tmp_path / "g"), feature_columns=["colour"])
+
+
+def test_recipe_takes_its_feature_width_from_the_data(tmp_path):
+    """No FEAT_DIM to match by hand: GraphAdapter.in_dim is read from the built dataset."""
+    users_graph(str(tmp_path / "g"))
+    losses = run_recipe(tmp_path, "users", f"GraphDataset.root='{tmp_path / 'g'}'")
+    assert len(losses) == 20 and all(np.isfinite(losses))
+    with pytest.raises(GraphFormatError, match="3 features, GraphDataset.feature_dim is 5"):
+        run_recipe(tmp_path, "check", f"GraphDataset.root='{tmp_path / 'g'}'", "GraphDataset.feature_dim=5")

@@ -169,7 +169,7 @@ def test_two_processes_match_accumulation(tmp_path, sharding):
         torch.testing.assert_close(sa[key], sb[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_export_loads_into_timm_and_embeds_identically(tmp_path):
+def test_export_loads_into_timm_and_embeds_identically(tmp_path, capsys):
     import export
     from common import model_from_checkpoint
 
@@ -177,14 +177,18 @@ def test_export_loads_into_timm_and_embeds_identically(tmp_path):
     assert run_train(RECIPE + ["--workdir", workdir, *fast_params("train.steps=2")]) == 0
     out = str(tmp_path / "enc.pth")
     assert export.main(["--checkpoint", os.path.join(workdir, "checkpoints", "last.pt"), "--out", out]) == 0
+    printed = capsys.readouterr().out
     model, _ = model_from_checkpoint(os.path.join(workdir, "checkpoints", "last.pt"))
     state, kwargs, name = export.encoder_state(model)
-    timm_model = export.load_into_timm(torch.load(out), name, kwargs)  # strict load
+    assert f"timm.create_model({name!r}, pretrained=False, **{kwargs})" in printed  # the line users copy
+    timm_model = export.load_into_timm(torch.load(out), name, kwargs).eval()  # strict load
     image = torch.randn(2, 1, 32, 32)
     ours = model.adapter.embed(model.adapter.tokenize({"image": image}).patches, None, None)  # [B, N, D]
     theirs = timm_model.patch_embed(image)  # [B, N, D]
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(timm_model.blocks[0].attn.qkv.weight, model.encoder.blocks[0].attn.qkv.weight)
+    model.eval()
+    features, _ = model.features({"image": image})  # [B, N, D], every token visible
+    torch.testing.assert_close(timm_model.forward_features(image), features, rtol=1e-5, atol=1e-5)
 
 
 def test_ema_of_weights_follows_its_formula(tmp_path):
@@ -200,3 +204,16 @@ def test_ema_of_weights_follows_its_formula(tmp_path):
     state = final_state(str(tmp_path))
     torch.testing.assert_close(state["ema"][key], expected)
     assert not torch.equal(state["ema"][key], state["model"][key])
+
+
+def test_export_of_a_video_checkpoint_prints_no_timm_line(tmp_path, capsys):
+    import export
+
+    workdir = str(tmp_path / "video")
+    assert run_train(["--gin", "gin/video_mae_cpu.gin", "--gin", "gin/smoke.gin", "--workdir", workdir,
+                      *fast_params("train.steps=1")]) == 0
+    out = str(tmp_path / "enc.pth")
+    assert export.main(["--checkpoint", os.path.join(workdir, "checkpoints", "last.pt"), "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "timm.create_model" not in printed and "video ViT" in printed
+    assert torch.load(out)["patch_embed.proj.weight"].dim() == 5  # Conv3d [D, C, t, p, p]

@@ -7,9 +7,10 @@ python tools/eval.py --gin gin/image_mae_cpu.gin --random-init --protocol linear
 
 The model and data come from the checkpoint's own gin config (`--gin`/`--gin_param` only add
 overrides): train.dataset is rebuilt with split='train' / 'test' and augment=False where the
-dataset takes them. Data without a real test split (no `split` argument, or a `test` split that
-is the train data again) is split 80/20, deterministically: by item for per-sample labels, by
-labeled token for per-token labels. `--features raw` probes the input itself (baseline). The
+dataset takes them. The test split is the data's own (root/train + root/test folders, ModelNet's
+<class>/test, test.csv beside train.csv, x_test in an .npz) or `--test-root PATH`. Data without
+one is split 80/20, deterministically: by item for per-sample labels, by labeled token for
+per-token labels. The line `data: ...` says where the train and the test rows came from. `--features raw` probes the input itself (baseline). The
 last line printed is always `top1_acc=XX.XX`.
 """
 from __future__ import annotations
@@ -42,6 +43,8 @@ def parse_args(argv=None):
                         help="raw = the input tokens themselves, the no-learning baseline")
     parser.add_argument("--pool", choices=("mean", "cls", "tokens", "flatten"), default=None,
                         help="mean (encoder default), cls, tokens; flatten (raw default) concatenates tokens")
+    parser.add_argument("--test-root", default=None,
+                        help="a separate test folder or list file (sets the dataset's test_root)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -146,18 +149,32 @@ def peek_labels(model, dataset, device):
     return labels
 
 
-def eval_data(model, device, seed: int) -> EvalData:
+def where_from(dataset, fallback: str) -> str:
+    return getattr(dataset, "source", None) or fallback
+
+
+def eval_data(model, device, seed: int, test_root=None) -> EvalData:
     """Labeled train/test data: a real test split if there is one, else a deterministic 80/20."""
+    import gin
+
+    from unimask.files import NoSplitError
     from unimask.probe import holdout_mask
 
+    if test_root is not None and not dataset_takes("test_root"):
+        raise ValueError(f"--test-root: {gin.query_parameter('train.dataset').selector} has no test_root setting")
+    overrides = dict(EVAL_OVERRIDES, **({"test_root": test_root} if test_root is not None else {}))
     if dataset_takes("split"):
-        train = build_dataset(split="train", **EVAL_OVERRIDES)
+        train = build_dataset(split="train", **overrides)
         try:
-            test = build_dataset(split="test", **EVAL_OVERRIDES)
-        except (KeyError, FileNotFoundError, ValueError):
-            test = None
+            test = build_dataset(split="test", **overrides)
+        except NoSplitError as err:
+            test, why = None, str(err)
+        else:
+            why = "its test split holds the training items again"
         if test is not None and not same_data(train, test):
-            return EvalData(train, test, None, None, f"train split ({len(train)}) / test split ({len(test)})")
+            return EvalData(train, test, None, None, f"train split ({len(train)}) / test split ({len(test)}): "
+                                                     f"{where_from(train, 'train')}; {where_from(test, 'test')}")
+        print(f"data: no test split ({why}): splitting the training data 80/20", flush=True)
     else:
         train = build_dataset(**EVAL_OVERRIDES)
     labels = peek_labels(model, train, device)
@@ -168,7 +185,7 @@ def eval_data(model, device, seed: int) -> EvalData:
     if not train_items or not test_items:
         raise ValueError(f"{len(train)} items cannot be split 80/20 into train and test; add data")
     return EvalData(train, train, train_items, test_items,
-                    f"one dataset, items split 80/20 ({len(train_items)} / {len(test_items)})")
+                    f"{where_from(train, 'one dataset')}, items split 80/20 ({len(train_items)} / {len(test_items)})")
 
 
 def loaders(data: EvalData, args, shuffle_train: bool = False):
@@ -251,7 +268,7 @@ def evaluate(argv=None) -> dict:
     args = parse_args(argv)
     device = resolve_device(args.device)
     model = build_model(args).to(device)
-    data = eval_data(model, device, args.seed)
+    data = eval_data(model, device, args.seed, args.test_root)
     print(f"data: {data.how}", flush=True)
     if args.protocol == "finetune":
         result = run_finetune(model, data, args, device)

@@ -5,10 +5,13 @@
 
 For 2-D patch adapters the file loads strictly into the timm model printed at the end
 (`timm.create_model(name, pretrained=False, **kwargs).load_state_dict(torch.load(...))`):
-patch embedding as timm's conv, sin-cos positions as `pos_embed` (zero row for the class
-token, which MAE-style pretraining does not train), transformer blocks and final norm.
+patch embedding as timm's conv, sin-cos positions as `pos_embed`, transformer blocks and
+final norm. The printed kwargs reproduce the encoder: no class token (MAE-style pretraining
+never trains one, and an untrained token attended to shifts every feature), mean pooling,
+final norm before pooling, so `forward_features` equals the encoder's output on all tokens.
 Tubelet (3-D) adapters export the same names with a Conv3d `patch_embed.proj.weight`
-[D, C, t, p, p] as VideoMAE's ViT uses; timm has no video ViT to load it into.
+[D, C, t, p, p] as VideoMAE's ViT uses; timm has no video ViT to load it into, so no timm
+line is printed for them.
 """
 from __future__ import annotations
 
@@ -39,13 +42,12 @@ def encoder_state(model) -> tuple:
     state = {"patch_embed.proj.weight": weight, "patch_embed.proj.bias": adapter.proj.bias.detach().clone()}
     size = getattr(adapter, "img_size", None)
     grid = tuple(s // p for s, p in zip(((adapter.num_frames,) if len(patch) == 3 else ()) + (size, size), patch))
-    pos = adapter.pos(grid_coords(grid, 1, weight.device), dim).detach()  # [1, N, D]
-    state["pos_embed"] = torch.cat([torch.zeros(1, 1, dim), pos], dim=1)
-    state["cls_token"] = torch.zeros(1, 1, dim)
+    state["pos_embed"] = adapter.pos(grid_coords(grid, 1, weight.device), dim).detach()  # [1, N, D]
     for key, value in encoder.state_dict().items():
         state[key] = value.detach().clone()
     depth, heads = len(encoder.blocks), encoder.blocks[0].attn.num_heads
-    kwargs = dict(img_size=size, patch_size=patch[-1], in_chans=chans, embed_dim=dim, depth=depth, num_heads=heads)
+    kwargs = dict(img_size=size, patch_size=patch[-1], in_chans=chans, embed_dim=dim, depth=depth, num_heads=heads,
+                  class_token=False, global_pool="avg", fc_norm=False)
     name = TIMM_NAMES.get((dim, depth), "vit_base_patch16_224")
     return state, kwargs, name
 
@@ -75,7 +77,11 @@ def main(argv=None):
         state = {k: v for k, v in timm_model.state_dict().items()}
     torch.save(state, args.out)
     print(f"wrote {args.out}: {len(state)} tensors")
-    print(f"load with: timm.create_model({name!r}, pretrained=False, **{kwargs}).load_state_dict(torch.load({args.out!r}))")
+    if len(model.adapter.patch) == 2:
+        print(f"load with: timm.create_model({name!r}, pretrained=False, **{kwargs})"
+              f".load_state_dict(torch.load({args.out!r}))")
+    else:
+        print("a video ViT (Conv3d tubelet embedding, VideoMAE layout); timm has no model to load it into")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Data plumbing shared by every modality: file discovery, seeded samples, bad-file skips,
-and the step-indexed sampler that makes resume exact.
+"""Data plumbing shared by every modality: seeded samples, bad-file skips, and the
+step-indexed sampler that makes resume exact (file discovery and splits: unimask/files.py).
 
 Every sample is drawn as (index, seed): the seed fixes its augmentation wherever it is
 decoded (any worker, any worker count), and the sampler derives both from the global
@@ -7,79 +7,14 @@ sample position, so a run resumed at step k sees exactly the samples it would ha
 """
 from __future__ import annotations
 
-import os
 import random
 import warnings
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable
 
 import numpy as np
 import torch
 
-Roots = Union[str, Sequence[str]]
-LIST_EXTS = (".csv", ".txt", ".lst")
-
-
-def as_roots(root: Roots) -> List[str]:
-    if root is None or root == "":
-        raise ValueError("dataset root is not set (bind <Dataset>.root in gin)")
-    return [root] if isinstance(root, (str, os.PathLike)) else list(root)
-
-
-def read_list_file(path: str, exts: Tuple[str, ...]) -> List[Tuple[str, Optional[int]]]:
-    """Kinetics/SSv2-style list: `path [label]` per line (space or comma separated),
-    paths relative to the list file's folder."""
-    base = os.path.dirname(os.path.abspath(path))
-    items = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.replace(",", " ").split()
-            file = parts[0] if os.path.isabs(parts[0]) else os.path.join(base, parts[0])
-            if exts and not file.lower().endswith(exts):
-                continue  # a header row or a file of another kind
-            label = None
-            if len(parts) > 1:
-                try:
-                    label = int(parts[-1])
-                except ValueError:
-                    raise ValueError(f"{path}:{line_no}: label {parts[-1]!r} is not an integer") from None
-            items.append((file, label))
-    return items
-
-
-def scan_folder(folder: str, exts: Tuple[str, ...]) -> List[Tuple[str, Optional[int]]]:
-    """Recursive scan; files in class sub-folders get the sub-folder's index as label
-    (ImageFolder / ModelNet layout), files at the top level get none."""
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-    items = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, folder)
-        top = rel.split(os.sep)[0]
-        label = classes.index(top) if top in classes else None
-        items += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if f.lower().endswith(exts)]
-    return items
-
-
-def list_files(root: Roots, exts: Tuple[str, ...]) -> List[Tuple[str, Optional[int]]]:
-    """Folders, list files and single files -> [(path, label|None)]; an empty result is an error."""
-    items = []
-    for r in as_roots(root):
-        r = os.path.expanduser(str(r))
-        if os.path.isdir(r):
-            found = scan_folder(r, exts)
-        elif os.path.isfile(r) and r.lower().endswith(LIST_EXTS) and not r.lower().endswith(exts):
-            found = read_list_file(r, exts)
-        elif os.path.isfile(r):
-            found = [(r, None)]
-        else:
-            raise FileNotFoundError(f"dataset root {r!r} does not exist")
-        if not found:
-            raise ValueError(f"dataset root {r!r} holds no files with extensions {', '.join(exts)}")
-        items += found
-    return items
+from unimask.files import list_files  # noqa: F401  (its old home; datasets import unimask.files)
 
 
 def seed_everything(seed: int):
@@ -87,6 +22,12 @@ def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def naming(where: str, err: Exception) -> str:
+    """An error message that names the sample once: `where: message`, unless it already does."""
+    message = str(err)
+    return message if where in message else f"{where}: {message}"
 
 
 class SampleDataset(torch.utils.data.Dataset):
@@ -123,9 +64,9 @@ class SampleDataset(torch.utils.data.Dataset):
                 return sample
             except Exception as err:
                 if not self.skip_bad_samples:
-                    raise RuntimeError(f"{self.describe(i)}: {err}") from err
+                    raise RuntimeError(naming(self.describe(i), err)) from err
                 n_bad += 1
-                warnings.warn(f"skipping bad sample {self.describe(i)}: {err}")
+                warnings.warn(f"skipping bad sample: {naming(self.describe(i), err)}")
         raise RuntimeError(f"{n_bad} consecutive bad samples from {self.describe(index)} on; giving up")
 
 

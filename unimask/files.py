@@ -1,0 +1,249 @@
+"""Finding a dataset's files: folders, list files, single files, and their train/test splits.
+
+Every file-based dataset (images, video, point clouds, audio, ...) lists its items here, so the
+layouts users bring work the same everywhere:
+
+    root/<class>/*.ext                         one split; class folders give labels (ImageFolder)
+    root/train/<class>/*.ext + root/test/...   split folders (test falls back to val/)
+    root/<class>/train/*.ext + <class>/test/   ModelNet's layout: split folders inside classes
+    train.csv / test.csv (val.csv) side by side  Kinetics / SSv2 list files, `path [label]` lines
+    <Dataset>.test_root                        a separate test folder or list file
+
+Labels of every split come from the train split's class folders, so class k means the same in
+train and test even when a split lacks a class. A split that does not exist is a NoSplitError,
+never a silent copy of the training data.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+Roots = Union[str, Sequence[str]]
+Item = Tuple[str, Optional[int]]
+LIST_EXTS = (".csv", ".txt", ".lst", ".tsv")
+SPLIT_FOLDERS = {  # folder names that hold a split, in order of preference
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing", "val", "valid", "validation"),
+}
+SPLIT_NAMES = {name for names in SPLIT_FOLDERS.values() for name in names}
+
+
+class NoSplitError(ValueError):
+    """The data has no such split (no split folder, no list file for it, no test_root)."""
+
+
+def as_roots(root: Roots) -> List[str]:
+    if root is None or root == "":
+        raise ValueError("dataset root is not set (bind <Dataset>.root in gin)")
+    return [root] if isinstance(root, (str, os.PathLike)) else list(root)
+
+
+def check_split(split: str, binding: str = "<Dataset>.split") -> str:
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"{binding}={split!r}: use one of {tuple(SPLIT_FOLDERS)}")
+    return split
+
+
+def read_list_file(path: str, exts: Tuple[str, ...], classes: Optional[List[str]] = None) -> List[Item]:
+    """Kinetics/SSv2-style list: `path [label]` per line (space, comma or tab separated), paths
+    relative to the list file's folder; a label is an integer or, with `classes`, a class name."""
+    base = os.path.dirname(os.path.abspath(path))
+    items = []
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.replace(",", " ").split()
+            file = parts[0] if os.path.isabs(parts[0]) else os.path.join(base, parts[0])
+            if exts and not file.lower().endswith(exts):
+                continue  # a header row or a file of another kind
+            items.append((file, parse_label(parts[-1], classes, path, line_no) if len(parts) > 1 else None))
+    return items
+
+
+def parse_label(cell: str, classes: Optional[List[str]], path: str, line_no: int) -> int:
+    if classes and cell in classes:
+        return classes.index(cell)
+    try:
+        return int(cell)
+    except ValueError:
+        raise ValueError(f"{path}:{line_no}: label {cell!r} is not an integer"
+                         + (f" nor one of the classes {classes[:5]}..." if classes else "")) from None
+
+
+def sub_folders(folder: str) -> List[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+
+
+def split_folders(folder: str) -> dict:
+    """{split name: path} when every sub-folder of `folder` is a split name (train/, test/...)."""
+    subs = sub_folders(folder)
+    if subs and all(d.lower() in SPLIT_NAMES for d in subs):
+        return {d.lower(): os.path.join(folder, d) for d in subs}
+    return {}
+
+
+def has_class_splits(folder: str) -> bool:
+    """ModelNet's layout: every class folder holds only split folders (airplane/train, airplane/test)."""
+    subs = sub_folders(folder)
+    return bool(subs) and all(split_folders(os.path.join(folder, d)) for d in subs)
+
+
+def pick_split(found: dict, split: str, where: str) -> str:
+    for name in SPLIT_FOLDERS[split]:
+        if name in found:
+            return found[name]
+    raise NoSplitError(f"{where} has split folders {sorted(found)} but none for split {split!r} "
+                       f"(looked for {'/'.join(SPLIT_FOLDERS[split])})")
+
+
+def scan_folder(folder: str, exts: Tuple[str, ...], classes: Optional[List[str]] = None,
+                split: Optional[str] = None) -> List[Item]:
+    """Recursive scan; files in class sub-folders get the class index as label (ImageFolder /
+    ModelNet layout), files at the top level get none. classes: the names to index by (the
+    train split's); split: in ModelNet's layout, take only <class>/<split>/."""
+    own = sub_folders(folder)
+    classes = own if classes is None else classes
+    class_split = split is not None and has_class_splits(folder)
+    items = []
+    for class_name in [None] + own:
+        top = folder if class_name is None else os.path.join(folder, class_name)
+        if class_name is not None and class_name not in classes:
+            raise ValueError(f"{top}: class folder {class_name!r} is not among the training classes {classes[:8]}")
+        label = None if class_name is None else classes.index(class_name)
+        if class_name is not None and class_split:
+            top = pick_split(split_folders(top), split, top)
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            if class_name is None:
+                dirnames.clear()  # top-level files only; class folders are walked on their own
+            items += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if f.lower().endswith(exts)]
+    return items
+
+
+def is_list_file(path: str, exts: Tuple[str, ...]) -> bool:
+    """A .csv/.txt/... root lists files when it is not itself a data file, or (a .txt point
+    cloud vs a .txt list) when its first row names a file with one of `exts`."""
+    if not (os.path.isfile(path) and path.lower().endswith(LIST_EXTS)):
+        return False
+    if not path.lower().endswith(exts):
+        return True
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return line.replace(",", " ").split()[0].lower().endswith(exts)
+    return False
+
+
+def list_root(r: str, exts: Tuple[str, ...], classes: Optional[List[str]] = None,
+              split: Optional[str] = None) -> List[Item]:
+    """One folder, list file or single file -> [(path, label|None)]; empty is an error."""
+    r = os.path.expanduser(str(r))
+    if os.path.isdir(r):
+        found = scan_folder(r, exts, classes, split)
+    elif is_list_file(r, exts):
+        found = read_list_file(r, exts, classes)
+    elif os.path.isfile(r):
+        found = [(r, None)]
+    else:
+        raise FileNotFoundError(f"dataset root {r!r} does not exist")
+    if not found:
+        raise ValueError(f"dataset root {r!r} holds no files with extensions {', '.join(exts)}")
+    return found
+
+
+def list_files(root: Roots, exts: Tuple[str, ...]) -> List[Item]:
+    """Folders, list files and single files -> [(path, label|None)], every split together."""
+    return [item for r in as_roots(root) for item in list_root(r, exts)]
+
+
+def sibling_list_file(path: str, split: str) -> Optional[str]:
+    """train.csv -> test.csv (or val.csv) beside it, for list-file roots; None if there is none."""
+    folder, name = os.path.split(path)
+    lower = name.lower()
+    for train_name in SPLIT_FOLDERS["train"]:
+        if train_name in lower:
+            start = lower.index(train_name)
+            for other in SPLIT_FOLDERS[split]:
+                candidate = os.path.join(folder, name[:start] + other + name[start + len(train_name):])
+                if os.path.isfile(candidate):
+                    return candidate
+    return None
+
+
+def resolve_split(r: str, split: str) -> Tuple[str, Optional[str], str]:
+    """Where split `split` of root `r` lives -> (root to list, split to pick inside class folders
+    or None, description). NoSplitError when the root has no such split."""
+    r = os.path.expanduser(str(r))
+    if os.path.isdir(r):
+        found = split_folders(r)
+        if found:
+            chosen = pick_split(found, split, r)
+            return chosen, None, chosen
+        if has_class_splits(r):
+            return r, split, f"{r} (<class>/{split}/)"
+        if split == "train":
+            return r, None, r
+        raise NoSplitError(f"{r} has no {split} split (no {'/'.join(SPLIT_FOLDERS[split])} folder)")
+    if split != "train" and os.path.isfile(r) and r.lower().endswith(LIST_EXTS):  # (a list file)
+        sibling = sibling_list_file(r, split)
+        if sibling is None:
+            raise NoSplitError(f"{r} has no {split} list file beside it")
+        return sibling, None, sibling
+    if split != "train":
+        raise NoSplitError(f"{r} is one file: it has no {split} split")
+    return r, None, r
+
+
+def train_classes(r: str) -> Optional[List[str]]:
+    """The class names of a root's train split (None for list files and single files)."""
+    r = os.path.expanduser(str(r))
+    if not os.path.isdir(r):
+        return None
+    found = split_folders(r)
+    if not found:
+        return sub_folders(r)  # a plain class tree, or ModelNet's (classes hold the splits)
+    try:
+        return sub_folders(pick_split(found, "train", r))
+    except NoSplitError:
+        return None
+
+
+def has_split(root: Roots, split: str, test_root: Optional[Roots] = None) -> bool:
+    """Does the data have split `split` of its own (test_root, split folders, list files)?"""
+    if split != "train" and test_root is not None:
+        return True
+    try:
+        for r in as_roots(root):
+            resolve_split(r, split)
+    except NoSplitError:
+        return False
+    return True
+
+
+def list_split_files(root: Roots, exts: Tuple[str, ...], split: str = "train",
+                     test_root: Optional[Roots] = None) -> Tuple[List[Item], str]:
+    """The files of one split -> (items, where they came from). `test_root` (any layout above)
+    serves every split but train; labels always follow the train split's class folders."""
+    check_split(split)
+    roots = as_roots(root)
+    items, sources = [], []
+    if split != "train" and test_root is not None:
+        classes = train_classes(roots[0]) if len(roots) == 1 else None
+        for t in as_roots(test_root):
+            try:
+                where, inner, how = resolve_split(t, split)
+            except NoSplitError:  # a plain folder or file given as the test data is the test split
+                where = how = os.path.expanduser(str(t))
+                inner = None
+            items += list_root(where, exts, classes, inner)
+            sources.append(how)
+        return items, f"{split}: " + ", ".join(sources)
+    for r in roots:
+        where, inner, how = resolve_split(r, split)
+        items += list_root(where, exts, train_classes(r), inner)
+        sources.append(how)
+    return items, f"{split}: " + ", ".join(sources)
