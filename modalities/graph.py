@@ -45,7 +45,7 @@ from torch import nn
 
 from modalities.base import ModalityAdapter
 from unimask.data import SampleDataset
-from unimask.files import as_roots
+from unimask.files import NoSplitError, as_roots, check_split, resolve_split, split_folders
 from unimask.losses import SCELoss
 from unimask.model import select_ids
 from unimask.pos import sincos_pos
@@ -55,6 +55,7 @@ NX_EXTS = (".gml", ".graphml", ".gpickle", ".pkl", ".pickle")
 PT_EXTS = (".pt", ".pth")
 FEATURE_KINDS = ("auto", "given", "degree", "identity", "laplacian")
 GRAPHMAE_MAX_DEGREE = 400  # GraphMAE caps one-hot degree features at 400
+SPLIT_MASKS = ("train", "val", "test")
 
 
 class GraphFormatError(ValueError):
@@ -346,7 +347,15 @@ def record_from_data(data, name: str) -> dict:
         else:
             raise GraphFormatError(f"{name}: y has shape {tuple(y.shape)}; expected [num_nodes]={num_nodes} node "
                                    "labels or one graph label")
-    return make_record(name, torch.as_tensor(edge_index).long(), num_nodes, x, node_label, graph_label)
+    record = make_record(name, torch.as_tensor(edge_index).long(), num_nodes, x, node_label, graph_label)
+    for split in SPLIT_MASKS:  # Planetoid-style node splits: train_mask / val_mask / test_mask [num_nodes] bool
+        mask = get(f"{split}_mask")
+        if mask is not None:
+            mask = torch.as_tensor(mask).bool()
+            if mask.shape != (num_nodes,):
+                raise GraphFormatError(f"{name}: {split}_mask has shape {tuple(mask.shape)}, expected [{num_nodes}]")
+            record.setdefault("split_masks", {})[split] = mask
+    return record
 
 
 def load_networkx(source, label_key: Optional[str] = None, feature_key: str = "x") -> dict:
@@ -604,6 +613,9 @@ class GraphDataset(SampleDataset):
     numeric column, text columns skipped and reported) and features_file (see NodeColumns).
     task: 'auto' (graph if graph labels exist) | 'node' | 'graph'.
     sampling: 'full' | 'khop' (num_hops, seeds_per_item, num_neighbors per hop or None = all).
+    split: 'train' | 'val' | 'test': split folders of graph collections (root/train, root/test),
+    `test_root`, or the Data's own train_mask / val_mask / test_mask (Planetoid), which keep the
+    node labels of that split only (the rest become -1: the graph is seen whole, transductively).
     """
 
     def __init__(self, root=gin.REQUIRED, features: str = "auto", feature_dim: Optional[int] = None,
@@ -612,7 +624,8 @@ class GraphDataset(SampleDataset):
                  sampler_backend: str = "auto", skip_bad_samples: bool = False, degree_dim: Optional[int] = None,
                  id_column: Union[str, int] = "id", label_column: Optional[Union[str, int]] = "label",
                  name_column: Optional[Union[str, int]] = "name",
-                 feature_columns: Optional[Sequence[Union[str, int]]] = None, features_file: Optional[str] = None):
+                 feature_columns: Optional[Sequence[Union[str, int]]] = None, features_file: Optional[str] = None,
+                 split: str = "train", test_root=None):
         if features not in FEATURE_KINDS:
             raise ValueError(f"GraphDataset.features must be one of {FEATURE_KINDS}, got {features!r}")
         if sampling not in ("full", "khop"):
@@ -622,7 +635,10 @@ class GraphDataset(SampleDataset):
         roots = as_roots(root) if paths or root is None else [root]
         columns = NodeColumns(id_column, label_column, name_column,
                               None if feature_columns is None else tuple(feature_columns), features_file)
+        roots, self.source = graph_split_roots(roots, check_split(split, "GraphDataset.split"), test_root)
         records = [record for r in roots for record in load_source(r, columns)]
+        if self.source is None:  # no split folders: the graphs' own node masks, if they have them
+            self.source = apply_split_masks(records, split)
         for record in records:
             record["edge_index"] = clean_edges(record["edge_index"], record["num_nodes"], undirected)
         self.feature_dim = feature_dim or default_width(records, features, degree_dim)
@@ -685,6 +701,35 @@ def resolve_task(task: str, records: List[dict]) -> str:
     if task not in ("node", "graph"):
         raise ValueError(f"GraphDataset.task must be 'auto', 'node' or 'graph', got {task!r}")
     return task
+
+
+def graph_split_roots(roots: list, split: str, test_root) -> tuple:
+    """-> (roots of the split, description | None when the split must come from node masks)."""
+    if split != "train" and test_root is not None:
+        return as_roots(test_root), f"{split}: {test_root}"
+    chosen = []
+    for r in roots:
+        if isinstance(r, (str, os.PathLike)) and os.path.isdir(os.path.expanduser(str(r))) and \
+                split_folders(os.path.expanduser(str(r))):
+            chosen.append(resolve_split(r, split)[0])
+        else:
+            chosen.append(r)
+    if any(c is not r for c, r in zip(chosen, roots)):
+        return chosen, f"{split}: " + ", ".join(map(str, chosen))
+    return roots, None
+
+
+def apply_split_masks(records: List[dict], split: str) -> str:
+    """Node labels outside a graph's `<split>_mask` become -1; a split nobody has is a NoSplitError
+    (split 'train' of graphs without masks is the whole data)."""
+    masked = [r for r in records if split in r.get("split_masks", {})]
+    if not masked:
+        if split != "train":
+            raise NoSplitError(f"{records[0]['name']}: no {split} split (no split folders, no {split}_mask)")
+        return "train: all nodes"
+    for record in masked:
+        record["node_label"] = torch.where(record["split_masks"][split], record["node_label"], -1)
+    return f"{split}: nodes in {split}_mask"
 
 
 @gin.configurable

@@ -522,3 +522,24 @@ def test_recipe_takes_its_feature_width_from_the_data(tmp_path):
     assert len(losses) == 20 and all(np.isfinite(losses))
     with pytest.raises(GraphFormatError, match="3 features, GraphDataset.feature_dim is 5"):
         run_recipe(tmp_path, "check", f"GraphDataset.root='{tmp_path / 'g'}'", "GraphDataset.feature_dim=5")
+
+
+def test_planetoid_masks_and_split_folders_give_graph_splits(tmp_path):
+    from torch_geometric.data import Data
+
+    from unimask.files import NoSplitError
+
+    n = 10
+    data = Data(x=torch.randn(n, 4), edge_index=torch.tensor([[i, (i + 1) % n] for i in range(n)]).t(),
+                y=torch.arange(n) % 2, train_mask=torch.arange(n) < 6, test_mask=torch.arange(n) >= 7)
+    torch.save(data, tmp_path / "planetoid.pt")
+    train = GraphDataset(str(tmp_path / "planetoid.pt"))
+    test = GraphDataset(str(tmp_path / "planetoid.pt"), split="test")
+    assert (train.records[0]["node_label"] >= 0).sum() == 6 and (test.records[0]["node_label"] >= 0).sum() == 3
+    assert test.source == "test: nodes in test_mask"
+    with pytest.raises(NoSplitError, match="no val split"):
+        GraphDataset(str(tmp_path / "planetoid.pt"), split="val")
+    for split in ("train", "test"):  # graph collections in split folders
+        for g in range(2):
+            write_csv(str(tmp_path / "coll" / split / f"g{g}" / "edges.csv"), "src,dst", [(0, 1), (1, 2)])
+    assert len(GraphDataset(str(tmp_path / "coll"), split="test").records) == 2

@@ -85,21 +85,27 @@ def build_model(args):
 
 
 # ---- data ------------------------------------------------------------------------------------
-def build_dataset(**overrides):
-    """train.dataset as configured, with the overrides its constructor accepts."""
+def dataset_reference():
+    """train.dataset's gin reference; a shared one (`@name/singleton()`, which the graph recipe
+    uses so the adapter can read the data's width) is looked through to its constructor."""
     import gin
 
     ref = gin.query_parameter("train.dataset")
+    if ref.configurable.name == "singleton":
+        ref = gin.query_parameter(f"{ref.scoped_selector}.constructor")
+    return ref
+
+
+def build_dataset(**overrides):
+    """train.dataset as configured, with the overrides its constructor accepts."""
+    ref = dataset_reference()
     params = inspect.signature(ref.configurable.wrapped).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     return ref.scoped_configurable_fn(**{k: v for k, v in overrides.items() if takes_any or k in params})
 
 
 def dataset_takes(name: str) -> bool:
-    import gin
-
-    params = inspect.signature(gin.query_parameter("train.dataset").configurable.wrapped).parameters
-    return name in params
+    return name in inspect.signature(dataset_reference().configurable.wrapped).parameters
 
 
 def same_value(a, b) -> bool:
@@ -155,13 +161,11 @@ def where_from(dataset, fallback: str) -> str:
 
 def eval_data(model, device, seed: int, test_root=None) -> EvalData:
     """Labeled train/test data: a real test split if there is one, else a deterministic 80/20."""
-    import gin
-
     from unimask.files import NoSplitError
     from unimask.probe import holdout_mask
 
     if test_root is not None and not dataset_takes("test_root"):
-        raise ValueError(f"--test-root: {gin.query_parameter('train.dataset').selector} has no test_root setting")
+        raise ValueError(f"--test-root: {dataset_reference().selector} has no test_root setting")
     overrides = dict(EVAL_OVERRIDES, **({"test_root": test_root} if test_root is not None else {}))
     if dataset_takes("split"):
         train = build_dataset(split="train", **overrides)
