@@ -383,7 +383,6 @@ def test_khop_recipe_trains_with_falling_loss(tmp_path):
     assert len(losses) == 20 and falling(losses), losses
 
 
-@pytest.mark.slow
 def test_default_recipe_trains_on_drosophila_under_smoke(tmp_path):
     workdir = str(tmp_path / "default")
     assert run_train(["--gin", "gin/graph_mae.gin", "--gin", SMOKE, "--workdir", workdir, *fast_params()]) == 0

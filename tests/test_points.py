@@ -367,7 +367,6 @@ def test_point2vec_recipe_learns_teacher_latents_and_draws_no_reconstruction(tmp
         EMATeacherTarget(latent_dim=8).invert(torch.zeros(1, 2, 8), None, None)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SAMPLE_POINTS), reason="sample point data not present")
 @pytest.mark.parametrize("recipe", ["gin/point_mae.gin", "gin/point_mae_cpu.gin"])
 def test_recipe_trains_under_smoke(tmp_path, recipe):

@@ -1,6 +1,10 @@
 #!/usr/bin/env python
 """Train any recipe: python tools/train.py --gin gin/video_mae.gin [--gin gin/smoke.gin]
-[--gin_param 'train.steps=200'] [--workdir runs/x] [--resume]"""
+[--gin_param 'train.steps=200'] [--workdir runs/x] [--resume | --resume auto]
+
+--resume continues from <workdir>/checkpoints/last.pt and fails when there is none; --resume
+auto continues when there is one and starts fresh otherwise (torchrun --max-restarts jobs and
+preemptible queues pass it on every start)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +20,8 @@ def main(argv=None):
     parser.add_argument("--gin", action="append", required=True, help="gin file (repeatable, later wins)")
     parser.add_argument("--gin_param", action="append", default=[], help="gin binding (repeatable)")
     parser.add_argument("--workdir", default=None, help="run directory (default runs/<first recipe>)")
-    parser.add_argument("--resume", action="store_true", help="continue from <workdir>/checkpoints/last.pt")
+    parser.add_argument("--resume", nargs="?", const="yes", default="no", choices=("yes", "auto", "no"),
+                        help="continue from <workdir>/checkpoints/last.pt ('auto': only if there is one)")
     args = parser.parse_args(argv)
     parse_gin(args.gin, args.gin_param)
     from unimask.train.trainer import NonFiniteLossError, Trainer
@@ -25,7 +30,7 @@ def main(argv=None):
     seed_for_init()
     trainer = Trainer()
     try:
-        last = trainer.fit(workdir, resume=args.resume)
+        last = trainer.fit(workdir, resume={"yes": True, "no": False, "auto": "auto"}[args.resume])
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -37,28 +37,34 @@ def key_padding_mask(key_valid: Optional[torch.Tensor]) -> Optional[torch.Tensor
     return key_valid[:, None, None, :]
 
 
-def block_on_rows(block: Block, x: torch.Tensor, rows: torch.Tensor,
-                  attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A timm Block's output at some rows only: x [B, K, D], rows [B, S] -> [B, S, D], equal to
-    gather(block(x), rows). Keys and values still come from all K tokens; queries, projection
-    and MLP run on the S rows. The last decoder block needs only the rows that are scored."""
-    attn = block.attn
-    if getattr(attn, "gate", None) is not None:  # a variant this shortcut does not cover
-        return gather_tokens(block(x, attn_mask=attn_mask), rows)
-    batch, k, _ = x.shape
-    s, width, heads, head_dim = rows.shape[1], attn.attn_dim, attn.num_heads, attn.head_dim
-    h = block.norm1(x)
-    weight, bias = attn.qkv.weight, attn.qkv.bias
-    q = F.linear(gather_tokens(h, rows), weight[:width], None if bias is None else bias[:width])
-    kv = F.linear(h, weight[width:], None if bias is None else bias[width:])
-    q = q.view(batch, s, heads, head_dim).transpose(1, 2)  # [B, H, S, hd]
-    key, value = kv.view(batch, k, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, K, hd] each
-    q, key = attn.q_norm(q), attn.k_norm(key)
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask,
-                                         dropout_p=attn.attn_drop.p if block.training else 0.0)
-    out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, s, width))))
-    x = gather_tokens(x, rows) + block.drop_path1(block.ls1(out))
-    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+class RowBlock(Block):
+    """timm's Block that can compute its output at some rows only: forward(x, attn_mask, out_rows)
+    with rows [B, S] -> [B, S, D], equal to gather(block(x), rows). Keys and values still come
+    from all K tokens; queries, projection and MLP run on the S rows (the last decoder block needs
+    only the rows that are scored). It is the Block's own forward, so wrappers that hook a
+    module's forward (FSDP's all-gather of the block's shards, torch.compile) see every call."""
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                out_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if out_rows is None:
+            return super().forward(x, attn_mask=attn_mask)
+        if getattr(self.attn, "gate", None) is not None:  # a variant this shortcut does not cover
+            return gather_tokens(super().forward(x, attn_mask=attn_mask), out_rows)
+        attn = self.attn
+        batch, k, _ = x.shape
+        s, width, heads, head_dim = out_rows.shape[1], attn.attn_dim, attn.num_heads, attn.head_dim
+        h = self.norm1(x)
+        weight, bias = attn.qkv.weight, attn.qkv.bias
+        q = F.linear(gather_tokens(h, out_rows), weight[:width], None if bias is None else bias[:width])
+        kv = F.linear(h, weight[width:], None if bias is None else bias[width:])
+        q = q.view(batch, s, heads, head_dim).transpose(1, 2)  # [B, H, S, hd]
+        key, value = kv.view(batch, k, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, K, hd] each
+        q, key = attn.q_norm(q), attn.k_norm(key)
+        out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask,
+                                             dropout_p=attn.attn_drop.p if self.training else 0.0)
+        out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, s, width))))
+        x = gather_tokens(x, out_rows) + self.drop_path1(self.ls1(out))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 class TransformerStack(nn.Module):
@@ -70,7 +76,7 @@ class TransformerStack(nn.Module):
         self.pos_every_block = pos_every_block  # the model then passes `pos` to forward
         rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
         self.blocks = nn.ModuleList([
-            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=nn.LayerNorm)
+            RowBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=nn.LayerNorm)
             for rate in rates
         ])
         self.norm = nn.LayerNorm(dim) if depth else nn.Identity()
@@ -89,8 +95,7 @@ class TransformerStack(nn.Module):
                 last = i == len(self.blocks) - 1
                 if pos is not None and i > 0:
                     x = x + pos
-                x = block_on_rows(block, x, out_rows, attn_mask) if last and out_rows is not None else block(
-                    x, attn_mask=attn_mask)
+                x = block(x, attn_mask=attn_mask, out_rows=out_rows if last else None)
         if out_rows is not None and not self.blocks:
             x = gather_tokens(x, out_rows)
         return self.norm(x)

@@ -168,10 +168,16 @@ class MaskedModel(nn.Module):
         return row_loss.sum() / scored.sum().clamp(min=1), token_loss
 
     # ---- whole pipeline --------------------------------------------------------------------
-    def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None) -> dict:
+    def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
+                mask_only: bool = False) -> dict:
+        """The whole pipeline -> {'loss', 'pred', 'dec_ids', 'mask', 'tokens', 'latent', 'token_loss', ...}.
+        mask_only: stop once the mask is drawn -> {'tokens', 'mask'} (the trainer's fixed evaluation
+        mask; drawn here, inside forward, so that wrappers such as FSDP gather a learned masker's weights)."""
         tokens = self.adapter.tokenize(batch)
         if mask is None:
             mask = self.make_mask(tokens, progress, generator)
+        if mask_only:
+            return {"tokens": tokens, "mask": mask}
         latent, src_ids, src_valid = self.encode(tokens, mask, generator)
         pred, dec_ids, dec_valid = self.decode(latent, src_ids, src_valid, tokens, mask)
         loss, token_loss = self.score(pred, dec_ids, dec_valid, tokens, mask)

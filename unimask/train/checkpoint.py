@@ -1,7 +1,9 @@
 """Atomic checkpoints: write a temp file, fsync, os.replace; keep the previous one as prev.pt.
 
 A kill at any moment leaves either the old or the new last.pt whole, never half of one, and a
-file damaged on disk is detected on load with an error that names the fallback.
+file damaged on disk is detected on load with an error that names the fallback. FSDP runs
+write sharded checkpoints (a last.pt folder, unimask/train/sharded.py); everything here reads
+both kinds.
 """
 from __future__ import annotations
 
@@ -46,29 +48,46 @@ def is_intact(path: str) -> bool:
         return False
 
 
-def save_checkpoint(obj, folder: str, step: int, keep: bool = False, last_is_good: bool = False) -> str:
-    """last.pt (the previous one kept as prev.pt) and, with keep, a step_N.pt snapshot.
+def rotate(folder: str, last_is_good: bool):
+    """Make room for a new last.pt: the old one (a file, or a sharded folder) becomes prev.pt when
+    it is known good (`last_is_good`: this process wrote it) or reads back intact; a damaged one is
+    deleted, so prev.pt keeps the last good checkpoint."""
+    from unimask.train import sharded
 
-    The fallback must stay loadable: the old last.pt becomes prev.pt only when it is known good
-    (`last_is_good`: this process wrote it) or reads back intact; a damaged one is overwritten,
-    so prev.pt keeps the last good checkpoint."""
+    last, prev = os.path.join(folder, "last.pt"), os.path.join(folder, "prev.pt")
+    if not os.path.exists(last):
+        return
+    if last_is_good or (sharded.is_intact_sharded(last) if os.path.isdir(last) else is_intact(last)):
+        sharded.remove(prev)
+        os.replace(last, prev)
+    else:
+        warnings.warn(f"{last} is damaged: not kept as prev.pt (prev.pt stays the last good checkpoint)")
+        sharded.remove(last)
+
+
+def save_checkpoint(obj, folder: str, step: int, keep: bool = False, last_is_good: bool = False) -> str:
+    """last.pt (the previous one kept as prev.pt, see rotate) and, with keep, a step_N.pt snapshot."""
     last = os.path.join(folder, "last.pt")
-    if os.path.exists(last):
-        if last_is_good or is_intact(last):
-            os.replace(last, os.path.join(folder, "prev.pt"))
-        else:
-            warnings.warn(f"{last} is damaged: not kept as prev.pt (prev.pt stays the last good checkpoint)")
+    rotate(folder, last_is_good)
     atomic_save(obj, last)
     if keep:
         atomic_save(obj, os.path.join(folder, f"step_{step}.pt"))
     return last
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """torch.load with a clear error for missing, truncated or corrupt files."""
-    if not os.path.isfile(path):
+def load_checkpoint(path: str, map_location="cpu", meta_only: bool = False) -> dict:
+    """torch.load with a clear error for missing, truncated or corrupt files. A sharded checkpoint
+    (a folder) comes back whole, or with meta_only=True without its tensors (an FSDP run loads
+    those shard by shard itself)."""
+    from unimask.train import sharded
+
+    if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
+        if os.path.isdir(path):
+            if not sharded.is_intact_sharded(path):
+                raise CheckpointError(f"{path} is a folder but not a complete sharded checkpoint")
+            return sharded.load_meta(path) if meta_only else sharded.load_full(path)
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:
         prev = os.path.join(os.path.dirname(path), "prev.pt")
@@ -81,17 +100,17 @@ def load_latest(folder: str) -> dict:
     return find_latest(folder)[0]
 
 
-def find_latest(folder: str) -> tuple:
+def find_latest(folder: str, meta_only: bool = False) -> tuple:
     """-> (state, path): last.pt, or prev.pt with a warning when last.pt is damaged."""
     last = os.path.join(folder, "last.pt")
     try:
-        return load_checkpoint(last), last
+        return load_checkpoint(last, meta_only=meta_only), last
     except CheckpointError as err:
         prev = os.path.join(folder, "prev.pt")
         if not os.path.exists(prev):
             raise
         warnings.warn(f"{err}; resuming from {prev}")
-        return load_checkpoint(prev), prev
+        return load_checkpoint(prev, meta_only=meta_only), prev
 
 
 def clean_state_dict(state: dict) -> dict:
@@ -112,6 +131,12 @@ def load_model_state(model: torch.nn.Module, state: dict, strict: bool = True):
                               f"{'...' if len(result.missing_keys) > 10 else ''}, unexpected keys "
                               f"{result.unexpected_keys[:10]}{'...' if len(result.unexpected_keys) > 10 else ''}")
     return result
+
+
+def is_id_keyed(optimizer_state: dict) -> bool:
+    """torch's optimizer.state_dict() keys parameters by position; DCP's get_state_dict by name."""
+    groups = optimizer_state.get("param_groups", [])
+    return bool(groups) and all(isinstance(p, int) for g in groups for p in g.get("params", []))
 
 
 def rng_state() -> dict:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from unimask.data import StepBatchSampler
 from unimask.train import checkpoint as ckpt
+from unimask.train import sharded
 from unimask.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
 from unimask.train.optim import lr_at, make_optimizer
@@ -82,8 +83,6 @@ class Trainer:
                                   prefetch_factor=prefetch_factor if num_workers > 0 else None,
                                   collate_fn=getattr(dataset, "collate", None))
         self.fsdp = fsdp and self.dist.world > 1
-        if self.fsdp and ema_decay:
-            raise ValueError("train.ema_decay is not supported together with train.fsdp")
         self.train_model = self._wrap(self.model, compile, fsdp)  # before the optimizer: FSDP swaps params
         self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
@@ -104,8 +103,10 @@ class Trainer:
             if fsdp:
                 from torch.distributed.fsdp import fully_shard
 
-                for module in list(model.encoder.modules()) + list(model.decoder.modules()):
-                    if type(module).__name__ == "Block":
+                from timm.models.vision_transformer import Block
+
+                for module in model.modules():  # every transformer block its own unit (teachers' too)
+                    if isinstance(module, Block):
                         fully_shard(module)
                 return fully_shard(model)
             return torch.nn.parallel.DistributedDataParallel(
@@ -122,49 +123,78 @@ class Trainer:
         return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, **kwargs)
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def model_and_optimizer_state(self) -> tuple:
-        """Plain full state dicts; FSDP shards are gathered (collective: every rank calls it)."""
-        if not self.fsdp:
-            return self.model.state_dict(), self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    def tensor_state(self) -> dict:
+        """Model, optimizer (keyed by parameter name, so any world size can read it) and EMA
+        state: plain tensors, or this rank's DTensor shards in an FSDP run."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        return get_state_dict(self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state, "optimizer": optimizer_state, **({"ema": self.ema} if self.ema else {})}
 
-    def state(self) -> dict:
-        model_state, optimizer_state = self.model_and_optimizer_state()
-        return {"model": model_state, "optimizer": optimizer_state, "step": self.step,
+    def meta_state(self) -> dict:
+        """Everything else a resume needs: step, schedules, RNG, data position, counters, config."""
+        return {"step": self.step,
                 "schedules": {"lr": {"peak": self.peak_lr, "warmup": self.warmup_steps, "min_lr": self.min_lr,
                                      "total": self.steps},
                               "mask": self.model.schedule.state_dict()},
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": ckpt.rng_state(),
                 "data": {"position": self.position, "seed": self.seed}, "skipped": self.skipped,
-                "n_bad": self.n_bad, "ema": self.ema, "config": gin.config_str()}
+                "n_bad": self.n_bad, "world_size": self.dist.world, "config": gin.config_str()}
 
-    def restore(self, state: dict):
-        if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    def state(self) -> dict:
+        return {**self.tensor_state(), **self.meta_state()}
 
+    def restore(self, state: dict, path: str):
+        """Load a checkpoint of any kind into this run: a sharded one into an FSDP run shard by
+        shard (DCP re-shards from the saving world size), anything else as full state dicts."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict, set_state_dict
+
+        if "model" not in state:  # meta only: a sharded checkpoint for this sharded run
+            tensors = self.tensor_state()
+            sharded.load_sharded_into(tensors, path)
+            set_state_dict(self.model, self.optimizer, model_state_dict=tensors["model"],
+                           optim_state_dict=tensors["optimizer"])
+            self.ema = tensors.get("ema", self.ema)
+        elif self.fsdp:
             set_state_dict(self.model, self.optimizer, model_state_dict=ckpt.clean_state_dict(state["model"]),
                            optim_state_dict=state["optimizer"],
                            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
         else:
             ckpt.load_model_state(self.model, state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if ckpt.is_id_keyed(state["optimizer"]):  # written by torch's optimizer.state_dict()
+                self.optimizer.load_state_dict(state["optimizer"])
+            else:
+                set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.step, self.skipped, self.n_bad = state["step"], state.get("skipped", 0), state.get("n_bad", 0)
         self.position = state["data"]["position"]
-        if self.ema is not None and state.get("ema"):
-            self.ema = state["ema"]
+        if self.ema is not None and state.get("ema") and "model" in state:
+            self._load_ema(state["ema"])
+
+    def _load_ema(self, full: dict):
+        """Full EMA tensors -> this run's EMA (its own shards in an FSDP run)."""
+        for key, value in self.ema.items():
+            source = full[key].to(value.dtype)
+            if hasattr(value, "device_mesh"):  # a DTensor shard: cut the full tensor the same way
+                from torch.distributed.tensor import distribute_tensor
+
+                source = distribute_tensor(source.to(value.device), value.device_mesh, value.placements)
+            self.ema[key] = source.to(value.device) if not hasattr(value, "device_mesh") else source
 
     def save(self, workdir: str):
-        state = self.state()
-        if self.dist.is_main:
-            keep = bool(self.keep_every) and self.step % self.keep_every == 0
-            ckpt.save_checkpoint(state, os.path.join(workdir, "checkpoints"), self.step, keep, self._wrote_last)
-            self._wrote_last = True
-        barrier(self.dist)
+        folder = os.path.join(workdir, "checkpoints")
+        keep = bool(self.keep_every) and self.step % self.keep_every == 0
+        if self.fsdp:  # every rank writes its shards; nothing is gathered
+            sharded.save_sharded(self.tensor_state(), self.meta_state(), folder, self.step, keep, self._wrote_last,
+                                 self.dist.is_main)
+        else:
+            state = self.state()
+            if self.dist.is_main:
+                ckpt.save_checkpoint(state, folder, self.step, keep, self._wrote_last)
+            barrier(self.dist)
+        self._wrote_last = True
 
     # ---- one optimizer step ---------------------------------------------------------------
     def train_step(self, batches: list) -> dict:
@@ -237,9 +267,9 @@ class Trainer:
             items = next(iter(sampler))
             collate = self.loader_kwargs["collate_fn"] or torch.utils.data.default_collate
             batch = to_device(collate([self.dataset[item] for item in items]), self.device)
-            tokens = self.model.adapter.tokenize(batch)
             with torch.no_grad():  # a learned masker must not keep this graph alive all run
-                mask = self.model.make_mask(tokens, 0.0, torch.Generator().manual_seed(12345))
+                # through forward, so that FSDP gathers a learned masker's weights
+                mask = self.model(batch, generator=torch.Generator().manual_seed(12345), mask_only=True)["mask"]
             self._fixed = (batch, mask)
         return self._fixed
 
@@ -266,14 +296,18 @@ class Trainer:
     def _on_signal(self, signum, frame):
         self._stop_signal = signum
 
-    def fit(self, workdir: str, resume: bool = False) -> dict:
+    def fit(self, workdir: str, resume=False) -> dict:
+        """Train to train.steps (or stop_at). resume: True = from the workdir's checkpoint (an
+        error without one), 'auto' = from it when there is one, False = from scratch."""
         os.makedirs(workdir, exist_ok=True)
-        if resume and os.path.exists(os.path.join(workdir, "checkpoints", "last.pt")):
-            state, path = ckpt.find_latest(os.path.join(workdir, "checkpoints"))
-            self.restore(state)
+        folder = os.path.join(workdir, "checkpoints")
+        has_checkpoint = any(os.path.exists(os.path.join(folder, name)) for name in ("last.pt", "prev.pt"))
+        if resume and has_checkpoint:
+            state, path = ckpt.find_latest(os.path.join(workdir, "checkpoints"), meta_only=self.fsdp)
+            self.restore(state, path)
             if self.dist.is_main:
                 print(f"resumed from {path} at step {self.step}", flush=True)
-        elif resume:
+        elif resume is True:
             raise FileNotFoundError(f"--resume: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
         self.preflight()
         self.log = MetricsLog(workdir, enabled=self.dist.is_main)
