@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import gin
 import pytest
 import torch
 

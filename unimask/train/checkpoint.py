@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import warnings
-import zipfile
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from unimask.train import sharded
+from unimask.train.durable import atomic_save, fsync_dir, is_intact, remove
 
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 
@@ -22,47 +26,19 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def atomic_save(obj, path: str):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def is_intact(path: str) -> bool:
-    """Does a torch.save file read back whole? Its zip directory opens and every member's CRC
-    matches: catches truncation and flipped bits without unpickling (about a second per GB)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError):
-        return False
-
-
 def rotate(folder: str, last_is_good: bool):
     """Make room for a new last.pt: the old one (a file, or a sharded folder) becomes prev.pt when
     it is known good (`last_is_good`: this process wrote it) or reads back intact; a damaged one is
     deleted, so prev.pt keeps the last good checkpoint."""
-    from unimask.train import sharded
-
     last, prev = os.path.join(folder, "last.pt"), os.path.join(folder, "prev.pt")
     if not os.path.exists(last):
         return
     if last_is_good or (sharded.is_intact_sharded(last) if os.path.isdir(last) else is_intact(last)):
-        sharded.remove(prev)
+        remove(prev)
         os.replace(last, prev)
     else:
         warnings.warn(f"{last} is damaged: not kept as prev.pt (prev.pt stays the last good checkpoint)")
-        sharded.remove(last)
+        remove(last)
 
 
 def save_checkpoint(obj, folder: str, step: int, keep: bool = False, last_is_good: bool = False) -> str:
@@ -72,6 +48,28 @@ def save_checkpoint(obj, folder: str, step: int, keep: bool = False, last_is_goo
     atomic_save(obj, last)
     if keep:
         atomic_save(obj, os.path.join(folder, f"step_{step}.pt"))
+    return last
+
+
+def save_sharded_checkpoint(tensors: dict, meta: dict, folder: str, step: int, keep: bool, last_is_good: bool,
+                            is_main: bool) -> str:
+    """The sharded counterpart of save_checkpoint (see unimask/train/sharded.py): every rank writes
+    its shards into last.pt.tmp.<step>/, then rank 0 rotates and renames it to last.pt. A kill
+    mid-write leaves the temp folder, never a half last.pt. Every rank calls this."""
+    last, tmp = os.path.join(folder, "last.pt"), os.path.join(folder, f"last.pt.tmp.{step}")
+    if is_main:
+        os.makedirs(folder, exist_ok=True)
+    sharded.write_sharded(tensors, meta, tmp, is_main)
+    if is_main:
+        rotate(folder, last_is_good)
+        os.replace(tmp, last)
+        fsync_dir(folder)
+        if keep:
+            snapshot = os.path.join(folder, f"step_{step}.pt")
+            remove(snapshot)
+            shutil.copytree(last, snapshot)
+    if dist.is_initialized():
+        dist.barrier()
     return last
 
 

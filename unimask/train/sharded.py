@@ -7,7 +7,7 @@ tensor: step, RNG, data position, gin config). DCP re-shards on load, so a run s
 processes resumes with M, and tools that read `last.pt` (eval, export, visualize) get the full
 state dict back in one process.
 
-    save_sharded(tensors, meta, folder, step, ...)   collective: every rank calls it
+    write_sharded(tensors, meta, path, is_main)     collective: every rank calls it
     load_sharded_into(tensors, path)                 collective: fills this run's (sharded) tensors
     load_full(path)                                  one process: the whole checkpoint as a dict
 """
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 
 import torch
 import torch.distributed as dist
+
+from unimask.train.durable import atomic_save, fsync_dir, is_intact, remove
 
 META = "meta.pt"
 TENSOR_KEYS = ("model", "optimizer", "ema")
@@ -30,55 +31,24 @@ def is_sharded(path: str) -> bool:
 
 def is_intact_sharded(path: str) -> bool:
     """DCP's metadata and our meta.pt are written last: both present and readable = complete."""
-    from unimask.train.checkpoint import is_intact
-
     return is_sharded(path) and is_intact(os.path.join(path, META))
 
 
-def fsync_dir(path: str):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove(path: str):
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
-
-
-def save_sharded(tensors: dict, meta: dict, folder: str, step: int, keep: bool, last_is_good: bool,
-                 is_main: bool) -> str:
+def write_sharded(tensors: dict, meta: dict, path: str, is_main: bool):
     """Write `tensors` (model / optimizer / EMA state dicts, DTensor shards allowed) with DCP and
-    `meta` beside them into folder/last.pt/, keeping the previous good one as prev.pt. Every rank
-    calls this; rank 0 renames. A kill mid-write leaves last.pt.tmp, never a half last.pt."""
+    `meta` beside them into the folder `path`. Every rank calls this (a collective)."""
     import torch.distributed.checkpoint as dcp
 
-    from unimask.train.checkpoint import atomic_save, rotate
-
-    last, tmp = os.path.join(folder, "last.pt"), os.path.join(folder, f"last.pt.tmp.{step}")
     if is_main:
-        os.makedirs(folder, exist_ok=True)
-        remove(tmp)
+        remove(path)
     if dist.is_initialized():
         dist.barrier()
-    dcp.save(tensors, checkpoint_id=tmp)
+    dcp.save(tensors, checkpoint_id=path)
     if is_main:
-        atomic_save(meta, os.path.join(tmp, META))
-        fsync_dir(tmp)
-        rotate(folder, last_is_good)
-        os.replace(tmp, last)
-        fsync_dir(folder)
-        if keep:
-            snapshot = os.path.join(folder, f"step_{step}.pt")
-            remove(snapshot)
-            shutil.copytree(last, snapshot)
+        atomic_save(meta, os.path.join(path, META))
+        fsync_dir(path)
     if dist.is_initialized():
         dist.barrier()
-    return last
 
 
 def load_meta(path: str) -> dict:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from unimask.data import StepBatchSampler
 from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
-from unimask.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from unimask.train.distributed import all_reduce_mean, barrier, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
 from unimask.train.optim import lr_at, make_optimizer
 from unimask.train.precision import autocast, resolve_device, resolve_precision
@@ -187,8 +187,8 @@ class Trainer:
         folder = os.path.join(workdir, "checkpoints")
         keep = bool(self.keep_every) and self.step % self.keep_every == 0
         if self.fsdp:  # every rank writes its shards; nothing is gathered
-            sharded.save_sharded(self.tensor_state(), self.meta_state(), folder, self.step, keep, self._wrote_last,
-                                 self.dist.is_main)
+            ckpt.save_sharded_checkpoint(self.tensor_state(), self.meta_state(), folder, self.step, keep,
+                                         self._wrote_last, self.dist.is_main)
         else:
             state = self.state()
             if self.dist.is_main:
