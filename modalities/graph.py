@@ -47,7 +47,7 @@ from modalities.base import ModalityAdapter
 from unimask.data import SampleDataset
 from unimask.files import NoSplitError, as_roots, check_split, resolve_split, split_folders
 from unimask.losses import SCELoss
-from unimask.model import select_ids
+from unimask.tokens import select_ids
 from unimask.pos import sincos_pos
 from unimask.tokens import Tokens, gather_tokens
 

@@ -416,7 +416,7 @@ def bench_attention(args):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from unimask.encoders import CPU_LOW_PRECISION_MATH_BELOW
+    from unimask.transformer import CPU_LOW_PRECISION_MATH_BELOW
 
     if args.threads:
         torch.set_num_threads(args.threads)

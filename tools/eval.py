@@ -146,7 +146,8 @@ class EvalData:
 
 def peek_labels(model, dataset, device):
     """Labels of the first few items: None (no labels) or a [B] / [B, N] tensor."""
-    from unimask.probe import make_loader, no_labels_error, to_device
+    from unimask.data import to_device
+    from unimask.probe import make_loader, no_labels_error
 
     batch = to_device(next(iter(make_loader(dataset, range(min(4, len(dataset))), 4))), device)
     labels = model.adapter.labels(batch)
@@ -221,7 +222,8 @@ def features(model, data: EvalData, args, device):
 
 def label_stats(model, loader, device):
     """(number of classes, number of labeled rows) from one pass over the labels only."""
-    from unimask.probe import no_labels_error, to_device
+    from unimask.data import to_device
+    from unimask.probe import no_labels_error
 
     top, rows = -1, 0
     for batch in loader:

@@ -192,7 +192,7 @@ def draw_recon(args) -> str:
     model, state = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
-    from unimask.train.trainer import to_device
+    from unimask.data import to_device
 
     batch = to_device(one_batch(configured("train.dataset"), size=args.batch, seed=args.seed), device)
     progress = state.get("step", 0) / max(1, gin.query_parameter("train.steps"))

@@ -17,6 +17,18 @@ import torch
 from unimask.files import list_files  # noqa: F401  (its old home; datasets import unimask.files)
 
 
+def to_device(batch, device, non_blocking: bool = False, drop=("n_bad",)):
+    """Move tensors (in dicts, lists or objects with .to, e.g. PyG batches) to the device; the
+    data loader's bookkeeping keys (`n_bad`, counted by the trainer first) are left behind."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking, drop) for k, v in batch.items() if k not in drop}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, non_blocking, drop) for v in batch)
+    if isinstance(batch, torch.Tensor) or hasattr(batch, "to"):
+        return batch.to(device, non_blocking=non_blocking)
+    return batch
+
+
 def seed_everything(seed: int):
     """Seed python, numpy and torch in this process (a worker or the main one)."""
     random.seed(seed)

@@ -5,31 +5,34 @@ places with a mask token. replace mode (SimMIM, BERT, GraphMAE): hidden tokens b
 learned [MASK] embedding (or a random / kept token, `replace_probs`) and the encoder sees
 all tokens. Dual masking (VideoMAE v2): `decoder_masker` picks the hidden tokens the
 decoder reconstructs; the rest are never decoded.
+
+The model talks to its parts through their base classes only: adapter (modalities/base.py),
+masker (masking/base.py), encoder and decoder (interfaces.py), target (targets.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import gin
 import torch
 from torch import nn
 
-from unimask.encoders import encode_with_pos, pos_kwargs
-from unimask.targets import Target, gather_rows
-from unimask.tokens import Mask, Tokens, gather_tokens
+from unimask.encoders import embed_ids, encode_ids, position_codes
+from unimask.targets import Target
+from unimask.tokens import Mask, Tokens, gather_rows, gather_tokens, select_ids
 
 
-def select_ids(keep: torch.Tensor):
-    """Indices of the True entries per sample, in order, padded. keep [B, N] -> ids [B, M], valid [B, M]."""
-    ids = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-    count = keep.sum(1)
-    m = int(count.max())
-    return ids[:, :m], torch.arange(m, device=keep.device)[None] < count[:, None]
-
-
-def scored_among(mask: Mask, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Which of the tokens ids [B, M] (valid [B, M]) the loss scores -> [B, M] bool."""
-    return gather_tokens(mask.targets, ids) & valid
+@dataclass
+class Decoded:
+    """The decoder's predictions pred [B, M, T] for the tokens ids [B, M] (valid [B, M]), and which
+    of them the loss scores, found once per step: rows [B, S] (valid rows_valid) into M, or None
+    when every valid row is scored (a decoder that `predicts_rows` returns only those)."""
+    pred: torch.Tensor
+    ids: torch.Tensor
+    valid: torch.Tensor
+    rows: Optional[torch.Tensor] = None
+    rows_valid: Optional[torch.Tensor] = None
 
 
 @gin.configurable
@@ -53,17 +56,14 @@ class MaskedModel(nn.Module):
         if self.enc_mask_token is not None:
             nn.init.normal_(self.enc_mask_token, std=0.02)
         self.aux_objectives = nn.ModuleList(aux_objectives)  # objective(out, src_ids, src_valid) -> scalar
-        if hasattr(self.target, "attach"):  # a teacher copies the student once its weights are initialized
-            self.target.attach(self)
+        self.target.attach(self)  # a teacher copies the student once its weights are initialized
 
     # ---- masking -------------------------------------------------------------------------
     def make_mask(self, tokens: Tokens, progress: float, generator=None) -> Mask:
         ratio = self.schedule(progress, tokens.batch_size, generator)
-        features = None
-        if getattr(self.masker, "needs_features", False):
-            all_ids = torch.arange(tokens.num_tokens, device=tokens.patches.device).expand(tokens.batch_size, -1)
-            features = self.embed_tokens(tokens, all_ids)
-        mask = self.masker(tokens, ratio, generator, **({"features": features} if features is not None else {}))
+        # a learning masker reads every embedded token
+        kwargs = {"features": self.embed_tokens(tokens, all_ids(tokens))} if self.masker.needs_features else {}
+        mask = self.masker(tokens, ratio, generator, **kwargs)
         return self.add_decoder_mask(tokens, mask, generator)
 
     def add_decoder_mask(self, tokens: Tokens, mask: Mask, generator=None) -> Mask:
@@ -76,25 +76,21 @@ class MaskedModel(nn.Module):
         return mask
 
     # ---- encoder -------------------------------------------------------------------------
-    def embed_tokens(self, tokens: Tokens, ids: torch.Tensor, patches: Optional[torch.Tensor] = None):
-        """ids [B, K] -> embedded tokens with position codes [B, K, D]."""
-        patches = gather_rows(tokens.patches, ids) if patches is None else patches
-        x = self.adapter.embed(patches, tokens, ids)
-        return x + self.adapter.pos(gather_tokens(tokens.coords, ids), x.shape[-1]).to(x.dtype)
+    def embed_tokens(self, tokens: Tokens, ids: torch.Tensor) -> torch.Tensor:
+        """The encoder's input for the tokens ids [B, K]: embedded + position codes -> [B, K, D]."""
+        x = embed_ids(self.adapter, tokens, ids)
+        return x + position_codes(self.adapter, tokens, ids, x)
 
     def encode(self, tokens: Tokens, mask: Mask, generator=None):
         """-> latent [B, K, D], ids [B, K] of the tokens it belongs to, their validity [B, K]."""
         if self.mode == "drop":
-            x = self.adapter.embed(gather_rows(tokens.patches, mask.ids_keep), tokens, mask.ids_keep)
-            latent = encode_with_pos(self.adapter, self.encoder, x, mask.keep_valid, tokens, mask.ids_keep)
-            return latent, mask.ids_keep, mask.keep_valid
-        valid = tokens.valid_mask()
-        all_ids = torch.arange(tokens.num_tokens, device=valid.device).expand(tokens.batch_size, -1)
-        x = self.adapter.embed(tokens.patches, tokens, all_ids)  # [B, N, D]
-        x = self.replace_hidden(x, tokens, mask, all_ids, generator)
-        return encode_with_pos(self.adapter, self.encoder, x, valid, tokens, all_ids), all_ids, valid
+            return encode_ids(self.adapter, self.encoder, tokens, mask.ids_keep, mask.keep_valid), \
+                mask.ids_keep, mask.keep_valid
+        ids, valid = all_ids(tokens), tokens.valid_mask()
+        x = self.replace_hidden(embed_ids(self.adapter, tokens, ids), tokens, mask, ids, generator)  # [B, N, D]
+        return encode_ids(self.adapter, self.encoder, tokens, ids, valid, x=x), ids, valid
 
-    def replace_hidden(self, x, tokens, mask, all_ids, generator):
+    def replace_hidden(self, x, tokens, mask, ids, generator):
         """BERT 80/10/10: hidden tokens -> [MASK] / a random token / themselves. x [B, N, D]."""
         p_mask, p_random, _ = self.replace_probs
         device = x.device
@@ -108,17 +104,16 @@ class MaskedModel(nn.Module):
                 flat_valid = torch.nonzero(tokens.valid_mask().flatten()).squeeze(1)
                 pick = torch.randint(len(flat_valid), mask.masked.shape, generator=generator, device=gen_device).to(device)
                 random_patches = tokens.patches.flatten(0, 1)[flat_valid[pick]]
-            x = torch.where(to_random[..., None], self.adapter.embed(random_patches, tokens, all_ids), x)
+            x = torch.where(to_random[..., None], self.adapter.embed(random_patches, tokens, ids), x)
         return torch.where(to_mask[..., None], self.enc_mask_token.to(x.dtype), x)
 
     # ---- decoder -------------------------------------------------------------------------
-    def decode(self, latent, src_ids, src_valid, tokens: Tokens, mask: Mask):
+    def decode(self, latent, src_ids, src_valid, tokens: Tokens, mask: Mask) -> Decoded:
         """Latent of some tokens -> predictions for the tokens the decoder predicts.
 
-        The decoder attends over every token it sees (visible + decoded); a decoder with
-        `predicts_rows` returns only the scored ones (mask.targets), others all it sees.
-        latent [B, K, D], src_ids/src_valid [B, K] -> pred [B, M, T], dec_ids [B, M], dec_valid [B, M]
-        """
+        The decoder attends over every token it sees (visible + decoded); one that
+        `predicts_rows` computes its output at the scored rows (mask.targets) only, others
+        return all they see. latent [B, K, D], src_ids/src_valid [B, K] -> Decoded."""
         dec = self.decoder
         z = dec.embed(latent)  # [B, K, Dd]
         batch, n = tokens.batch_size, tokens.num_tokens
@@ -130,42 +125,38 @@ class MaskedModel(nn.Module):
         valid = tokens.valid_mask()
         seen = valid & (~mask.masked | mask.targets)
         if bool(seen.all()):  # the decoder sees every token: no gather needed
-            dec_ids, dec_valid = torch.arange(n, device=valid.device).expand(batch, -1), valid
-            x, coords = full, tokens.coords
+            dec_ids, dec_valid, x = all_ids(tokens), valid, full
         else:
             dec_ids, dec_valid = select_ids(seen)
-            x, coords = gather_tokens(full, dec_ids), gather_tokens(tokens.coords, dec_ids)
-        extra = {}
+            x = gather_tokens(full, dec_ids)
+        pos = None
         if dec.use_pos:
-            pos = self.adapter.pos(coords, x.shape[-1]).to(x.dtype)
+            pos = position_codes(self.adapter, tokens, dec_ids, x)
             x = x + pos
-            extra = pos_kwargs(dec, pos)
-        scored = scored_among(mask, dec_ids, dec_valid)  # [B, M]
-        if getattr(dec, "predicts_rows", False) and not bool(scored.all()):
-            # predictions only where they are scored: the last block and the head skip the rest
-            rows, rows_valid = select_ids(scored)  # [B, S] places in M
-            pred = dec(x, dec_valid, tokens, dec_ids, out_rows=rows, **extra)
-            return pred, gather_tokens(dec_ids, rows), rows_valid
-        return dec(x, dec_valid, tokens, dec_ids, **extra), dec_ids, dec_valid
+        kwargs = {"pos": pos} if dec.pos_every_block else {}
+        scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
+        if bool(scored.all()):
+            return Decoded(dec(x, dec_valid, tokens, dec_ids, **kwargs), dec_ids, dec_valid)
+        rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
+        if dec.predicts_rows:  # the last block and the head skip the rows nobody scores
+            pred = dec(x, dec_valid, tokens, dec_ids, out_rows=rows, **kwargs)
+            return Decoded(pred, gather_tokens(dec_ids, rows), rows_valid)
+        return Decoded(dec(x, dec_valid, tokens, dec_ids, **kwargs), dec_ids, dec_valid, rows, rows_valid)
 
     # ---- loss ----------------------------------------------------------------------------
-    def score(self, pred, dec_ids, dec_valid, tokens: Tokens, mask: Mask):
-        """Loss over the scored tokens: pred [B, M, T] for dec_ids [B, M] -> (mean loss [],
-        token_loss [B, M], zero where not scored). The target is computed for the scored tokens
-        only (gathered first, normalized after), and the loss runs on those rows only."""
-        scored = scored_among(mask, dec_ids, dec_valid)  # [B, M]
-        if bool(scored.all()):
-            rows, rows_valid, scored_pred, scored_ids = None, None, pred, dec_ids
-        else:
-            rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
-            scored_pred, scored_ids = gather_rows(pred, rows), gather_tokens(dec_ids, rows)  # [B, S, T], [B, S]
-        values, weight = target_values(self.target, tokens, self.adapter, scored_ids)  # [B, S, T]
-        row_loss = self.loss_fn(scored_pred, values.to(pred.dtype), weight)  # [B, S]
-        if rows is None:
-            return row_loss.sum() / max(1, scored.numel()), row_loss  # nothing scored: 0, not 0/0
-        row_loss = row_loss * rows_valid
-        token_loss = row_loss.new_zeros(scored.shape).scatter(1, rows, row_loss)  # [B, M]
-        return row_loss.sum() / scored.sum().clamp(min=1), token_loss
+    def score(self, decoded: Decoded, tokens: Tokens) -> tuple:
+        """Loss over the scored tokens -> (mean loss [], token_loss [B, M] zero where not scored).
+        The target is computed for the scored tokens only (gathered first, normalized after),
+        and the loss runs on those rows only."""
+        pred, ids, valid = decoded.pred, decoded.ids, decoded.valid
+        if decoded.rows is not None:
+            pred, ids, valid = gather_rows(pred, decoded.rows), gather_tokens(ids, decoded.rows), decoded.rows_valid
+        values, weight = self.target.select(tokens, self.adapter, ids)  # [B, S, T]
+        row_loss = self.loss_fn(pred, values.to(pred.dtype), weight) * valid  # [B, S]
+        loss = row_loss.sum() / valid.sum().clamp(min=1)  # nothing scored: 0, not 0/0
+        if decoded.rows is None:
+            return loss, row_loss
+        return loss, row_loss.new_zeros(decoded.valid.shape).scatter(1, decoded.rows, row_loss)
 
     # ---- whole pipeline --------------------------------------------------------------------
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
@@ -179,34 +170,32 @@ class MaskedModel(nn.Module):
         if mask_only:
             return {"tokens": tokens, "mask": mask}
         latent, src_ids, src_valid = self.encode(tokens, mask, generator)
-        pred, dec_ids, dec_valid = self.decode(latent, src_ids, src_valid, tokens, mask)
-        loss, token_loss = self.score(pred, dec_ids, dec_valid, tokens, mask)
-        out = {"loss": loss, "pred": pred, "dec_ids": dec_ids, "mask": mask, "tokens": tokens,
+        decoded = self.decode(latent, src_ids, src_valid, tokens, mask)
+        loss, token_loss = self.score(decoded, tokens)
+        out = {"loss": loss, "pred": decoded.pred, "dec_ids": decoded.ids, "mask": mask, "tokens": tokens,
                "latent": latent, "token_loss": token_loss}
         for i, objective in enumerate(self.aux_objectives):  # extra terms (edge reconstruction...)
             term = objective(out, src_ids, src_valid)
             out[f"aux_{i}_{type(objective).__name__}"] = term.detach()
             out["loss"] = out["loss"] + term
-        if hasattr(self.masker, "aux_loss"):
-            full_loss = torch.zeros(mask.masked.shape, device=loss.device).scatter(1, dec_ids, token_loss.detach().float())
-            out["aux_loss"] = self.masker.aux_loss(mask, full_loss)
-            out["loss"] = out["loss"] + out["aux_loss"]
+        full_loss = torch.zeros(mask.masked.shape, device=loss.device).scatter(1, decoded.ids, token_loss.detach().float())
+        aux = self.masker.aux_loss(mask, full_loss)  # [B, N] token losses -> a learning masker's term
+        if aux is not None:
+            out["aux_loss"] = aux
+            out["loss"] = out["loss"] + aux
         return out
 
     @torch.no_grad()
     def features(self, batch) -> tuple:
         """Frozen-encoder features with every token visible: (tokens [B, N, D], valid [B, N])."""
         tokens = self.adapter.tokenize(batch)
-        valid = tokens.valid_mask()
-        ids, keep_valid = select_ids(valid)
-        x = self.adapter.embed(gather_rows(tokens.patches, ids), tokens, ids)
-        return encode_with_pos(self.adapter, self.encoder, x, keep_valid, tokens, ids), keep_valid
+        ids, keep_valid = select_ids(tokens.valid_mask())
+        return encode_ids(self.adapter, self.encoder, tokens, ids, keep_valid), keep_valid
 
     def after_step(self, progress: float):
         """Called by the trainer after every optimizer step (EMA teachers, masker curricula)."""
         self.target.after_step(progress)
-        if hasattr(self.masker, "after_step"):
-            self.masker.after_step(progress)
+        self.masker.after_step(progress)
 
     def full_prediction(self, out: dict) -> torch.Tensor:
         """Scatter decoder predictions back to all tokens: [B, N, T] (zeros where not decoded)."""
@@ -215,13 +204,9 @@ class MaskedModel(nn.Module):
         return full.scatter(1, dec_ids[..., None].expand_as(pred), pred)
 
 
-def target_values(target, tokens: Tokens, adapter, ids: torch.Tensor):
-    """(values [B, S, T], weight [B, S, T]|None) of the tokens `ids` [B, S]: the target's own
-    `select` when it has one (per-token targets compute only those rows), else gathered."""
-    if hasattr(target, "select"):
-        return target.select(tokens, adapter, ids)
-    values, weight = target(tokens, adapter)  # [B, N, T]
-    return gather_tokens(values, ids), None if weight is None else gather_tokens(weight, ids)
+def all_ids(tokens: Tokens) -> torch.Tensor:
+    """[B, N]: every token, in order."""
+    return torch.arange(tokens.num_tokens, device=tokens.patches.device).expand(tokens.batch_size, -1)
 
 
 def init_weights(module: nn.Module):

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimask.data import SampleDataset
-from unimask.model import select_ids
-from unimask.tokens import gather_tokens
+from unimask.data import SampleDataset, to_device
+from unimask.tokens import gather_tokens, select_ids
 from unimask.train.optim import lr_at, param_groups
 
 POOLS = ("mean", "cls", "tokens")
@@ -68,15 +67,6 @@ def make_loader(dataset, indices: Optional[Sequence[int]] = None, batch_size: in
     sampler = IndexBatches(indices, batch_size, isinstance(dataset, SampleDataset), shuffle, seed)
     kwargs = {"collate_fn": dataset.collate} if getattr(dataset, "collate", None) is not None else {}
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, **kwargs)
-
-
-def to_device(batch, device):
-    """Tensors (in dicts / lists / objects with .to) -> device; drops the data loader's `n_bad` count."""
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items() if k != "n_bad"}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch.to(device) if hasattr(batch, "to") else batch
 
 
 def holdout_mask(n: int, fraction: float = 0.2, seed: int = 0) -> torch.Tensor:

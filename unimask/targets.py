@@ -8,23 +8,15 @@ import gin
 import torch
 from torch import nn
 
-from unimask.encoders import encode_with_pos
-from unimask.tokens import gather_tokens
-
-
-def gather_rows(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """gather_tokens for big rows: x [B, N, ...], ids [B, K] -> [B, K, ...]. One index_select
-    over the flattened B*N rows (row copies; 2-3x faster than torch.gather with an expanded
-    index, forward and backward) when the first two axes merge into one without a copy."""
-    if x.dim() < 3 or x.stride(0) != x.stride(1) * x.shape[1]:
-        return gather_tokens(x, ids)
-    batch, n = x.shape[:2]
-    flat_ids = (ids + torch.arange(batch, device=ids.device)[:, None] * n).reshape(-1)  # [B*K]
-    return x.flatten(0, 1).index_select(0, flat_ids).view(*ids.shape, *x.shape[2:])
+from unimask.ema import ema_update
+from unimask.encoders import encode_ids
+from unimask.tokens import gather_rows, gather_tokens
 
 
 class Target(nn.Module):
-    """Base: default = the adapter's own target (raw patches)."""
+    """Base: default = the adapter's own target (raw patches). What the model may call on a
+    target, all defined here: dim, select (the scored rows only), attach (once, after the model's
+    weights are initialized: teachers copy the student), after_step, invert (for pictures)."""
 
     def forward(self, tokens, adapter):
         return adapter.target(tokens), None
@@ -37,6 +29,9 @@ class Target(nn.Module):
         per-token targets override it to compute only those rows."""
         values, weight = self(tokens, adapter)
         return gather_tokens(values, ids), None if weight is None else gather_tokens(weight, ids)
+
+    def attach(self, model):
+        """Targets that need the model (a teacher copying the student) take it here."""
 
     def after_step(self, progress: float):
         """Targets with weights of their own (EMA teachers) update here."""
@@ -157,11 +152,8 @@ class EMATeacherTarget(Target):
     @torch.no_grad()
     def forward(self, tokens, adapter):
         self._check_attached()
-        batch, n = tokens.batch_size, tokens.num_tokens
-        ids = torch.arange(n, device=tokens.patches.device).expand(batch, -1)  # every token visible
-        x = self.teacher_adapter.embed(tokens.patches, tokens, ids)  # [B, N, D]
-        valid = tokens.valid_mask()
-        latent = encode_with_pos(self.teacher_adapter, self.teacher_encoder, x, valid, tokens, ids).float()  # [B, N, D]
+        ids = torch.arange(tokens.num_tokens, device=tokens.patches.device).expand(tokens.batch_size, -1)  # all visible
+        latent = encode_ids(self.teacher_adapter, self.teacher_encoder, tokens, ids, tokens.valid_mask()).float()  # [B, N, D]
         if self.normalize:
             latent = nn.functional.layer_norm(latent, latent.shape[-1:])
         if self.with_input:
@@ -186,8 +178,4 @@ class EMATeacherTarget(Target):
         self._check_attached()
         m = self.momentum_at(progress)
         for student, teacher in zip(self._student, (self.teacher_adapter, self.teacher_encoder)):
-            for s, t in zip(student.state_dict().values(), teacher.state_dict().values()):
-                if t.dtype.is_floating_point:
-                    t.mul_(m).add_(s.detach().to(t.dtype), alpha=1 - m)
-                else:
-                    t.copy_(s)
+            ema_update(teacher.state_dict(), student.state_dict(), m)

@@ -12,10 +12,50 @@ from typing import Optional
 import torch
 
 
+EDGE_INDEX = "edge_index"  # Tokens.extras key: [2, E] long edges between tokens, indexing the flattened B*N tokens
+
+
+# ---- index helpers: every gather of tokens in the core goes through these three ----------------
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Pick tokens per sample. x [B, N, ...], ids [B, K] long -> [B, K, ...]."""
     index = ids.reshape(*ids.shape, *([1] * (x.dim() - 2))).expand(*ids.shape, *x.shape[2:])
     return torch.gather(x, 1, index)
+
+
+def gather_rows(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """gather_tokens for big rows: x [B, N, ...], ids [B, K] -> [B, K, ...]. One index_select
+    over the flattened B*N rows (row copies; 2-3x faster than torch.gather with an expanded
+    index, forward and backward) when the first two axes merge into one without a copy."""
+    if x.dim() < 3 or x.stride(0) != x.stride(1) * x.shape[1]:
+        return gather_tokens(x, ids)
+    batch, n = x.shape[:2]
+    flat_ids = (ids + torch.arange(batch, device=ids.device)[:, None] * n).reshape(-1)  # [B*K]
+    return x.flatten(0, 1).index_select(0, flat_ids).view(*ids.shape, *x.shape[2:])
+
+
+def select_ids(keep: torch.Tensor):
+    """Indices of the True entries per sample, in order, padded. keep [B, N] -> ids [B, M], valid [B, M]."""
+    ids = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    count = keep.sum(1)
+    m = int(count.max()) if count.numel() else 0
+    return ids[:, :m], torch.arange(m, device=keep.device)[None] < count[:, None]
+
+
+def edges_among(tokens: "Tokens", ids: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The token edges (extras[EDGE_INDEX]) whose two ends are both among the valid slots of ids
+    [B, K], renumbered into the flattened valid slots (x[valid], [M, ...]): an edge to a hidden or
+    padding token is simply gone. -> [2, E']."""
+    from torch_geometric.utils import subgraph
+
+    if EDGE_INDEX not in tokens.extras:
+        raise ValueError(f"these tokens have no Tokens.extras[{EDGE_INDEX!r}] (edges into the flattened B*N tokens)")
+    batch = ids.shape[0]
+    valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
+    offsets = torch.arange(batch, device=ids.device)[:, None] * tokens.num_tokens
+    token_of_slot = (ids + offsets)[valid]  # [M] flattened token index of each valid slot
+    edges, _ = subgraph(token_of_slot, tokens.extras[EDGE_INDEX].to(ids.device), relabel_nodes=True,
+                        num_nodes=batch * tokens.num_tokens)
+    return edges
 
 
 @dataclass
@@ -28,7 +68,8 @@ class Tokens:
     grid        dense layout such as (T, H, W) with N = prod(grid), row-major; None if none
     group       [N] long channel group / sub-modality of each token; None if one group
     patch_shape layout of P, e.g. (2, 16, 16, 3) for a tubelet; None if flat
-    extras      passed through untouched (edge_index into the flattened B*N tokens...)
+    extras      passed through untouched; documented keys: EDGE_INDEX ([2, E] edges between
+                tokens, indexing the flattened B*N tokens; `edges_among` restricts them to some ids)
     """
 
     patches: torch.Tensor

@@ -134,9 +134,20 @@ def random_rank_in_group(ids: torch.Tensor, n_groups: int, valid: torch.Tensor, 
 
 
 class Masker:
-    """Base: subclasses implement `hide(tokens, ratio [B], generator) -> [B, N] bool`."""
+    """Base: subclasses implement `hide(tokens, ratio [B], generator) -> [B, N] bool`.
 
-    needs_features = False  # True: the model passes the embedded tokens as `features=`
+    What the model may call on a masker, all defined here: __call__; needs_features (True: the
+    model embeds every token and passes them as `features=`); aux_loss (a learning masker's own
+    loss term, None for the rest); after_step (curricula that follow training progress)."""
+
+    needs_features = False
+
+    def aux_loss(self, mask: Mask, token_loss: torch.Tensor) -> Optional[torch.Tensor]:
+        """token_loss [B, N] detached -> the masker's own loss term (a scalar), or None."""
+        return None
+
+    def after_step(self, progress: float):
+        """Called after every optimizer step with progress in [0, 1]."""
 
     def hide(self, tokens: Tokens, ratio: torch.Tensor, generator) -> torch.Tensor:
         raise NotImplementedError

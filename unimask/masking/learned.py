@@ -14,17 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimask.encoders import TransformerStack
 from unimask.masking.base import Masker, count_hidden, hide_lowest, keep_one_visible, random_scores, ratio_tensor
-from unimask.tokens import Mask, gather_tokens
+from unimask.tokens import Mask, gather_tokens, select_ids
+from unimask.transformer import TransformerStack
 
 
 def scored_ids(scored: torch.Tensor):
-    """Indices of the scored tokens per sample, padded. scored [B, N] bool -> ids [B, M], valid [B, M]."""
-    ids = torch.argsort((~scored).to(torch.int8), dim=1, stable=True)
-    count = scored.sum(1)
-    m = max(int(count.max()), 1)
-    return ids[:, :m], torch.arange(m, device=scored.device)[None] < count[:, None]
+    """select_ids with at least one column: scored [B, N] bool -> ids [B, M >= 1], valid [B, M]."""
+    if bool(scored.any()):
+        return select_ids(scored)
+    return select_ids(torch.ones_like(scored[:, :1]))[0], torch.zeros_like(scored[:, :1])
 
 
 class TokenScorer(nn.Module):

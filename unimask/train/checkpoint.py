@@ -26,26 +26,38 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def rotate(folder: str, last_is_good: bool):
-    """Make room for a new last.pt: the old one (a file, or a sharded folder) becomes prev.pt when
-    it is known good (`last_is_good`: this process wrote it) or reads back intact; a damaged one is
-    deleted, so prev.pt keeps the last good checkpoint."""
+def publish(new: str, folder: str, last_is_good: bool):
+    """Make the complete checkpoint `new` (a temp file or folder) the folder's last.pt, keeping the
+    old last.pt as prev.pt when it is known good (`last_is_good`: this process wrote it) or reads
+    back intact; a damaged one is dropped, so prev.pt stays the last good checkpoint.
+
+    A file is rotated through a hard link, so last.pt exists at every instant; a sharded folder is
+    renamed twice, and a kill between the two renames leaves prev.pt, which find_latest takes."""
     last, prev = os.path.join(folder, "last.pt"), os.path.join(folder, "prev.pt")
-    if not os.path.exists(last):
-        return
-    if last_is_good or (sharded.is_intact_sharded(last) if os.path.isdir(last) else is_intact(last)):
-        remove(prev)
-        os.replace(last, prev)
-    else:
-        warnings.warn(f"{last} is damaged: not kept as prev.pt (prev.pt stays the last good checkpoint)")
-        remove(last)
+    if os.path.exists(last):
+        if last_is_good or (sharded.is_intact_sharded(last) if os.path.isdir(last) else is_intact(last)):
+            if os.path.isdir(last) or os.path.isdir(prev) or os.path.isdir(new):
+                remove(prev)
+                os.replace(last, prev)
+            else:
+                link = f"{prev}.tmp.{os.getpid()}"
+                remove(link)
+                os.link(last, link)
+                os.replace(link, prev)
+        else:
+            warnings.warn(f"{last} is damaged: not kept as prev.pt (prev.pt stays the last good checkpoint)")
+        if os.path.isdir(last) != os.path.isdir(new):  # another kind (a sharded run resumed by one process)
+            remove(last)
+    os.replace(new, last)
+    fsync_dir(folder)
 
 
 def save_checkpoint(obj, folder: str, step: int, keep: bool = False, last_is_good: bool = False) -> str:
-    """last.pt (the previous one kept as prev.pt, see rotate) and, with keep, a step_N.pt snapshot."""
+    """last.pt (the previous one kept as prev.pt, see publish) and, with keep, a step_N.pt snapshot."""
     last = os.path.join(folder, "last.pt")
-    rotate(folder, last_is_good)
-    atomic_save(obj, last)
+    tmp = f"{last}.new.{os.getpid()}"
+    atomic_save(obj, tmp)
+    publish(tmp, folder, last_is_good)
     if keep:
         atomic_save(obj, os.path.join(folder, f"step_{step}.pt"))
     return last
@@ -61,9 +73,7 @@ def save_sharded_checkpoint(tensors: dict, meta: dict, folder: str, step: int, k
         os.makedirs(folder, exist_ok=True)
     sharded.write_sharded(tensors, meta, tmp, is_main)
     if is_main:
-        rotate(folder, last_is_good)
-        os.replace(tmp, last)
-        fsync_dir(folder)
+        publish(tmp, folder, last_is_good)
         if keep:
             snapshot = os.path.join(folder, f"step_{step}.pt")
             remove(snapshot)

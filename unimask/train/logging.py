@@ -6,15 +6,22 @@ import os
 import subprocess
 import sys
 from importlib import metadata
+from typing import Optional
 
 
 class MetricsLog:
-    """Appends one JSON object per row; mirrors scalars and images to TensorBoard."""
+    """Appends one JSON object per row; mirrors scalars and images to TensorBoard.
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    resumed_at: the step a resumed run continues from. Rows past it (steps the killed run did
+    after its last checkpoint, which the resumed run does again) and a line torn by the kill are
+    dropped first, so the file reads as one run."""
+
+    def __init__(self, workdir: str, enabled: bool = True, resumed_at: Optional[int] = None):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
         self.tb = None
+        if enabled and resumed_at is not None and os.path.exists(self.path):
+            self.truncate_after(resumed_at)
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -23,11 +30,29 @@ class MetricsLog:
             except Exception:  # tensorboard is optional
                 self.tb = None
 
+    def truncate_after(self, step: int):
+        rows = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # torn by a kill mid-write
+                    continue
+                if row.get("step", 0) <= step:
+                    rows.append(line if line.endswith("\n") else line + "\n")
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(rows)
+        os.replace(tmp, self.path)
+
     def write(self, row: dict):
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:  # one write() of the whole line: a kill leaves the line out, not half of it
+            os.write(fd, (json.dumps(row) + "\n").encode())
+        finally:
+            os.close(fd)
         if self.tb is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):

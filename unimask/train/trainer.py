@@ -18,7 +18,8 @@ import gin
 import torch
 from tqdm import tqdm
 
-from unimask.data import StepBatchSampler
+from unimask.data import StepBatchSampler, to_device
+from unimask.ema import ema_update
 from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
 from unimask.train.distributed import all_reduce_mean, barrier, init_distributed
@@ -26,17 +27,6 @@ from unimask.train.logging import MetricsLog, write_run_info
 from unimask.train.optim import lr_at, make_optimizer
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.workers import close_loader, ignore_stop_signals
-
-
-def to_device(batch, device, non_blocking=False):
-    """Move tensors (in dicts, lists or objects with .to, e.g. PyG batches) to the device."""
-    if isinstance(batch, torch.Tensor) or hasattr(batch, "to") and not isinstance(batch, (dict, list, tuple)):
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device, non_blocking) for v in batch)
-    return batch
 
 
 def step_seed(seed: int, step: int, micro: int = 0) -> int:
@@ -249,15 +239,9 @@ class Trainer:
         return {"loss": total_loss if finite else float("nan"), "lr": lr, "mask_ratio": sum(ratios) / len(ratios),
                 "grad_norm": float(grad_norm) if finite else float("nan")}
 
-    @torch.no_grad()
     def _update_ema(self):
-        if self.ema is None:
-            return
-        for key, value in self.model.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.ema[key].mul_(self.ema_decay).add_(value.detach(), alpha=1 - self.ema_decay)
-            else:
-                self.ema[key].copy_(value)
+        if self.ema is not None:
+            ema_update(self.ema, self.model.state_dict(), self.ema_decay)
 
     # ---- fixed-batch evaluation -----------------------------------------------------------
     def fixed_batch(self):
@@ -310,7 +294,7 @@ class Trainer:
         elif resume is True:
             raise FileNotFoundError(f"--resume: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
         self.preflight()
-        self.log = MetricsLog(workdir, enabled=self.dist.is_main)
+        self.log = MetricsLog(workdir, enabled=self.dist.is_main, resumed_at=self.step if self.step else None)
         if self.dist.is_main:
             with open(os.path.join(workdir, "config.gin"), "w") as f:
                 f.write(gin.config_str())

@@ -1,0 +1,105 @@
+"""The transformer body shared by the ViT encoder and the MAE decoder: timm Blocks, SDPA.
+
+RowBlock is timm's Block with one more ability (computing only some output rows, for the last
+decoder block); TransformerStack is a stack of them plus a final norm, with padding masks and
+the CPU attention-kernel choice below.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from unimask.tokens import gather_tokens
+
+# Below this many tokens, bf16/fp16 attention on a CPU runs faster (forward + backward) as plain
+# matmul + softmax than in SDPA's flash kernel, whose backward has a high per-(batch, head) cost:
+# e.g. 49 tokens x 4 heads x batch 128: 17 vs 50 ms; 157 tokens (the benchmark encoder's)
+# 3.0 vs 4.5 ms, 400 tokens 17 vs 14 ms (tools/bench.py attention). fp32 and CUDA keep SDPA's choice.
+CPU_LOW_PRECISION_MATH_BELOW = 192
+
+
+def attention_backend(x: torch.Tensor):
+    """A context that picks the SDPA kernel for a sequence x [B, K, D] (see above)."""
+    if x.device.type == "cpu" and x.shape[1] < CPU_LOW_PRECISION_MATH_BELOW:
+        low = x.dtype in (torch.bfloat16, torch.float16) or (
+            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16))
+        if low:
+            return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
+def key_padding_mask(key_valid: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """[B, K] bool -> [B, 1, 1, K] bool for SDPA, or None when nothing is padded (fast path)."""
+    if key_valid is None or bool(key_valid.all()):
+        return None
+    return key_valid[:, None, None, :]
+
+
+class RowBlock(Block):
+    """timm's Block that can compute its output at some rows only: forward(x, attn_mask, out_rows)
+    with rows [B, S] -> [B, S, D], equal to gather(block(x), rows). Keys and values still come
+    from all K tokens; queries, projection and MLP run on the S rows (the last decoder block needs
+    only the rows that are scored). It is the Block's own forward, so wrappers that hook a
+    module's forward (FSDP's all-gather of the block's shards, torch.compile) see every call."""
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                out_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if out_rows is None:
+            return super().forward(x, attn_mask=attn_mask)
+        if getattr(self.attn, "gate", None) is not None:  # a variant this shortcut does not cover
+            return gather_tokens(super().forward(x, attn_mask=attn_mask), out_rows)
+        attn = self.attn
+        batch, k, _ = x.shape
+        s, width, heads, head_dim = out_rows.shape[1], attn.attn_dim, attn.num_heads, attn.head_dim
+        h = self.norm1(x)
+        weight, bias = attn.qkv.weight, attn.qkv.bias
+        q = F.linear(gather_tokens(h, out_rows), weight[:width], None if bias is None else bias[:width])
+        kv = F.linear(h, weight[width:], None if bias is None else bias[width:])
+        q = q.view(batch, s, heads, head_dim).transpose(1, 2)  # [B, H, S, hd]
+        key, value = kv.view(batch, k, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, K, hd] each
+        q, key = attn.q_norm(q), attn.k_norm(key)
+        out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask,
+                                             dropout_p=attn.attn_drop.p if self.training else 0.0)
+        out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, s, width))))
+        x = gather_tokens(x, out_rows) + self.drop_path1(self.ls1(out))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class TransformerStack(nn.Module):
+    """timm Blocks + final norm: the body shared by the ViT encoder and the MAE decoder."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0, qkv_bias: bool = True, pos_every_block: bool = False):
+        super().__init__()
+        self.pos_every_block = pos_every_block  # the model then passes `pos` to forward
+        rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+        self.blocks = nn.ModuleList([
+            RowBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=nn.LayerNorm)
+            for rate in rates
+        ])
+        self.norm = nn.LayerNorm(dim) if depth else nn.Identity()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
+                out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [B, K, D] -> [B, K, D], or [B, S, D] at out_rows [B, S] (the last block computes only those).
+
+        pos [B, K, D]: position codes added again before every block after the first (x comes
+        with them added once), as Point-MAE and Point-BERT do, so deep layers keep seeing where
+        each token is: with irregular coordinates there is no grid order to fall back on."""
+        attn_mask = key_padding_mask(key_valid)  # [B, 1, 1, K] | None
+        with attention_backend(x):
+            for i, block in enumerate(self.blocks):
+                last = i == len(self.blocks) - 1
+                if pos is not None and i > 0:
+                    x = x + pos
+                x = block(x, attn_mask=attn_mask, out_rows=out_rows if last else None)
+        if out_rows is not None and not self.blocks:
+            x = gather_tokens(x, out_rows)
+        return self.norm(x)
