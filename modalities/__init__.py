@@ -1,14 +1,12 @@
-"""Modality adapters: each file turns one kind of raw batch into unimask Tokens.
+"""Modality adapters: each module (or package) here turns one kind of raw batch into Tokens.
 
-Importing this package registers every adapter and dataset with gin. A new modality is
-one file here (plus its name below) and one gin recipe.
+Importing this package imports every module and sub-package in it, which registers their
+adapters and datasets with gin: a new modality is one file here plus one gin recipe, with no
+list to edit. A module whose optional dependency is missing fails loudly, naming it.
 """
 import importlib
-import os
+import pkgutil
 
-ADAPTER_MODULES = ["image", "video", "points", "graph"]
-
-_here = os.path.dirname(os.path.abspath(__file__))
-for _name in ADAPTER_MODULES:
-    if os.path.exists(os.path.join(_here, f"{_name}.py")):
-        importlib.import_module(f"modalities.{_name}")
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2 as T
 
-from modalities.image import GridAdapter, check_divisible, check_input, default_norm, save_rows, unpatchify
+from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, save_rows, unpatchify
 from unimask.data import SampleDataset
 from unimask.files import check_split, has_split, list_split_files
 

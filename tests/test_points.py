@@ -376,3 +376,21 @@ def test_recipe_trains_under_smoke(tmp_path, recipe):
     rows = read_metrics(workdir)
     assert rows[-1]["step"] == 20 and rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert os.path.exists(os.path.join(workdir, "recon", "step_20.png"))
+
+
+def test_stl_ascii_and_binary_read_through_trimesh(tmp_path):
+    triangles = SQUARE[np.array(SQUARE_TRIANGLES)]  # [2, 3, 3] corners
+    ascii_lines = ["solid quad"]
+    for tri in triangles:
+        ascii_lines += ["facet normal 0 0 1", " outer loop", *[f"  vertex {x} {y} {z}" for x, y, z in tri],
+                        " endloop", "endfacet"]
+    (tmp_path / "quad_ascii.stl").write_text("\n".join(ascii_lines + ["endsolid quad"]) + "\n")
+    record = np.zeros(len(triangles), np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attr", "<u2")]))
+    record["corners"] = triangles
+    (tmp_path / "quad_binary.stl").write_bytes(b"\x00" * 80 + np.uint32(len(triangles)).tobytes() + record.tobytes())
+    for name in ("quad_ascii.stl", "quad_binary.stl"):
+        vertices, faces = read_point_file(str(tmp_path / name))
+        np.testing.assert_allclose(vertices[faces], triangles, err_msg=name)  # STL repeats corners per facet
+    (tmp_path / "bad.stl").write_bytes(b"solid nothing here")
+    with pytest.raises(ValueError, match=r"bad\.stl"):
+        read_point_file(str(tmp_path / "bad.stl"))

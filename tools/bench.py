@@ -137,19 +137,10 @@ def build_unimask(dual: bool):
     from unimask.decoders import MAEDecoder
     from unimask.encoders import ViTEncoder
     from unimask.losses import MSELoss
-    from unimask.masking import ConstantRatio, TubeMasker
+    from unimask.masking import ConstantRatio, RunningCellMasker, TubeMasker
     from unimask.model import MaskedModel
     from unimask.targets import PixelTarget
 
-    decoder_masker, note = None, ""
-    if dual:
-        import unimask.masking as masking
-
-        if hasattr(masking, "RunningCellMasker"):
-            decoder_masker = masking.RunningCellMasker()
-        else:
-            decoder_masker = masking.RandomMasker()
-            note = "RunningCellMasker is not in unimask.masking yet: RandomMasker stands in as the decoder masker"
     c = CFG
     model = MaskedModel(
         VideoAdapter(num_frames=c["num_frames"], img_size=c["img_size"], patch_size=c["patch"],
@@ -159,8 +150,8 @@ def build_unimask(dual: bool):
         MAEDecoder(in_dim=c["enc_dim"], dim=c["dec_dim"], depth=c["dec_depth"], num_heads=c["dec_heads"],
                    mlp_ratio=c["mlp_ratio"]),
         target=PixelTarget(norm_pix=True, per_channel=True), loss=MSELoss(), mode="drop",
-        decoder_masker=decoder_masker, decoder_ratio=c["decoder_ratio"])
-    return model, note
+        decoder_masker=RunningCellMasker() if dual else None, decoder_ratio=c["decoder_ratio"])
+    return model
 
 
 def build_hf():
@@ -199,8 +190,7 @@ def bench_videomae(args):
     precision = resolve_precision(args.precision, device)
     torch.manual_seed(0)
     c = CFG
-    ours, note = build_unimask(args.dual_mask)
-    ours = ours.to(device)
+    ours = build_unimask(args.dual_mask).to(device)
     hf = build_hf().to(device)
     ours.train(), hf.train()
     opt_ours = make_optimizer(ours, c["lr"], c["weight_decay"], c["betas"], device)
@@ -241,8 +231,6 @@ def bench_videomae(args):
 
     print(f"device {device}, precision {precision}, threads {torch.get_num_threads()}, batch {args.batch}, "
           f"{n_tokens} tokens, {n_visible} visible, torch {torch.__version__}")
-    if note:
-        print(f"note: {note}")
     if args.dual_mask:
         decode = ours_mask().decode
         print(f"dual masking (unimask only): decoder sees {int((~bool_masked_pos[0] | decode[0]).sum())} of "
@@ -344,7 +332,7 @@ def bench_masking(args):
 
     device = torch.device("cpu")
     precision = resolve_precision(args.precision, device)
-    model, _ = build_unimask(False)
+    model = build_unimask(False)
     opt = make_optimizer(model, CFG["lr"], CFG["weight_decay"], CFG["betas"], device)
     video = {"video": torch.randn(batch, 3, 16, 224, 224)}
 

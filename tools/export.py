@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import model_from_checkpoint  # noqa: E402
 
-from modalities.image import grid_coords  # noqa: E402
+from modalities.grid import grid_coords  # noqa: E402
 
 TIMM_NAMES = {(192, 12): "vit_tiny_patch16_224", (384, 12): "vit_small_patch16_224", (768, 12): "vit_base_patch16_224",
               (1024, 24): "vit_large_patch16_224"}

@@ -101,21 +101,21 @@ def video() -> Spec:
 def points() -> Spec:
     """Point-MAE on MNIST-style point sets of the digits sample (gin/point_mae_cpu.gin)."""
     return Spec("points", "MNIST digits sample as 512-point sets, 4k train / 1k test",
-                ["gin/point_mae_cpu.gin"], needs=["modalities/points.py", "gin/point_mae_cpu.gin"])
+                ["gin/point_mae_cpu.gin"], needs=["modalities/points", "gin/point_mae_cpu.gin"])
 
 
 @modality("point2vec")
 def point2vec() -> Spec:
     """The same point sets and backbone, latent targets from an EMA teacher (gin/point2vec_cpu.gin)."""
     return Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test",
-                ["gin/point2vec_cpu.gin"], needs=["modalities/points.py", "gin/point2vec_cpu.gin"])
+                ["gin/point2vec_cpu.gin"], needs=["modalities/points", "gin/point2vec_cpu.gin"])
 
 
 @modality("graphs")
 def graphs() -> Spec:
     """GraphMAE on the recipe's default graph data (node or graph labels, 80/20 split)."""
     return Spec("graphs", "Drosophila connectome sample, node labels, labeled nodes split 80/20", ["gin/graph_mae.gin"],
-                needs=["modalities/graph.py", "gin/graph_mae.gin"])
+                needs=["modalities/graph", "gin/graph_mae.gin"])
 
 
 # ---- timing -------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 Roots = Union[str, Sequence[str]]
 Item = Tuple[str, Optional[int]]
 LIST_EXTS = (".csv", ".txt", ".lst", ".tsv")
@@ -247,3 +249,27 @@ def list_split_files(root: Roots, exts: Tuple[str, ...], split: str = "train",
         items += list_root(where, exts, train_classes(r), inner)
         sources.append(how)
     return items, f"{split}: " + ", ".join(sources)
+
+
+def read_npz_split(path: str, split: str, whole_file_ok: bool = None):
+    """Arrays of one split of an image .npz (x_<split>/y_<split>, else x/y or images/labels)
+    -> (images [N, H, W(, C)], labels [N] | None); a missing file or empty array is named.
+    The un-split x/y arrays serve split 'train' (or any split of a file given as test_root,
+    whole_file_ok); asking another split of them is a NoSplitError, not the training data again."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset root {path!r} does not exist")
+    data = np.load(path)
+    whole_file_ok = split == "train" if whole_file_ok is None else whole_file_ok
+    if f"x_{split}" not in data and any(key.startswith("x_") for key in data) or \
+            f"x_{split}" not in data and not whole_file_ok:
+        raise NoSplitError(f"{path}: no x_{split} array (keys: {list(data.keys())})")
+    for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
+        if x_key in data:
+            images = data[x_key]
+            labels = data[y_key] if y_key in data else None
+            break
+    else:
+        raise KeyError(f"{path}: no x_{split}/x/images array (keys: {list(data.keys())})")
+    if len(images) == 0:
+        raise ValueError(f"{path}: array {x_key!r} is empty")
+    return images, labels

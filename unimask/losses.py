@@ -107,3 +107,19 @@ def chamfer_rows(p: torch.Tensor, t: torch.Tensor, squared: bool = True) -> torc
     """p [R, S, d], t [R, S', d] -> [R]: mean nearest distance both ways (Point-MAE's CD-L2 sum)."""
     dist = torch.cdist(p, t).pow(2) if squared else torch.cdist(p, t)  # [R, S, S']
     return dist.min(2).values.mean(1) + dist.min(1).values.mean(1)
+
+
+@gin.configurable
+class FeatureLatentSCELoss:
+    """GraphMAE2's two terms on one prediction (EMATeacherTarget(with_input=True)): SCE with
+    `alpha` on the leading feature columns + lam * SCE with `latent_alpha` on the last
+    `latent_dim` columns (the teacher's latent). -> [B, M]."""
+
+    def __init__(self, latent_dim: int = gin.REQUIRED, alpha: float = 3.0, latent_alpha: float = 1.0, lam: float = 1.0):
+        self.latent_dim, self.lam = latent_dim, lam
+        self.feature_loss, self.latent_loss = SCELoss(alpha), SCELoss(latent_alpha)
+
+    def __call__(self, pred, target, weight=None):
+        split = pred.shape[-1] - self.latent_dim
+        return (self.feature_loss(pred[..., :split], target[..., :split])
+                + self.lam * self.latent_loss(pred[..., split:], target[..., split:]))

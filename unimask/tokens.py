@@ -13,6 +13,7 @@ import torch
 
 
 EDGE_INDEX = "edge_index"  # Tokens.extras key: [2, E] long edges between tokens, indexing the flattened B*N tokens
+MASKED_EDGE_INDEX = "masked_edge_index"  # [2, H] edges hidden from the encoder, for an edge objective to predict
 
 
 # ---- index helpers: every gather of tokens in the core goes through these three ----------------
@@ -69,7 +70,8 @@ class Tokens:
     group       [N] long channel group / sub-modality of each token; None if one group
     patch_shape layout of P, e.g. (2, 16, 16, 3) for a tubelet; None if flat
     extras      passed through untouched; documented keys: EDGE_INDEX ([2, E] edges between
-                tokens, indexing the flattened B*N tokens; `edges_among` restricts them to some ids)
+                tokens, indexing the flattened B*N tokens; `edges_among` restricts them to some ids),
+                MASKED_EDGE_INDEX ([2, H] edges hidden from the encoder, EdgeReconstruction's targets)
     """
 
     patches: torch.Tensor

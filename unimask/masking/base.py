@@ -1,6 +1,6 @@
 """What every masker shares: ratio checks, the counting rule, and unit-wise hiding.
 
-Counting rule (DESIGN.md): hide exactly round(ratio * n_units) units per sample, where a
+Counting rule (the project's contract, docs/architecture.md): hide exactly round(ratio * n_units) units per sample, where a
 unit is what the masker hides whole; padding is never hidden nor visible and every
 sample keeps at least one visible token.
 

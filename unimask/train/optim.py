@@ -1,24 +1,9 @@
-"""AdamW with MAE's parameter groups and a warmup + cosine learning-rate schedule."""
+"""The trainer's AdamW over MAE's parameter groups (unimask/optim.py)."""
 from __future__ import annotations
-
-import math
 
 import torch
 
-NO_DECAY_NAMES = ("pos", "mask_token", "cls_token", "token_embed")
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float):
-    """No weight decay on biases, norms (1-D params), position and mask tokens."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad or name.startswith("target."):
-            continue  # frozen or teacher weights are not optimized
-        if param.ndim <= 1 or any(key in name for key in NO_DECAY_NAMES):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+from unimask.optim import param_groups
 
 
 def make_optimizer(model, lr: float, weight_decay: float, betas, device: torch.device):
@@ -26,11 +11,3 @@ def make_optimizer(model, lr: float, weight_decay: float, betas, device: torch.d
     # foreach there and without foreach's full-size temporaries); foreach elsewhere
     kwargs = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), **kwargs)
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int, min_lr: float = 0.0) -> float:
-    """Linear warmup to `peak` over `warmup` steps, then half-cosine to `min_lr` at `total`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_lr + (peak - min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

@@ -24,7 +24,8 @@ from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
 from unimask.train.distributed import all_reduce_mean, barrier, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
-from unimask.train.optim import lr_at, make_optimizer
+from unimask.optim import lr_at
+from unimask.train.optim import make_optimizer
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.workers import close_loader, ignore_stop_signals
 

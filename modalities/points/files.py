@@ -1,0 +1,217 @@
+"""Point and mesh files -> (vertices [V, 3] float64, triangles [F, 3] int64 | None).
+
+PLY (ascii, binary little / big endian, ragged face lists) is read with `plyfile`; STL with
+`trimesh`. OFF and OBJ keep readers of their own: trimesh 5.2 and meshio 5 were measured on this
+project's format tests and fail valid files (meshio reads only triangular OFF faces, trimesh
+rejects OBJ's negative relative indices and big-endian PLYs with mixed polygon sizes). Clouds
+(.xyz / .txt rows, .npy / .npz arrays) are numpy. Every error says what is wrong with the file;
+read_point_file names the file.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import List
+
+import numpy as np
+
+POINT_EXTS = (".ply", ".off", ".obj", ".stl", ".xyz", ".txt", ".npy", ".npz")
+
+
+def fan_triangles(polygons) -> np.ndarray:
+    """Polygons (a [F, n] int array, or a list of index lists of any lengths >= 3) -> [T, 3]
+    triangles (v0, vi, vi+1): exact for convex faces, which mesh formats assume."""
+    if isinstance(polygons, np.ndarray) and polygons.ndim == 2:
+        by_length = {polygons.shape[1]: polygons} if len(polygons) else {}
+    else:
+        by_length = {}
+        for poly in polygons:
+            by_length.setdefault(len(poly), []).append(poly)
+        by_length = {n: np.asarray(polys, dtype=np.int64) for n, polys in by_length.items()}
+    triangles = []
+    for n, polys in by_length.items():
+        if n < 3:
+            raise ValueError(f"a face has {n} vertices; faces need at least 3")
+        for i in range(1, n - 1):
+            triangles.append(np.stack([polys[:, 0], polys[:, i], polys[:, i + 1]], 1))
+    return np.concatenate(triangles).astype(np.int64) if triangles else np.zeros((0, 3), np.int64)
+
+
+def read_ply(path: str):
+    """Vertex x, y, z and faces (any polygon sizes) of a PLY file, with plyfile. Triangle lists are
+    first read with their length known (one numpy read), other lists row by row."""
+    import plyfile
+
+    with open(path, "rb") as f:
+        if f.read(3) != b"ply":
+            raise ValueError("not a PLY file (no 'ply' magic line)")
+    try:
+        try:
+            ply = plyfile.PlyData.read(path, known_list_len={"face": {"vertex_indices": 3, "vertex_index": 3}})
+        except plyfile.PlyElementParseError as err:
+            if "list length" not in str(err):
+                raise
+            ply = plyfile.PlyData.read(path)  # mixed polygon sizes
+    except plyfile.PlyElementParseError as err:
+        raise ValueError(f"PLY body is truncated or malformed ({err})") from None
+    except plyfile.PlyHeaderParseError as err:
+        raise ValueError(f"not a PLY file: bad header ({err})") from None
+    names = [element.name for element in ply.elements]
+    if "vertex" not in names or not all(axis in ply["vertex"].data.dtype.names for axis in "xyz"):
+        raise ValueError("PLY file has no vertex element with x, y, z properties")
+    vertex = ply["vertex"].data
+    vertices = np.stack([np.asarray(vertex[axis], dtype=np.float64) for axis in "xyz"], 1)
+    if "face" not in names or ply["face"].count == 0:
+        return vertices, None
+    face = ply["face"].data
+    key = next((k for k in ("vertex_indices", "vertex_index") if k in face.dtype.names), None)
+    if key is None:
+        raise ValueError(f"PLY face element has no vertex_indices list (properties: {face.dtype.names})")
+    polygons = face[key]
+    return vertices, fan_triangles(np.stack(polygons) if polygons.dtype != object else list(polygons))
+
+
+def read_stl(path: str):
+    """ASCII or binary STL with trimesh; vertices in file order (no merging)."""
+    import trimesh
+
+    try:
+        mesh = trimesh.load(path, file_type="stl", process=False, force="mesh")
+    except Exception as err:  # trimesh raises many kinds for a bad file
+        raise ValueError(f"not a readable STL file ({type(err).__name__}: {err})") from None
+    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+
+
+def content_lines(path: str, comment: str = "#") -> List[str]:
+    """Text lines with comments and blanks removed; a binary file is a clear error."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("is not a text file (cannot decode it as UTF-8)") from None
+    lines = (line.split(comment, 1)[0].strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def parse_polygons(lines: List[str]):
+    """OFF face rows `n i1 .. in [colour]` -> [F, n] array when all n agree, else a list."""
+    rows = [line.split() for line in lines]
+    sizes = {len(row) for row in rows}
+    if len(sizes) == 1:
+        table = np.array(rows)
+        counts = table[:, 0].astype(np.int64)
+        if (counts == counts[0]).all():
+            return table[:, 1:1 + counts[0]].astype(np.int64)
+    return [[int(i) for i in row[1:1 + int(row[0])]] for row in rows]
+
+
+def read_off(path: str):
+    """OFF (also COFF/NOFF/...): header `OFF` then `nv nf ne` on the next line, or the counts on
+    the header line (`OFF 8 6 0`, and ModelNet40's `OFF8 6 0`); `#` comments anywhere."""
+    lines = content_lines(path)
+    if not lines:
+        raise ValueError("empty OFF file")
+    match = re.match(r"^[A-Z4n]*OFF", lines[0])
+    if not match:
+        raise ValueError(f"not an OFF file: first line is {lines[0][:40]!r}")
+    inline = lines[0][match.end():].split()
+    counts, body = (inline, lines[1:]) if inline else ((lines[1].split() if len(lines) > 1 else []), lines[2:])
+    if len(counts) < 2:
+        raise ValueError("OFF header has no vertex and face counts")
+    n_vertices, n_faces = int(counts[0]), int(counts[1])
+    if len(body) < n_vertices + n_faces:
+        raise ValueError(f"OFF file is truncated: {len(body)} data lines for {n_vertices} vertices + {n_faces} faces")
+    vertices = np.array([line.split()[:3] for line in body[:n_vertices]], dtype=np.float64).reshape(n_vertices, 3)
+    faces = fan_triangles(parse_polygons(body[n_vertices:n_vertices + n_faces])) if n_faces else None
+    return vertices, faces
+
+
+def read_obj(path: str):
+    """Wavefront OBJ: `v x y z`, `f a b c ...` with a, a/t, a//n or a/t/n, 1-based or negative
+    (relative) indices; polygons fan-triangulated; other records ignored."""
+    vertices, polygons = [], []
+    for line in content_lines(path):
+        words = line.split()
+        if words[0] == "v":
+            vertices.append(words[1:4])
+        elif words[0] == "f":
+            ids = [int(w.split("/")[0]) for w in words[1:]]
+            polygons.append([i - 1 if i > 0 else len(vertices) + i for i in ids])
+    vertices = np.array(vertices, dtype=np.float64).reshape(-1, 3)
+    return vertices, fan_triangles(polygons) if polygons else None
+
+
+def read_xyz(path: str):
+    """Whitespace or comma separated rows, x y z first (normals, colours, labels after)."""
+    rows = []
+    for line_no, line in enumerate(content_lines(path), 1):
+        if line.startswith("//"):
+            continue
+        words = line.replace(",", " ").replace(";", " ").split()
+        if len(words) < 3:
+            raise ValueError(f"row {line_no} has {len(words)} column(s), need x y z: {line[:60]!r}")
+        rows.append(words[:3])
+    try:
+        return np.array(rows, dtype=np.float64).reshape(-1, 3), None
+    except ValueError as err:
+        raise ValueError(f"non-numeric coordinates ({err})") from None
+
+
+def read_numpy(path: str):
+    """.npy [N, 3+] array, or .npz holding one (key points / xyz / pc / data, or its only array)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(f"unreadable numpy file ({err})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = list(data.keys())
+        key = next((k for k in ("points", "xyz", "pc", "data") if k in keys), keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise ValueError(f"npz has no points/xyz/pc/data array (keys: {keys})")
+        data = data[key]
+    if data.ndim != 2 or data.shape[1] < 3:
+        raise ValueError(f"array has shape {data.shape}, expected [N, 3+]")
+    return np.asarray(data[:, :3], dtype=np.float64), None
+
+
+READERS = {".ply": read_ply, ".off": read_off, ".obj": read_obj, ".stl": read_stl, ".xyz": read_xyz,
+           ".txt": read_xyz, ".npy": read_numpy, ".npz": read_numpy}
+
+
+def read_geometry(path: str):
+    """-> vertices [V, 3] float64, triangles [F, 3] int64 | None; errors say what is wrong."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in READERS:
+        raise ValueError(f"unsupported point file extension {ext!r} (supported: {', '.join(POINT_EXTS)})")
+    try:
+        vertices, faces = READERS[ext](path)
+    except (ValueError, IndexError, KeyError) as err:  # malformed content
+        raise ValueError(f"malformed {ext[1:].upper()} file: {err}") from None
+    if faces is None or len(faces) == 0:
+        return vertices, None
+    out_of_range = faces[(faces < 0) | (faces >= len(vertices))]
+    if len(out_of_range):
+        raise ValueError(f"a face refers to vertex {int(out_of_range[0])} but the file has {len(vertices)} vertices")
+    return vertices, faces
+
+
+def check_cloud(points: np.ndarray):
+    """Clouds that cannot be normalized or grouped are errors, not silent garbage."""
+    if len(points) == 0:
+        raise ValueError("no points")
+    if len(points) == 1:
+        raise ValueError("only 1 point; a cloud needs at least 2")
+    bad = ~np.isfinite(points).all(1)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {len(points)} points have NaN or infinite coordinates")
+
+
+def read_point_file(path: str):
+    """Public reader: (vertices [V, 3] float64, faces [F, 3] | None), errors naming the file."""
+    try:
+        vertices, faces = read_geometry(path)
+        check_cloud(vertices)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: {err}") from err
+    return vertices, faces

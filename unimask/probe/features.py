@@ -1,0 +1,132 @@
+"""Frozen features and raw inputs as probe rows: (x [M, D], y [M]) from a labeled loader, with
+[B] labels pooled over tokens and [B, N] labels giving one row per labeled token."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Optional
+
+import torch
+
+from unimask.data import to_device
+from unimask.tokens import gather_tokens, select_ids
+
+POOLS = ("mean", "cls", "tokens")
+
+
+class NoLabelsError(ValueError):
+    """The data carries no labels (None, or every label is -1): nothing to probe against."""
+
+
+def encode_all(model, batch, grad: bool = False):
+    """model.features(batch): (features [B, M, D], valid [B, M]); with grad, the same function
+    unwrapped from its no_grad decorator, so fine-tuning trains exactly what probes read."""
+    if not grad:
+        return model.features(batch)
+    return inspect.unwrap(type(model).features)(model, batch)
+
+
+def pool_rows(feats: torch.Tensor, valid: torch.Tensor, pool: str) -> tuple:
+    """[B, M, D], [B, M] -> per-sample rows [B, D] ('mean' over valid tokens, 'cls' = first token)
+    or per-token rows [B, M, D] ('tokens', rows where valid)."""
+    if pool == "mean":
+        w = valid.to(feats.dtype)[..., None]
+        return (feats * w).sum(1) / w.sum(1).clamp(min=1)
+    if pool == "cls":
+        return feats[:, 0]
+    if pool == "tokens":
+        return feats
+    raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+
+
+def token_labels_for(model, batch, labels: torch.Tensor, m: int) -> torch.Tensor:
+    """Per-token labels [B, N] -> [B, M] aligned with model.features' token order (the valid
+    tokens, in order, padded with -1), which is the order `select_ids` gives."""
+    valid = model.adapter.tokenize(batch).valid_mask()
+    if bool(valid.all()) and labels.shape[1] == m:
+        return labels
+    ids, keep = select_ids(valid)
+    return torch.where(keep, gather_tokens(labels.to(ids.device), ids), torch.full_like(ids, -1))
+
+
+def rows_and_labels(model, batch, feats, valid, labels, pool: str) -> tuple:
+    """One batch -> (rows [R, D], labels [R]) for the labeled rows only."""
+    labels = labels.to(feats.device).long()
+    if labels.dim() == 2:  # per-token labels: one row per labeled token, whatever `pool` says
+        labels = token_labels_for(model, batch, labels, feats.shape[1])
+        keep = valid & (labels >= 0)
+        return feats[keep], labels[keep]
+    if labels.dim() != 1:
+        raise ValueError(f"adapter.labels must be [B] or [B, N], got shape {tuple(labels.shape)}")
+    if pool == "tokens":  # every valid token inherits its sample's label
+        labels = labels[:, None].expand(valid.shape)
+        keep = valid & (labels >= 0)
+        return feats[keep], labels[keep]
+    rows = pool_rows(feats, valid, pool)
+    keep = labels >= 0
+    return rows[keep], labels[keep]
+
+
+def no_labels_error(model) -> NoLabelsError:
+    return NoLabelsError(
+        f"the data has no labels ({type(model.adapter).__name__}.labels gave None or only -1 for every item): "
+        "a probe needs labeled data; set the dataset to a labeled split (class sub-folders, y_<split> "
+        "arrays, a list file with labels) or use a label-free evaluation")
+
+
+def labeled_batches(model, loader, device, labels_fn: Optional[Callable] = None):
+    """Yield (batch on device, labels) for every batch; data without labels is an error."""
+    labels_fn = labels_fn or model.adapter.labels
+    for batch in loader:
+        batch = to_device(batch, device)
+        labels = labels_fn(batch)
+        if labels is None:
+            raise no_labels_error(model)
+        yield batch, labels
+
+
+@torch.no_grad()
+def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optional[Callable] = None) -> tuple:
+    """Frozen features of every labeled row: (x [M, D] float32 on CPU, y [M] long on CPU).
+
+    pool 'mean' averages the valid tokens of a sample, 'cls' takes the first token, 'tokens'
+    gives one row per token; per-token labels always give per-token rows.
+    """
+    model.eval().to(device)
+    xs, ys = [], []
+    for batch, labels in labeled_batches(model, loader, device, labels_fn):
+        feats, valid = encode_all(model, batch)
+        x, y = rows_and_labels(model, batch, feats.float(), valid, labels, pool)
+        xs.append(x.cpu())
+        ys.append(y.cpu())
+    if not ys or sum(len(y) for y in ys) == 0:
+        raise no_labels_error(model)
+    return torch.cat(xs), torch.cat(ys)
+
+
+@torch.no_grad()
+def extract_raw(model, loader, device, pool: str = "flatten", labels_fn: Optional[Callable] = None) -> tuple:
+    """The input as features, the baseline a learned encoder must beat: (x [M, P'], y [M]).
+
+    Each token is its raw patch plus its coordinates (a token's position may carry the shape).
+    pool 'flatten' concatenates all tokens of a sample (the whole raw input for a dense grid; needs the same
+    unpadded token count everywhere), other pools as in extract_features.
+    """
+    xs, ys = [], []
+    for batch, labels in labeled_batches(model, loader, device, labels_fn):
+        tokens = model.adapter.tokenize(batch)
+        ids, valid = select_ids(tokens.valid_mask())
+        raw = torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
+        raw = gather_tokens(raw, ids)  # [B, M, P + C], same token order as model.features
+        if pool == "flatten" and labels.dim() == 1:
+            if not bool(valid.all()) or (xs and xs[0].shape[1] != raw.flatten(1).shape[1]):
+                raise ValueError("raw pool 'flatten' needs the same unpadded token count in every sample; "
+                                 "use pool='mean'")
+            keep = labels.to(raw.device) >= 0
+            x, y = raw.flatten(1)[keep], labels.to(raw.device).long()[keep]
+        else:
+            x, y = rows_and_labels(model, batch, raw, valid, labels, "mean" if pool == "flatten" else pool)
+        xs.append(x.cpu())
+        ys.append(y.cpu())
+    if not ys or sum(len(y) for y in ys) == 0:
+        raise no_labels_error(model)
+    return torch.cat(xs), torch.cat(ys)
