@@ -63,10 +63,10 @@ def grid_coords(grid: Sequence[int], batch: int, device) -> torch.Tensor:
     return torch.stack(axes, -1).reshape(1, -1, len(grid)).expand(batch, -1, -1)
 
 
-def check_divisible(sizes: dict, patches: dict):
+def check_divisible(*pairs):
     """At build time: every input size must be a multiple of its patch size; the error names both
-    gin bindings. sizes / patches: {binding: value}, in matching order."""
-    for (size_name, size), (patch_name, patch) in zip(sizes.items(), patches.items()):
+    gin bindings. pairs: ((size binding, size), (patch binding, patch)), one per axis."""
+    for (size_name, size), (patch_name, patch) in pairs:
         if patch < 1 or size % patch:
             raise ValueError(f"{size_name}={size} is not divisible by {patch_name}={patch}")
 
@@ -120,12 +120,13 @@ class GridAdapter(ModalityAdapter):
 
 
 def save_rows(rows: list, path: str, min_size: int = 112) -> str:
-    """rows: list of lists of [C, H, W] tensors in [0, 1] -> one PNG grid, upscaled if tiny."""
+    """rows: list of lists of [C, H, W] tensors in [0, 1] -> one PNG grid, upscaled until its
+    shorter side reaches min_size (tiny images and flat spectrograms stay visible)."""
     import torchvision.utils as vutils
 
     images = [img if img.shape[0] == 3 else img[:1].expand(3, -1, -1) for row in rows for img in row]
     grid = vutils.make_grid(torch.stack(images), nrow=len(rows[0]), padding=2, pad_value=1.0)
-    scale = max(1, min_size // max(1, images[0].shape[-1]))
+    scale = max(1, min_size // max(1, min(images[0].shape[-2:])))
     if scale > 1:
         grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

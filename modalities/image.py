@@ -109,7 +109,7 @@ class ImageAdapter(GridAdapter):
     batch_key = "image"
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, dim: int = 768):
-        check_divisible({"ImageAdapter.img_size": img_size}, {"ImageAdapter.patch_size": patch_size})
+        check_divisible((("ImageAdapter.img_size", img_size), ("ImageAdapter.patch_size", patch_size)))
         super().__init__((patch_size, patch_size), in_chans, dim)
         self.img_size = img_size
 

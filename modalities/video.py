@@ -176,7 +176,7 @@ class VideoDataset(SampleDataset):
         try:
             reader = VideoReader(path, self.backend)
         except Exception as err:
-            raise ValueError(f"cannot decode video {path}: {err}") from err
+            raise ValueError(f"cannot decode the video: {err}") from err
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         clips = []
         position = self.window_position(slot)
@@ -200,8 +200,8 @@ class VideoAdapter(GridAdapter):
 
     def __init__(self, num_frames: int = 16, img_size: int = 224, patch_size: int = 16, tubelet_size: int = 2,
                  in_chans: int = 3, dim: int = 768):
-        check_divisible({"VideoAdapter.num_frames": num_frames, "VideoAdapter.img_size": img_size},
-                        {"VideoAdapter.tubelet_size": tubelet_size, "VideoAdapter.patch_size": patch_size})
+        check_divisible((("VideoAdapter.num_frames", num_frames), ("VideoAdapter.tubelet_size", tubelet_size)),
+                        (("VideoAdapter.img_size", img_size), ("VideoAdapter.patch_size", patch_size)))
         super().__init__((tubelet_size, patch_size, patch_size), in_chans, dim)
         self.num_frames, self.img_size = num_frames, img_size
 

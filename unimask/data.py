@@ -37,9 +37,13 @@ def seed_everything(seed: int):
 
 
 def naming(where: str, err: Exception) -> str:
-    """An error message that names the sample once: `where: message`, unless it already does."""
+    """An error message that names the sample first and once: `where: message`. Decoding
+    libraries often put the path in their own words too ("cannot identify image file '...'"):
+    it is taken out there, so the path reads once, at the start."""
     message = str(err)
-    return message if where in message else f"{where}: {message}"
+    if message.startswith(where):
+        return message
+    return f"{where}: " + message.replace(f"'{where}'", "").replace(where, "").replace("  ", " ").strip(" :")
 
 
 class SampleDataset(torch.utils.data.Dataset):

@@ -3,6 +3,8 @@ run a few timm Blocks and a linear head. With depth=0 and no position codes it i
 linear head."""
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import gin
 import torch
 from torch import nn
@@ -10,7 +12,7 @@ from torch import nn
 from unimask.gnn import GNNDecoder  # noqa: F401  (registered with gin; its home is unimask/gnn.py)
 from unimask.interfaces import Decoder
 from unimask.tokens import gather_tokens
-from unimask.transformer import TransformerStack
+from unimask.transformer import TransformerStack, window_masks
 
 
 @gin.configurable
@@ -18,11 +20,18 @@ class MAEDecoder(Decoder):
     """in_dim: encoder width; dim: decoder width; remask: hidden tokens' latents are replaced
     by the mask token before decoding (always true in drop mode, GraphMAE's re-mask in replace
     mode); use_pos: add the adapter's position code at decoder width; pos_every_block: add it
-    again before every block (Point-MAE)."""
+    again before every block (Point-MAE). window: local attention within windows of that many
+    grid cells (Tokens.coords as grid positions), shifted by half a window along the first axis
+    in every second block when shift_windows (AudioMAE's local decoder: window (4, 4)); None =
+    global attention."""
 
     def __init__(self, in_dim: int = 768, dim: int = 512, depth: int = 8, num_heads: int = 16,
-                 mlp_ratio: float = 4.0, remask: bool = True, use_pos: bool = True, pos_every_block: bool = False):
+                 mlp_ratio: float = 4.0, remask: bool = True, use_pos: bool = True, pos_every_block: bool = False,
+                 window: Optional[Sequence[int]] = None, shift_windows: bool = True):
         super().__init__()
+        if window is not None and (not window or any(int(w) < 1 for w in window)):
+            raise ValueError(f"MAEDecoder.window={window!r}: grid cells per window axis, each >= 1")
+        self.window, self.shift_windows = (tuple(int(w) for w in window) if window else None), shift_windows
         self.embed = nn.Linear(in_dim, dim) if (depth or in_dim != dim) else nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.normal_(self.mask_token, std=0.02)
@@ -41,7 +50,14 @@ class MAEDecoder(Decoder):
         """x [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows [B, S]; pos [B, M, dim]
         comes with pos_every_block."""
         if self.body is not None:
-            x = self.body(x, key_valid, out_rows, pos)
+            masks = None
+            if self.window is not None:
+                coords = gather_tokens(tokens.coords, ids)  # [B, M, d] grid positions of the rows
+                if coords.shape[-1] != len(self.window):
+                    raise ValueError(f"MAEDecoder.window={self.window} has {len(self.window)} axes, the tokens' "
+                                     f"coords have {coords.shape[-1]}")
+                masks = window_masks(coords, self.window, len(self.body.blocks), self.shift_windows)
+            x = self.body(x, key_valid, out_rows, pos, masks)
         elif out_rows is not None:
             x = gather_tokens(x, out_rows)
         return self.head(x)

@@ -48,10 +48,12 @@ def check_split(split: str, binding: str = "<Dataset>.split") -> str:
 
 
 def read_list_file(path: str, exts: Tuple[str, ...], classes: Optional[List[str]] = None) -> List[Item]:
-    """Kinetics/SSv2-style list: `path [label]` per line (space, comma or tab separated), paths
-    relative to the list file's folder; a label is an integer or, with `classes`, a class name."""
+    """Kinetics/SSv2/AudioSet-style list: `path [label]` per line (space, comma or tab separated),
+    paths relative to the list file's folder. A label is an integer or a class name, which indexes
+    `classes` or a classes.txt beside the list (one name per line): one class list for every
+    split, so a class means the same in train.csv and test.csv."""
     base = os.path.dirname(os.path.abspath(path))
-    items = []
+    rows = []
     with open(path) as f:
         for line_no, line in enumerate(f, 1):
             line = line.strip()
@@ -61,8 +63,18 @@ def read_list_file(path: str, exts: Tuple[str, ...], classes: Optional[List[str]
             file = parts[0] if os.path.isabs(parts[0]) else os.path.join(base, parts[0])
             if exts and not file.lower().endswith(exts):
                 continue  # a header row or a file of another kind
-            items.append((file, parse_label(parts[-1], classes, path, line_no) if len(parts) > 1 else None))
-    return items
+            rows.append((file, parts[-1] if len(parts) > 1 else None, line_no))
+    names = {cell for _, cell, _ in rows if cell is not None and not is_integer(cell)}
+    if names and classes is None:
+        listed = os.path.join(base, "classes.txt")
+        if os.path.isfile(listed):
+            with open(listed) as f:
+                classes = [line.strip() for line in f if line.strip()]
+    return [(file, None if cell is None else parse_label(cell, classes, path, line_no)) for file, cell, line_no in rows]
+
+
+def is_integer(cell: str) -> bool:
+    return cell.strip().lstrip("+-").isdigit()
 
 
 def parse_label(cell: str, classes: Optional[List[str]], path: str, line_no: int) -> int:
@@ -72,7 +84,8 @@ def parse_label(cell: str, classes: Optional[List[str]], path: str, line_no: int
         return int(cell)
     except ValueError:
         raise ValueError(f"{path}:{line_no}: label {cell!r} is not an integer"
-                         + (f" nor one of the classes {classes[:5]}..." if classes else "")) from None
+                         + (f" nor one of the classes {classes[:5]}..." if classes else
+                            " (class names need a classes.txt beside the list, one name per line)")) from None
 
 
 def sub_folders(folder: str) -> List[str]:

@@ -71,6 +71,22 @@ class RowBlock(Block):
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
+def window_masks(coords: torch.Tensor, window, depth: int, shift: bool = True) -> list:
+    """Local attention over a grid, Swin-style: tokens attend within windows of `window` grid
+    cells; with `shift`, every second block's windows move by half a window along the first grid
+    axis (AudioMAE's decoder: window (4, 4), shift (2, 0)). Shifted windows at the border are cut,
+    not wrapped, which is what Swin's roll + mask computes. An attention mask, not a kernel of our
+    own: the blocks stay timm's. coords [B, K, d] integer grid positions -> depth masks
+    [B, 1, K, K] bool (True = may attend)."""
+    window = torch.as_tensor(window, device=coords.device)
+    offsets = torch.zeros_like(window)
+    offsets[0] = window[0] // 2  # the shift of the odd blocks, along the first axis
+    plain = torch.div(coords.long(), window, rounding_mode="floor")  # [B, K, d] window index per axis
+    moved = torch.div(coords.long() + offsets, window, rounding_mode="floor")
+    same = [(ids[:, :, None, :] == ids[:, None, :, :]).all(-1)[:, None] for ids in (plain, moved)]  # [B, 1, K, K]
+    return [same[1] if shift and i % 2 else same[0] for i in range(depth)]
+
+
 class TransformerStack(nn.Module):
     """timm Blocks + final norm: the body shared by the ViT encoder and the MAE decoder."""
 
@@ -87,19 +103,27 @@ class TransformerStack(nn.Module):
         self.dim = dim
 
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
-                out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+                out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None,
+                block_masks: Optional[list] = None) -> torch.Tensor:
         """x [B, K, D] -> [B, K, D], or [B, S, D] at out_rows [B, S] (the last block computes only those).
 
         pos [B, K, D]: position codes added again before every block after the first (x comes
         with them added once), as Point-MAE and Point-BERT do, so deep layers keep seeing where
-        each token is: with irregular coordinates there is no grid order to fall back on."""
+        each token is: with irregular coordinates there is no grid order to fall back on.
+        block_masks: one [B, 1, K, K] bool attention mask per block (True = may attend; local
+        window attention), combined with the padding mask."""
         attn_mask = key_padding_mask(key_valid)  # [B, 1, 1, K] | None
         with attention_backend(x):
             for i, block in enumerate(self.blocks):
                 last = i == len(self.blocks) - 1
                 if pos is not None and i > 0:
                     x = x + pos
-                x = block(x, attn_mask=attn_mask, out_rows=out_rows if last else None)
+                mask = attn_mask
+                if block_masks is not None:
+                    mask = block_masks[i] if attn_mask is None else block_masks[i] & attn_mask
+                    if last and out_rows is not None:  # queries at the scored rows only
+                        mask = torch.gather(mask, 2, out_rows[:, None, :, None].expand(-1, 1, -1, mask.shape[-1]))
+                x = block(x, attn_mask=mask, out_rows=out_rows if last else None)
         if out_rows is not None and not self.blocks:
             x = gather_tokens(x, out_rows)
         return self.norm(x)

@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python -m tools.sample_data.audio data/sample/audio
+    python tools/make_sample_data.py audio       # -> data/sample/audio
+    python -m tools.sample_data.audio data/sample/audio   # the same, directly
 
 Sources and licenses, and why each was chosen:
 
@@ -38,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from .sources import installed_deb_version
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Voice = espeak-ng language voice, optionally "+variant" (f* female, m* male timbre).
@@ -214,11 +217,6 @@ def tool_version(cmd: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[0].strip()
 
 
-def deb_version(package: str) -> str:
-    """Installed Debian package version (dpkg-query), for the README."""
-    return tool_version(["dpkg-query", "-W", "-f", "${Version}\n", package])
-
-
 def folder_bytes(path: Path) -> int:
     """Total size of the files under path, in bytes."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -299,8 +297,8 @@ def build(out_dir: str) -> dict:
         "formats": write_formats(out),
         "decoded_by_soundfile": verify_decoding(out),
         "espeak_version": tool_version(["espeak-ng", "--version"]).split("  Data at")[0],
-        "espeak_deb": deb_version("espeak-ng"),
-        "sounds_deb": deb_version("sound-theme-freedesktop"),
+        "espeak_deb": installed_deb_version("espeak-ng"),
+        "sounds_deb": installed_deb_version("sound-theme-freedesktop"),
         "license": "digits/formats: generated (espeak-ng GPL-3+ does not cover output); sounds: CC-BY-3.0 / CC-BY-SA-3.0",
     }
     summary["bytes"] = folder_bytes(out)

@@ -2,8 +2,10 @@
 
 Usage (from the repository root)::
 
-    python -m tools.sample_data.satellite data/sample/satellite            # tiles (committed)
-    python -m tools.sample_data.satellite statlog data/satellite_statlog   # probe (NOT committed)
+    python tools/make_sample_data.py satellite   # tiles -> data/sample/satellite (committed)
+    python tools/make_sample_data.py statlog     # probe -> data/satellite_statlog (NOT committed)
+    python -m tools.sample_data.satellite data/sample/satellite            # the same, directly
+    python -m tools.sample_data.satellite statlog data/satellite_statlog
 
 Sources and licenses, and why each was chosen:
 
@@ -14,7 +16,8 @@ Sources and licenses, and why each was chosen:
   "probably" ETM+ bands 1, 2, 3, 4, 5 and 7 (blue, green, red, near-infrared,
   short-wave infrared 1, short-wave infrared 2). It is cut into 64 x 64 tiles stored
   band-first ([C, H, W], planar TIFF) for masked-modeling of multispectral images. The
-  .deb is only unpacked (``apt-get download`` + ``dpkg-deb -x``); R is not needed.
+  .deb is only unpacked (``sources.deb_tree``: ``apt-get download`` + ``dpkg-deb -x``);
+  R is not needed.
 * ``Satellite.rda`` from Debian's ``r-cran-mlbench``: the UCI Statlog (Landsat
   Satellite) set, 6435 labeled 3 x 3 neighbourhoods x 4 Landsat MSS bands, 6 land-cover
   classes - a small real labeled probe. mlbench is GPL-2, so this set is written to a
@@ -30,14 +33,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-SRC_CACHE = Path("/tmp/unimask_src")  # where the .deb files are downloaded and unpacked
+from .sources import DEFAULT_SRC, deb_file_name, deb_tree, fresh_dir
+
 STARS_DEB, MLBENCH_DEB = "r-cran-stars", "r-cran-mlbench"
 SCENE_IN_DEB = "usr/lib/R/site-library/stars/tif/L7_ETMs.tif"
 STATLOG_IN_DEB = "usr/lib/R/site-library/mlbench/data/Satellite.rda"
@@ -55,31 +58,6 @@ STATLOG_UCI_CODES = [1, 2, 3, 4, 5, 7]  # UCI class numbers (6 "mixture" has no 
 # Landsat MSS: two visible (about green, red) and two near-infrared bands; the
 # documentation gives no order within a pixel's 4 values, MSS band order is presumed.
 STATLOG_BANDS = ["mss_green", "mss_red", "mss_nir1", "mss_nir2"]
-
-
-# --------------------------------------------------------------------------
-# sources
-# --------------------------------------------------------------------------
-def deb_tree(package: str, cache: Path = SRC_CACHE) -> Path:
-    """Unpacked contents of a Debian package (apt-get download + dpkg-deb -x, no install).
-
-    Unpacking instead of installing needs no R and no change to the system.
-    """
-    root = cache / package
-    if (root / ".unpacked").exists():
-        return root
-    cache.mkdir(parents=True, exist_ok=True)
-    if not any(cache.glob(f"{package}_*.deb")):
-        subprocess.run(["apt-get", "download", package], cwd=cache, check=True, capture_output=True)
-    deb = max(cache.glob(f"{package}_*.deb"))  # the newest version when several are cached
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    (root / ".unpacked").write_text(deb.name + "\n")
-    return root
-
-
-def deb_file_name(package: str, cache: Path = SRC_CACHE) -> str:
-    """Name of the .deb a tree was unpacked from (it carries the package version)."""
-    return (deb_tree(package, cache) / ".unpacked").read_text().strip()
 
 
 # --------------------------------------------------------------------------
@@ -135,8 +113,8 @@ def write_tile(path: Path, tile: np.ndarray, extratags: list[tuple]) -> None:
 
 
 def write_tiles(out: Path, scene: np.ndarray, tags: dict) -> list[str]:
-    """Cut the scene into tiles/tile_<row>_<col>.tif; return the file names."""
-    (out / "tiles").mkdir(parents=True, exist_ok=True)
+    """Cut the scene into tiles/tile_<row>_<col>.tif (emptied first: no stale tiles); return the names."""
+    fresh_dir(out / "tiles")
     names = []
     for row, col in tile_origins(*scene.shape[1:]):
         tile = scene[:, row * TILE:(row + 1) * TILE, col * TILE:(col + 1) * TILE]  # [6, 64, 64]
@@ -210,13 +188,11 @@ See that folder's README.md, written by the same command.
 """
 
 
-def build(out_dir: str, cache: str | Path = SRC_CACHE) -> dict:
+def build(out_dir: str | Path, src: str | Path = DEFAULT_SRC) -> dict:
     """Write tiles/, bands.json, the scene copy and README.md under out_dir; return a summary."""
     out = Path(out_dir)
-    scene_path = deb_tree(STARS_DEB, Path(cache)) / SCENE_IN_DEB
+    scene_path = deb_tree(STARS_DEB, Path(src)) / SCENE_IN_DEB
     scene, tags = read_scene(scene_path)
-    shutil.rmtree(out / "tiles", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     names = write_tiles(out, scene, tags)
     verify_tiles(out, scene, names)
     scene_copied = scene_path.stat().st_size < COPY_SCENE_MAX_BYTES
@@ -230,7 +206,7 @@ def build(out_dir: str, cache: str | Path = SRC_CACHE) -> dict:
         "scene_shape_chw": list(scene.shape),
         "pixel_size_m": float(tags[PIXEL_SCALE_TAG][0]),
         "scene_copied": scene_copied,
-        "stars_deb": deb_file_name(STARS_DEB, Path(cache)),
+        "stars_deb": deb_file_name(STARS_DEB, Path(src)),
         "license": "Apache-2.0 (r-cran-stars)",
     }
     (out / "README.md").write_text(satellite_readme(summary))
@@ -304,10 +280,10 @@ about 89.5% on the test block (Statlog's published k-NN result: 90.6%), which su
 """
 
 
-def build_statlog(out_dir: str, cache: str | Path = SRC_CACHE) -> dict:
+def build_statlog(out_dir: str | Path, src: str | Path = DEFAULT_SRC) -> dict:
     """Write out_dir/statlog.npz (+ README.md) from mlbench's Satellite.rda; return a summary."""
     out = Path(out_dir)
-    x, y, classes = read_statlog(deb_tree(MLBENCH_DEB, Path(cache)) / STATLOG_IN_DEB)
+    x, y, classes = read_statlog(deb_tree(MLBENCH_DEB, Path(src)) / STATLOG_IN_DEB)
     cubes = neighbourhoods(x)
     n_classes = len(classes)
     summary = {
@@ -316,7 +292,7 @@ def build_statlog(out_dir: str, cache: str | Path = SRC_CACHE) -> dict:
         "classes": classes,
         "train_per_class": np.bincount(y[:STATLOG_TRAIN_ROWS], minlength=n_classes).tolist(),
         "test_per_class": np.bincount(y[STATLOG_TRAIN_ROWS:], minlength=n_classes).tolist(),
-        "mlbench_deb": deb_file_name(MLBENCH_DEB, Path(cache)),
+        "mlbench_deb": deb_file_name(MLBENCH_DEB, Path(src)),
         "license": "GPL-2 (r-cran-mlbench): do not commit",
     }
     out.mkdir(parents=True, exist_ok=True)

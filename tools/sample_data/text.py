@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python -m tools.sample_data.text data/sample/text
+    python tools/make_sample_data.py text        # -> data/sample/text
+    python -m tools.sample_data.text data/sample/text   # the same, directly
 
 Source: Debian's ``fortunes`` and ``fortunes-min`` packages (the fortune-mod data files in
 ``/usr/share/games/fortunes/``): plain-text files of short texts, each text ended by a
@@ -27,9 +28,10 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from .sources import installed_deb_version
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 SEED = 0
@@ -138,13 +140,6 @@ def copy_raw_examples(out: Path, encodings: dict[str, str]) -> list[str]:
     return names
 
 
-def package_version(package: str) -> str:
-    """Installed Debian package version (dpkg-query), for the README."""
-    result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
-                            check=True, capture_output=True, text=True)
-    return result.stdout.strip()
-
-
 def readme_text(summary: dict, table: list[tuple[int, str, int, int, int]]) -> str:
     """data/sample/text/README.md, generated so the counts never go stale."""
     rows = "\n".join(f"| {i} | {name} | {read} | {tr} | {te} |" for i, name, read, tr, te in table)
@@ -203,8 +198,8 @@ def build(out_dir: str) -> dict:
         "dropped_categories": sorted(set(texts_by_category) - set(categories)),
         "latin1_files": sorted(n for n, e in encodings.items() if e == "latin-1"),
         "raw_examples": copy_raw_examples(out, encodings),
-        "fortunes_deb": package_version("fortunes"),
-        "fortunes_min_deb": package_version("fortunes-min"),
+        "fortunes_deb": installed_deb_version("fortunes"),
+        "fortunes_min_deb": installed_deb_version("fortunes-min"),
         "license": "BSD (fortune-mod, The Regents of the University of California)",
     }
     (out / "README.md").write_text(readme_text(summary, table), encoding="utf-8")
