@@ -43,28 +43,35 @@ set_decoder_logging(os.environ.get("UNIMASK_VERBOSE_DECODE", "") not in ("", "0"
 
 def read_frames_av(path: str, indices: Optional[np.ndarray] = None):
     """Decode with PyAV -> (frames uint8 [T, H, W, 3] at `indices` (all if None), frame count)."""
-    import av
-
-    with av.open(path) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    if not frames:
-        raise ValueError("no decodable video frames")
-    count = len(frames)
+    frames, count, _ = decode_av(path)
     indices = np.arange(count) if indices is None else indices
     return np.stack([frames[i] for i in indices]), count
 
 
+def decode_av(path: str) -> tuple:
+    """Every frame with PyAV -> (list of [H, W, 3] uint8, count, frames per second)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    if not frames:
+        raise ValueError("no decodable video frames")
+    return frames, len(frames), fps
+
+
 class VideoReader:
-    """Frame count + random access; decord when available, PyAV otherwise."""
+    """Frame count, frame rate and random access; decord when available, PyAV otherwise."""
 
     def __init__(self, path: str, backend: str = "auto"):
         self.path = path
         self.backend = "decord" if backend == "auto" and decord is not None else ("av" if backend == "auto" else backend)
         if self.backend == "decord":
             self.reader = decord.VideoReader(path, num_threads=1)
-            self.count = len(self.reader)
+            self.count, self.fps = len(self.reader), float(self.reader.get_avg_fps())
         else:
-            self.frames, self.count = read_frames_av(path)
+            self.frames, self.count, self.fps = decode_av(path)
 
     def __len__(self):
         return self.count
@@ -72,7 +79,7 @@ class VideoReader:
     def get(self, indices: np.ndarray) -> np.ndarray:  # -> [T, H, W, 3] uint8
         if self.backend == "decord":
             return self.reader.get_batch(list(indices)).asnumpy()
-        return self.frames[indices]
+        return np.stack([self.frames[i] for i in indices])
 
 
 def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Generator, path: str,
@@ -86,6 +93,25 @@ def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Gene
     last = count - window
     start = int(rng.integers(0, last + 1)) if position is None else round(position * last)
     return start + np.arange(num_frames) * stride
+
+
+class ClipTransform:
+    """Decoded frames [T, H, W, 3] uint8 -> a normalized clip [3, T, img_size, img_size]: VideoMAE's
+    one random resized crop + flip for all frames of a clip when augmenting, else resize + centre crop."""
+
+    def __init__(self, img_size: int, min_scale: float, augment: bool, mean=None, std=None):
+        if augment:
+            self.transform = T.Compose([T.RandomResizedCrop(img_size, scale=(min_scale, 1.0), antialias=True),
+                                        T.RandomHorizontalFlip()])
+        else:
+            self.transform = T.Compose([T.Resize(img_size, antialias=True), T.CenterCrop(img_size)])
+        mean, std = default_norm(3, mean, std)
+        self.mean, self.std = torch.tensor(mean)[:, None, None, None], torch.tensor(std)[:, None, None, None]
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]
+        clip = self.transform(clip).permute(1, 0, 2, 3)  # [3, T, h, w]: one crop / flip for every frame
+        return (clip - self.mean) / self.std
 
 
 PROBES = ("reverse", "shuffle", "identity")
@@ -154,13 +180,7 @@ class VideoDataset(SampleDataset):
         self.clips_per_video, self.probe, self.augment, self.split = clips_per_video, probe, augment, split
         self.num_frames, self.stride, self.repeats = num_frames, sampling_rate, repeats
         self.samples_per_item, self.skip_bad_samples, self.backend = repeats, skip_bad_samples, backend
-        if augment:
-            self.transform = T.Compose([T.RandomResizedCrop(img_size, scale=(min_scale, 1.0), antialias=True),
-                                        T.RandomHorizontalFlip()])
-        else:
-            self.transform = T.Compose([T.Resize(img_size, antialias=True), T.CenterCrop(img_size)])
-        mean, std = default_norm(3, mean, std)
-        self.mean, self.std = torch.tensor(mean)[:, None, None, None], torch.tensor(std)[:, None, None, None]
+        self.frames_to_clip = ClipTransform(img_size, min_scale, augment, mean, std)
 
     def window_position(self, slot: int) -> Optional[float]:
         """Where clip `slot` of a video starts, in [0, 1] of the possible starts; None = random."""
@@ -184,30 +204,32 @@ class VideoDataset(SampleDataset):
             indices = sample_indices(len(reader), self.num_frames, self.stride, rng, path, position)
             if altered:
                 indices = reorder(indices, self.probe, np.random.default_rng(index))  # fixed per item
-            frames = torch.from_numpy(reader.get(indices))
-            clip = frames.permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]: one crop/flip for all frames
-            clip = self.transform(clip).permute(1, 0, 2, 3)  # [3, T, h, w]
-            clips.append((clip - self.mean) / self.std)
+            clips.append(self.frames_to_clip(reader.get(indices)))
         video = clips[0] if self.repeats == 1 else torch.stack(clips)
         return {"video": video, "label": -1 if label is None else label}
 
 
 @gin.configurable
 class VideoAdapter(GridAdapter):
-    """Clips [B, 3, T, H, W] -> tubelets (tubelet_size x patch x patch) on a (T', H', W') grid."""
+    """Clips [B, 3, T, H, W] -> tubelets (tubelet_size x patch x patch) on a (T', H', W') grid.
+    num_frames=None takes clips of any length that the tubelet divides (OmniMAE: an image is a
+    clip of one tubelet, a video one of many, through the same patch embedding)."""
 
     batch_key = "video"
 
-    def __init__(self, num_frames: int = 16, img_size: int = 224, patch_size: int = 16, tubelet_size: int = 2,
-                 in_chans: int = 3, dim: int = 768):
-        check_divisible((("VideoAdapter.num_frames", num_frames), ("VideoAdapter.tubelet_size", tubelet_size)),
+    def __init__(self, num_frames: Optional[int] = 16, img_size: int = 224, patch_size: int = 16,
+                 tubelet_size: int = 2, in_chans: int = 3, dim: int = 768):
+        check_divisible((("VideoAdapter.num_frames", num_frames or tubelet_size), ("VideoAdapter.tubelet_size",
+                                                                                    tubelet_size)),
                         (("VideoAdapter.img_size", img_size), ("VideoAdapter.patch_size", patch_size)))
         super().__init__((tubelet_size, patch_size, patch_size), in_chans, dim)
         self.num_frames, self.img_size = num_frames, img_size
 
     def tokenize(self, batch):
         x = batch[self.batch_key] if isinstance(batch, dict) else batch
-        check_input(x.flatten(0, 1) if x.dim() == 6 else x, (self.in_chans, self.num_frames, self.img_size, self.img_size),
+        clips = x.flatten(0, 1) if x.dim() == 6 else x
+        frames = self.num_frames if self.num_frames is not None else clips.shape[2]
+        check_input(clips, (self.in_chans, frames, self.img_size, self.img_size),
                     "video (VideoAdapter.in_chans/num_frames/img_size)")
         return super().tokenize(batch)
 

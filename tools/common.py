@@ -19,6 +19,8 @@ def register_all():
     import unimask.losses  # noqa: F401
     import unimask.masking  # noqa: F401
     import unimask.model  # noqa: F401
+    import unimask.multimodal  # noqa: F401
+    import unimask.objectives  # noqa: F401
     import unimask.targets  # noqa: F401
     import unimask.train.trainer  # noqa: F401
 
@@ -48,15 +50,17 @@ def seed_for_init():
 
 
 def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = True):
-    """Rebuild MaskedModel from the checkpoint's own gin config (+ overrides) and load weights."""
+    """Rebuild the model (MaskedModel or MultiModalModel) from the checkpoint's own gin config
+    (+ overrides) and load weights."""
     from unimask.model import MaskedModel
+    from unimask.multimodal import MultiModalModel
     from unimask.train.checkpoint import load_checkpoint, load_model_state
 
     state = load_checkpoint(path)
     parse_gin(files, params, config_str=state["config"])
     model = gin.query_parameter("train.model").scoped_configurable_fn()
-    if not isinstance(model, MaskedModel):
-        raise TypeError(f"train.model in {path} is not a MaskedModel")
+    if not isinstance(model, (MaskedModel, MultiModalModel)):
+        raise TypeError(f"train.model in {path} is not a MaskedModel or a MultiModalModel")
     if load_weights:
         load_model_state(model, state["model"])
     return model, state

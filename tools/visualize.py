@@ -197,13 +197,42 @@ def draw_recon(args) -> str:
     batch = to_device(one_batch(configured("train.dataset"), size=args.batch, seed=args.seed), device)
     progress = state.get("step", 0) / max(1, gin.query_parameter("train.steps"))
     out = model(batch, progress=progress, generator=torch.Generator().manual_seed(args.seed))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     try:
-        pred = model.target.invert(model.full_prediction(out), out["tokens"], model.adapter)
+        path = model.render(out, args.out)
     except NotImplementedError as err:  # latent targets: no reconstruction to show
         raise SystemExit(f"error: {args.checkpoint}: {err}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    path = model.adapter.render(out["tokens"], pred, out["mask"], args.out)
     print(f"wrote {path}: step {state.get('step')}, loss {float(out['loss']):.4f}")
+    return path
+
+
+@torch.no_grad()
+def draw_cross(args) -> str:
+    """A cross-modal model's prediction of all of --target from --source alone: every token of
+    the target hidden, every token of the source visible, the other modalities left out."""
+    from unimask.data import to_device
+    from unimask.multimodal import MultiMask
+    from unimask.tokens import Mask
+
+    model, state = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param)
+    if not hasattr(model, "names") or {args.source, args.target} - set(model.names):
+        raise SystemExit(f"error: {args.checkpoint} is not a cross-modal model with modalities {args.source!r} and "
+                         f"{args.target!r}" + (f" (it has {model.names})" if hasattr(model, "names") else ""))
+    model.eval()
+    batch = to_device(one_batch(configured("train.dataset"), size=args.batch, seed=args.seed), torch.device("cpu"))
+    tokens = model.tokenize(batch)
+    masks = MultiMask()
+    for name, t in tokens.items():
+        valid = t.valid_mask() & (name in (args.source, args.target))
+        hidden = valid if name == args.target else torch.zeros_like(valid)
+        masks[name] = Mask.from_hidden(hidden, valid, hidden.float().mean(1))
+    out = model(batch, mask=masks)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    pred = model.targets[args.target].invert(model.full_prediction(out, args.target), tokens[args.target],
+                                             model.adapters[args.target])
+    path = model.adapters[args.target].render(tokens[args.target], pred, masks[args.target], args.out)
+    print(f"wrote {path}: all of {args.target!r} predicted from {args.source!r} alone, step {state.get('step')}, "
+          f"{args.target} loss {float(out['terms'][args.target]):.4f}")
     return path
 
 
@@ -218,12 +247,18 @@ def main(argv=None):
     recon.add_argument("--gin", action="append", default=[], help="extra gin file (repeatable)")
     recon.add_argument("--batch", type=int, default=1, help="samples to run (the picture shows the first)")
     recon.add_argument("--device", default="auto")
-    for p in (masks, recon):
+    cross = sub.add_parser("cross", help="a cross-modal model: all of --target predicted from --source alone")
+    cross.add_argument("--checkpoint", required=True, help="<run>/checkpoints/last.pt of a MultiModalModel")
+    cross.add_argument("--source", required=True, help="the modality the encoder sees")
+    cross.add_argument("--target", required=True, help="the modality predicted from it, wholly hidden")
+    cross.add_argument("--gin", action="append", default=[], help="extra gin file (repeatable)")
+    cross.add_argument("--batch", type=int, default=1)
+    for p in (masks, recon, cross):
         p.add_argument("--gin_param", action="append", default=[], help="gin binding (repeatable)")
         p.add_argument("--out", required=True, help="PNG to write")
         p.add_argument("--seed", type=int, default=0, help="sample augmentation and mask seed")
     args = parser.parse_args(argv)
-    (draw_masks if args.command == "masks" else draw_recon)(args)
+    {"masks": draw_masks, "recon": draw_recon, "cross": draw_cross}[args.command](args)
     return 0
 
 

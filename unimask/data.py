@@ -76,7 +76,7 @@ class SampleDataset(torch.utils.data.Dataset):
             i = (index + attempt) % len(self)
             try:
                 sample = self.load(i)
-                sample["n_bad"] = n_bad
+                sample["n_bad"] = sample.get("n_bad", 0) + n_bad  # a container's members count their own
                 return sample
             except Exception as err:
                 if not self.skip_bad_samples:

@@ -79,6 +79,8 @@ class GNNEncoder(Encoder):
     take part. Width stays `dim` throughout (GAT: num_heads heads of dim / num_heads, concatenated).
     """
 
+    uses_tokens = True
+
     def __init__(self, dim: int = 512, depth: int = 2, num_heads: int = 4, conv: str = "gat",
                  feat_drop: float = 0.2, attn_drop: float = 0.1, negative_slope: float = 0.2,
                  activation: str = "prelu", norm: Optional[str] = None, residual: bool = False):

@@ -18,10 +18,12 @@ from torch import nn
 class Encoder(nn.Module):
     """dim: width of x and of the output. pos_every_block: forward also takes `pos` [B, K, D], the
     position codes, to add again before every block (Point-MAE); the model adds them once to x
-    either way."""
+    either way. uses_tokens: forward reads `tokens` and `ids` (a GNN reads their edges), so it
+    serves one modality's tokens only."""
 
     dim: int
     pos_every_block: bool = False
+    uses_tokens: bool = False
 
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor], tokens, ids: torch.Tensor,
                 pos: Optional[torch.Tensor] = None) -> torch.Tensor:  # [B, K, D] -> [B, K, D]

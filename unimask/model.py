@@ -41,6 +41,9 @@ class MaskedModel(nn.Module):
                  loss=None, mode: str = "drop", decoder_masker=None, decoder_ratio: float = 0.5,
                  replace_probs: Sequence[float] = (1.0, 0.0, 0.0), aux_objectives: Sequence[nn.Module] = ()):
         super().__init__()
+        if isinstance(adapter, dict):
+            raise TypeError("MaskedModel takes one adapter; for several modalities and one encoder use "
+                            "MultiModalModel (unimask/multimodal.py: adapters, decoders, targets, losses per modality)")
         if mode not in ("drop", "replace"):
             raise ValueError(f"MaskedModel.mode must be 'drop' or 'replace', got {mode!r}")
         if abs(sum(replace_probs) - 1) > 1e-6 or len(replace_probs) != 3:
@@ -107,56 +110,14 @@ class MaskedModel(nn.Module):
             x = torch.where(to_random[..., None], self.adapter.embed(random_patches, tokens, ids), x)
         return torch.where(to_mask[..., None], self.enc_mask_token.to(x.dtype), x)
 
-    # ---- decoder -------------------------------------------------------------------------
+    # ---- decoder and loss ------------------------------------------------------------------
     def decode(self, latent, src_ids, src_valid, tokens: Tokens, mask: Mask) -> Decoded:
-        """Latent of some tokens -> predictions for the tokens the decoder predicts.
+        """Latent of some tokens -> predictions for the tokens the decoder predicts (decode_latent)."""
+        return decode_latent(self.adapter, self.decoder, latent, src_ids, src_valid, tokens, mask)
 
-        The decoder attends over every token it sees (visible + decoded); one that
-        `predicts_rows` computes its output at the scored rows (mask.targets) only, others
-        return all they see. latent [B, K, D], src_ids/src_valid [B, K] -> Decoded."""
-        dec = self.decoder
-        z = dec.embed(latent)  # [B, K, Dd]
-        batch, n = tokens.batch_size, tokens.num_tokens
-        keep_latent = src_valid & ~(gather_tokens(mask.masked, src_ids) if dec.remask else torch.zeros_like(src_valid))
-        mask_token = dec.mask_token.to(z.dtype)
-        z = torch.where(keep_latent[..., None], z, mask_token)
-        full = mask_token.expand(batch, n, z.shape[-1]).clone()
-        full.scatter_(1, src_ids[..., None].expand_as(z), z)  # [B, N, Dd]
-        valid = tokens.valid_mask()
-        seen = valid & (~mask.masked | mask.targets)
-        if bool(seen.all()):  # the decoder sees every token: no gather needed
-            dec_ids, dec_valid, x = all_ids(tokens), valid, full
-        else:
-            dec_ids, dec_valid = select_ids(seen)
-            x = gather_tokens(full, dec_ids)
-        pos = None
-        if dec.use_pos:
-            pos = position_codes(self.adapter, tokens, dec_ids, x)
-            x = x + pos
-        kwargs = {"pos": pos} if dec.pos_every_block else {}
-        scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
-        if bool(scored.all()):
-            return Decoded(dec(x, dec_valid, tokens, dec_ids, **kwargs), dec_ids, dec_valid)
-        rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
-        if dec.predicts_rows:  # the last block and the head skip the rows nobody scores
-            pred = dec(x, dec_valid, tokens, dec_ids, out_rows=rows, **kwargs)
-            return Decoded(pred, gather_tokens(dec_ids, rows), rows_valid)
-        return Decoded(dec(x, dec_valid, tokens, dec_ids, **kwargs), dec_ids, dec_valid, rows, rows_valid)
-
-    # ---- loss ----------------------------------------------------------------------------
     def score(self, decoded: Decoded, tokens: Tokens) -> tuple:
-        """Loss over the scored tokens -> (mean loss [], token_loss [B, M] zero where not scored).
-        The target is computed for the scored tokens only (gathered first, normalized after),
-        and the loss runs on those rows only."""
-        pred, ids, valid = decoded.pred, decoded.ids, decoded.valid
-        if decoded.rows is not None:
-            pred, ids, valid = gather_rows(pred, decoded.rows), gather_tokens(ids, decoded.rows), decoded.rows_valid
-        values, weight = self.target.select(tokens, self.adapter, ids)  # [B, S, T]
-        row_loss = self.loss_fn(pred, values.to(pred.dtype), weight) * valid  # [B, S]
-        loss = row_loss.sum() / valid.sum().clamp(min=1)  # nothing scored: 0, not 0/0
-        if decoded.rows is None:
-            return loss, row_loss
-        return loss, row_loss.new_zeros(decoded.valid.shape).scatter(1, decoded.rows, row_loss)
+        """-> (mean loss [], token_loss [B, M]) over the scored tokens (score_decoded)."""
+        return score_decoded(self.adapter, self.target, self.loss_fn, decoded, tokens)
 
     # ---- whole pipeline --------------------------------------------------------------------
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
@@ -197,11 +158,80 @@ class MaskedModel(nn.Module):
         self.target.after_step(progress)
         self.masker.after_step(progress)
 
+    def render(self, out: dict, path: str) -> str:
+        """The adapter's picture (or sound) of input | masked | reconstruction of out's sample 0;
+        NotImplementedError where the adapter cannot draw or the target is not the input."""
+        pred = self.target.invert(self.full_prediction(out), out["tokens"], self.adapter)
+        return self.adapter.render(out["tokens"], pred, out["mask"], path)
+
     def full_prediction(self, out: dict) -> torch.Tensor:
         """Scatter decoder predictions back to all tokens: [B, N, T] (zeros where not decoded)."""
         pred, dec_ids, tokens = out["pred"], out["dec_ids"], out["tokens"]
         full = torch.zeros(tokens.batch_size, tokens.num_tokens, pred.shape[-1], dtype=pred.dtype, device=pred.device)
         return full.scatter(1, dec_ids[..., None].expand_as(pred), pred)
+
+
+def decode_latent(adapter, dec, latent, src_ids, src_valid, tokens: Tokens, mask: Mask,
+                  context: Optional[torch.Tensor] = None, context_valid: Optional[torch.Tensor] = None) -> Decoded:
+    """Latent of some tokens -> predictions for the tokens the decoder predicts.
+
+    The decoder attends over every token it sees (visible + decoded); one that `predicts_rows`
+    computes its output at the scored rows (mask.targets) only, others return all they see.
+    latent [B, K, D], src_ids/src_valid [B, K] -> Decoded. One modality's adapter and decoder:
+    the cross-modal model calls this once per modality, with the other modalities' latents as
+    context [B, C, Dd] (valid [B, C]): attended to, never predicted."""
+    z = dec.embed(latent)  # [B, K, Dd]
+    batch, n = tokens.batch_size, tokens.num_tokens
+    keep_latent = src_valid & ~(gather_tokens(mask.masked, src_ids) if dec.remask else torch.zeros_like(src_valid))
+    mask_token = dec.mask_token.to(z.dtype)
+    z = torch.where(keep_latent[..., None], z, mask_token)
+    full = mask_token.expand(batch, n, z.shape[-1]).clone()
+    full.scatter_(1, src_ids[..., None].expand_as(z), z)  # [B, N, Dd]
+    valid = tokens.valid_mask()
+    seen = valid & (~mask.masked | mask.targets)
+    if bool(seen.all()):  # the decoder sees every token: no gather needed
+        dec_ids, dec_valid, x = all_ids(tokens), valid, full
+    else:
+        dec_ids, dec_valid = select_ids(seen)
+        x = gather_tokens(full, dec_ids)
+    pos = None
+    if dec.use_pos:
+        pos = position_codes(adapter, tokens, dec_ids, x)
+        x = x + pos
+    m = x.shape[1]
+    seq, seq_ids, seq_valid = x, dec_ids, dec_valid
+    if context is not None:  # attended to after the decoded rows; predictions stop at row m
+        seq, seq_valid = torch.cat([x, context.to(x.dtype)], 1), torch.cat([dec_valid, context_valid], 1)
+        seq_ids = torch.cat([dec_ids, torch.zeros_like(context_valid, dtype=dec_ids.dtype)], 1)
+        pos = None if pos is None else torch.cat([pos, torch.zeros_like(context, dtype=pos.dtype)], 1)
+    kwargs = {"pos": pos} if dec.pos_every_block else {}
+    scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
+    if dec.predicts_rows and not bool(scored.all()):  # the last block and the head skip the rows nobody scores
+        rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
+        pred = dec(seq, seq_valid, tokens, seq_ids, out_rows=rows, **kwargs)
+        return Decoded(pred, gather_tokens(dec_ids, rows), rows_valid)
+    pred = dec(seq, seq_valid, tokens, seq_ids, **kwargs)[:, :m]
+    if bool(scored.all()):
+        return Decoded(pred, dec_ids, dec_valid)
+    rows, rows_valid = select_ids(scored)
+    return Decoded(pred, dec_ids, dec_valid, rows, rows_valid)
+
+
+def score_decoded(adapter, target, loss_fn, decoded: Decoded, tokens: Tokens) -> tuple:
+    """Loss over the scored tokens -> (mean loss [], token_loss [B, M] zero where not scored).
+    The target is computed for the scored tokens only (gathered first, normalized after), and
+    the loss runs on those rows only."""
+    pred, ids, valid = decoded.pred, decoded.ids, decoded.valid
+    if decoded.rows is not None:
+        pred, ids, valid = gather_rows(pred, decoded.rows), gather_tokens(ids, decoded.rows), decoded.rows_valid
+    if ids.shape[1] == 0:  # no sample scores a token (a modality absent from the whole batch): zero, still a graph
+        return pred.sum() * 0.0, pred.new_zeros(decoded.valid.shape)
+    values, weight = target.select(tokens, adapter, ids)  # [B, S, T]
+    row_loss = loss_fn(pred, values.to(pred.dtype), weight) * valid  # [B, S]
+    loss = row_loss.sum() / valid.sum().clamp(min=1)  # nothing scored: 0, not 0/0
+    if decoded.rows is None:
+        return loss, row_loss
+    return loss, row_loss.new_zeros(decoded.valid.shape).scatter(1, decoded.rows, row_loss)
 
 
 def all_ids(tokens: Tokens) -> torch.Tensor:

@@ -87,9 +87,12 @@ class Trainer:
 
     # ---- setup ---------------------------------------------------------------------------
     def _wrap(self, model, compile: bool, fsdp: bool):
-        if compile:
-            model.encoder.compile()
-            model.decoder.compile()
+        if compile:  # the transformer stacks; adapters and maskers run eagerly
+            from unimask.interfaces import Decoder, Encoder
+
+            for module in model.modules():
+                if isinstance(module, (Encoder, Decoder)):
+                    module.compile()
         if self.dist.world > 1:
             if fsdp:
                 from torch.distributed.fsdp import fully_shard
@@ -195,7 +198,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_model.train()
-        total_loss, ratios, finite = 0.0, [], True
+        total_loss, ratios, finite, terms = 0.0, [], True, {}
         for micro, batch in enumerate(batches):
             # seeds follow the global micro-batch index, so N processes match 1 process x N accumulation
             seed = step_seed(self.seed, self.step, self.dist.rank * self.accum_steps + micro)
@@ -209,10 +212,13 @@ class Trainer:
                 finite &= bool(torch.isfinite(loss.detach()))
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.detach().float()
+            for name, value in out.get("terms", {}).items():  # per-modality losses of a cross-modal model
+                terms[name] = terms.get(name, 0.0) + value.detach().float() / len(batches)
             ratios.append(float(out["mask"].ratio.float().mean()))
             if self._micro_hook is not None:
                 self._micro_hook(micro + 1, len(batches))
         total_loss = float(all_reduce_mean(total_loss, self.dist))
+        terms = {name: float(all_reduce_mean(value, self.dist)) for name, value in terms.items()}
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -237,7 +243,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.position += self.batch_size // getattr(self.dataset, "samples_per_item", 1)
-        return {"loss": total_loss if finite else float("nan"), "lr": lr, "mask_ratio": sum(ratios) / len(ratios),
+        return {"loss": total_loss if finite else float("nan"), "terms": terms if finite else {}, "lr": lr,
+                "mask_ratio": sum(ratios) / len(ratios),
                 "grad_norm": float(grad_norm) if finite else float("nan")}
 
     def _update_ema(self):
@@ -259,7 +266,9 @@ class Trainer:
         return self._fixed
 
     @torch.no_grad()
-    def evaluate(self, workdir: Optional[str]) -> float:
+    def evaluate(self, workdir: Optional[str]) -> dict:
+        """{'eval_loss': loss on the fixed batch and mask (+ 'eval_loss_<term>' per modality)},
+        and the reconstruction figure."""
         batch, mask = self.fixed_batch()
         self.model.eval()
         with autocast(self.precision, self.device):
@@ -268,14 +277,15 @@ class Trainer:
         if workdir and self.dist.is_main:
             path = os.path.join(workdir, "recon", f"step_{self.step}.png")
             try:  # no figure where the adapter cannot draw or the target is not the input
-                pred = self.model.target.invert(self.model.full_prediction(out), out["tokens"], self.model.adapter)
-                self.model.adapter.render(out["tokens"], pred, mask, path)
-                self.log.image("recon", path, self.step)
+                self.log.image("recon", self.model.render(out, path), self.step)
             except NotImplementedError:
                 pass
         self.model.train()
         recon_loss = out["loss"] - out.get("aux_loss", 0.0)  # comparable across maskers
-        return float(all_reduce_mean(recon_loss.detach().float(), self.dist))
+        row = {"eval_loss": float(all_reduce_mean(recon_loss.detach().float(), self.dist))}
+        for name, value in out.get("terms", {}).items():
+            row[f"eval_loss_{name}"] = float(all_reduce_mean(value.detach().float(), self.dist))
+        return row
 
     # ---- the loop --------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -334,7 +344,7 @@ class Trainer:
     def _steps(self, loader, workdir: str) -> dict:
         bar = tqdm(total=self.stop_at, initial=self.step, disable=not (self.progress_bar and self.dist.is_main),
                    dynamic_ncols=True, mininterval=1.0, desc="train")
-        window, t0, last = [], time.perf_counter(), {}
+        window, term_window, t0, last = [], {}, time.perf_counter(), {}
         if self.accum_steps >= 8 and bar.disable is False:
             self._micro_hook = lambda done, total: bar.set_postfix_str(f"step {self.step + 1}: micro-batch {done}/{total}")
         while self.step < self.stop_at:
@@ -346,6 +356,8 @@ class Trainer:
             metrics = self.train_step(batches)
             if math.isfinite(metrics["loss"]):
                 window.append(metrics["loss"])
+                for name, value in metrics["terms"].items():
+                    term_window.setdefault(name, []).append(value)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", ratio=f"{metrics['mask_ratio']:.2f}",
                             refresh=False)
@@ -353,15 +365,16 @@ class Trainer:
             if self.step % self.log_every == 0 or final:
                 elapsed = time.perf_counter() - t0
                 row = {"step": self.step, "loss": sum(window) / len(window) if window else float("nan"),
+                       **{f"loss_{name}": sum(values) / len(values) for name, values in term_window.items()},
                        "lr": metrics["lr"], "mask_ratio": metrics["mask_ratio"], "grad_norm": metrics["grad_norm"],
                        "samples_per_s": len(window or [0]) * self.batch_size / max(elapsed, 1e-9),
                        "skipped": self.skipped, "bad_samples": self.n_bad}
                 if self.step % self.eval_every == 0 or final:
-                    row["eval_loss"] = self.evaluate(workdir)
+                    row.update(self.evaluate(workdir))
                 self.log.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", ratio=f"{row['mask_ratio']:.2f}",
                                 sps=f"{row['samples_per_s']:.1f}")
-                last, window, t0 = row, [], time.perf_counter()
+                last, window, term_window, t0 = row, [], {}, time.perf_counter()
             if final or self.step % self.ckpt_every == 0 or self._stop_signal is not None:
                 self.save(workdir)
             if self._stop_signal is not None:
