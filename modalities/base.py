@@ -45,6 +45,10 @@ class ModalityAdapter(nn.Module):
         """Write a picture/sound of input | masked | reconstruction for sample 0; return path."""
         raise NotImplementedError(f"{type(self).__name__} cannot render reconstructions")
 
+    def render_views(self, first: Tokens, second: Tokens, pred: torch.Tensor, mask, path: str) -> str:
+        """Two views (SiamMAE, CropMAE): view 1 | masked view 2 | reconstruction of view 2."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw two views")
+
     def labels(self, batch) -> Optional[torch.Tensor]:
         """[B] class labels of a raw batch, for probes; None when the data has none."""
         label = batch.get("label") if isinstance(batch, dict) else None

@@ -1,7 +1,7 @@
 """Dense inputs cut into a regular grid of patches, in any number of axes: the shared half of the
 image, video, spectrogram and multi-band adapters.
 
-    patchify / unpatchify   [B, C, *S] <-> [B, N, prod(patch) * C], N-D
+    patchify / unpatchify   [B, C, *S] <-> [B, N, prod(patch) * C], N-D (unimask/patches.py)
     grid_coords             [B, N, d] integer grid positions (the coords of grid tokens)
     GridAdapter             tokenize (patchify + grid + patch_shape), a linear patch embedding,
                             panels for pictures; subclasses add their input checks and render
@@ -9,7 +9,6 @@ image, video, spectrogram and multi-band adapters.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Sequence
 
@@ -19,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from modalities.base import ModalityAdapter
+from unimask.patches import patchify, unpatchify  # noqa: F401  (grid adapters import them from here)
 from unimask.tokens import Tokens
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -33,28 +33,6 @@ def default_norm(channels: int, mean, std):
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries for {channels} channels")
     return tuple(mean), tuple(std)
-
-
-def patchify(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
-    """[B, C, *S] -> [B, N, prod(patch) * C] for any number of axes (1-D series, 2-D images and
-    spectrograms, 3-D clips): tokens in row-major grid order, each patch's values with the patch
-    axes first and channels last (MAE's order, so norm-pix per channel can view them)."""
-    batch, channels, *sizes = x.shape
-    d = len(patch)
-    if len(sizes) != d:
-        raise ValueError(f"patchify: input has {len(sizes)} axes after channels, patch {tuple(patch)} has {d}")
-    grid = [s // p for s, p in zip(sizes, patch)]
-    x = x.reshape(batch, channels, *[n for g, p in zip(grid, patch) for n in (g, p)])  # [B, C, g1, p1, g2, p2, ...]
-    order = [0, *range(2, 2 + 2 * d, 2), *range(3, 3 + 2 * d, 2), 1]  # B, grid axes, patch axes, C
-    return x.permute(order).reshape(batch, math.prod(grid), math.prod(patch) * channels)
-
-
-def unpatchify(patches: torch.Tensor, grid: Sequence[int], patch: Sequence[int], channels: int) -> torch.Tensor:
-    """Inverse of patchify: [B, N, P] -> [B, C, *S]."""
-    d = len(grid)
-    x = patches.reshape(patches.shape[0], *grid, *patch, channels)  # [B, g1.., p1.., C]
-    order = [0, 1 + 2 * d, *[i for k in range(d) for i in (1 + k, 1 + d + k)]]  # B, C, g1, p1, g2, p2, ...
-    return x.permute(order).reshape(patches.shape[0], channels, *[g * p for g, p in zip(grid, patch)])
 
 
 def grid_coords(grid: Sequence[int], batch: int, device) -> torch.Tensor:
@@ -117,6 +95,18 @@ class GridAdapter(ModalityAdapter):
         x = unpatchify(torch.cat([patches, masked, recon]), tokens.grid, self.patch, self.in_chans)
         x = ((x - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1)
         return [x[i] for i in range(3)]
+
+    def render_views(self, first: Tokens, second: Tokens, pred: torch.Tensor, mask, path: str) -> str:
+        """Sample 0 as view 1 | masked view 2 | reconstruction of view 2 (2-D grids; a clip's
+        first time slot)."""
+        _, masked, recon = self.panels(second, pred, mask)
+        view = first.patches[:1].float()
+        lo, hi = view.min(), view.max()
+        view = ((unpatchify(view, first.grid, self.patch, self.in_chans)[0] - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1)
+        panels = [view, masked, recon]
+        if view.dim() == 4:  # [C, T, H, W]: the first frame
+            panels = [p[:, 0] for p in panels]
+        return save_rows([panels], path)
 
 
 def save_rows(rows: list, path: str, min_size: int = 112) -> str:

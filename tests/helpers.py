@@ -16,12 +16,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "gin", "smoke.gin")
 
 
-def tiny_image_model(mode="drop", ratio=0.75, norm_pix=True, masker=None, dim=32, img_size=16, patch=4, chans=3, **kw):
+def tiny_image_model(mode="drop", ratio=0.75, norm_pix=True, masker=None, dim=32, img_size=16, patch=4, chans=3,
+                     target=None, **kw):
     adapter = ImageAdapter(img_size=img_size, patch_size=patch, in_chans=chans, dim=dim)
     decoder = MAEDecoder(in_dim=dim, dim=dim, depth=1, num_heads=2) if mode == "drop" else \
         MAEDecoder(in_dim=dim, dim=dim, depth=0, remask=False, use_pos=False)
     return MaskedModel(adapter, masker or RandomMasker(), ConstantRatio(ratio), ViTEncoder(dim=dim, depth=2, num_heads=2),
-                       decoder, target=PixelTarget(norm_pix=norm_pix), mode=mode, **kw)
+                       decoder, target=target or PixelTarget(norm_pix=norm_pix), mode=mode, **kw)
 
 
 def run_train(args):

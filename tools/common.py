@@ -21,8 +21,11 @@ def register_all():
     import unimask.model  # noqa: F401
     import unimask.multimodal  # noqa: F401
     import unimask.objectives  # noqa: F401
+    import unimask.siamese  # noqa: F401
+    import unimask.cross_decoder  # noqa: F401
     import unimask.targets  # noqa: F401
     import unimask.train.trainer  # noqa: F401
+    import unimask.vq  # noqa: F401
 
 
 def parse_gin(files=(), params=(), config_str: str = None):
@@ -50,17 +53,17 @@ def seed_for_init():
 
 
 def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = True):
-    """Rebuild the model (MaskedModel or MultiModalModel) from the checkpoint's own gin config
-    (+ overrides) and load weights."""
-    from unimask.model import MaskedModel
-    from unimask.multimodal import MultiModalModel
+    """Rebuild the model (MaskedModel, MultiModalModel, VQTokenizer...) from the checkpoint's own
+    gin config (+ overrides) and load weights."""
+    import torch
+
     from unimask.train.checkpoint import load_checkpoint, load_model_state
 
     state = load_checkpoint(path)
     parse_gin(files, params, config_str=state["config"])
     model = gin.query_parameter("train.model").scoped_configurable_fn()
-    if not isinstance(model, (MaskedModel, MultiModalModel)):
-        raise TypeError(f"train.model in {path} is not a MaskedModel or a MultiModalModel")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"train.model in {path} is not a model ({type(model).__name__})")
     if load_weights:
         load_model_state(model, state["model"])
     return model, state

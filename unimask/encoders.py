@@ -36,6 +36,14 @@ def encode_ids(adapter, encoder: Encoder, tokens: Tokens, ids: torch.Tensor, val
     return encoder(x + pos, valid, tokens, ids, pos=pos if encoder.pos_every_block else None)
 
 
+def encode_layers(adapter, encoder: Encoder, tokens: Tokens, ids: torch.Tensor,
+                  valid: Optional[torch.Tensor]) -> list:
+    """encode_ids, but every layer's output [B, K, D], first to last (teacher targets)."""
+    x = embed_ids(adapter, tokens, ids)
+    pos = position_codes(adapter, tokens, ids, x)
+    return encoder.layer_outputs(x + pos, valid, tokens, ids, pos=pos if encoder.pos_every_block else None)
+
+
 @gin.configurable
 class ViTEncoder(Encoder, TransformerStack):
     """ViT on the visible tokens only (MAE): position codes are added by encode_ids before."""
@@ -46,3 +54,6 @@ class ViTEncoder(Encoder, TransformerStack):
 
     def forward(self, x, key_valid=None, tokens=None, ids=None, pos=None):  # [B, K, D] -> [B, K, D]
         return TransformerStack.forward(self, x, key_valid, pos=pos)
+
+    def layer_outputs(self, x, key_valid=None, tokens=None, ids=None, pos=None) -> list:
+        return self.block_outputs(x, key_valid, pos)

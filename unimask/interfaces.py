@@ -29,6 +29,12 @@ class Encoder(nn.Module):
                 pos: Optional[torch.Tensor] = None) -> torch.Tensor:  # [B, K, D] -> [B, K, D]
         raise NotImplementedError
 
+    def layer_outputs(self, x: torch.Tensor, key_valid: Optional[torch.Tensor], tokens, ids: torch.Tensor,
+                      pos: Optional[torch.Tensor] = None) -> list:
+        """Each layer's output [B, K, D], first to last (teachers average the top ones); an
+        encoder without layers to show gives its output alone."""
+        return [self(x, key_valid, tokens, ids, pos=pos)]
+
 
 class Decoder(nn.Module):
     """embed: encoder width -> dim (applied to the latent); mask_token [1, 1, dim]: fills the places
@@ -37,7 +43,9 @@ class Decoder(nn.Module):
     adapter's position codes at width dim; pos_every_block: forward also takes `pos`;
     predicts_rows: forward(out_rows=[B, S]) returns only those rows (the model passes the scored
     ones), else forward returns every row it was given. init_head(out_dim) is called once the
-    target's width is known."""
+    target's width is known. cross_context: forward takes context= / context_valid= (another
+    set of tokens read through cross-attention: SiamMAE's view 1); else the model appends context
+    tokens to the decoded ones (MultiMAE's other modalities)."""
 
     dim: int
     embed: nn.Module
@@ -46,6 +54,7 @@ class Decoder(nn.Module):
     use_pos: bool = True
     pos_every_block: bool = False
     predicts_rows: bool = False
+    cross_context: bool = False
 
     def init_head(self, out_dim: int):
         raise NotImplementedError

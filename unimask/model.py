@@ -20,7 +20,10 @@ from torch import nn
 
 from unimask.encoders import embed_ids, encode_ids, position_codes
 from unimask.targets import Target
-from unimask.tokens import Mask, Tokens, gather_rows, gather_tokens, select_ids
+from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
+
+
+LOSS_WEIGHTINGS = ("tokens", "inverse_ratio")
 
 
 @dataclass
@@ -39,13 +42,17 @@ class Decoded:
 class MaskedModel(nn.Module):
     def __init__(self, adapter, masker, schedule, encoder, decoder, target: Optional[Target] = None,
                  loss=None, mode: str = "drop", decoder_masker=None, decoder_ratio: float = 0.5,
-                 replace_probs: Sequence[float] = (1.0, 0.0, 0.0), aux_objectives: Sequence[nn.Module] = ()):
+                 replace_probs: Sequence[float] = (1.0, 0.0, 0.0), aux_objectives: Sequence[nn.Module] = (),
+                 loss_weighting: str = "tokens"):
         super().__init__()
         if isinstance(adapter, dict):
             raise TypeError("MaskedModel takes one adapter; for several modalities and one encoder use "
                             "MultiModalModel (unimask/multimodal.py: adapters, decoders, targets, losses per modality)")
         if mode not in ("drop", "replace"):
             raise ValueError(f"MaskedModel.mode must be 'drop' or 'replace', got {mode!r}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"MaskedModel.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
+        self.loss_weighting = loss_weighting
         if abs(sum(replace_probs) - 1) > 1e-6 or len(replace_probs) != 3:
             raise ValueError(f"MaskedModel.replace_probs must be 3 numbers (mask, random, keep) summing to 1, got {replace_probs}")
         self.adapter, self.encoder, self.decoder = adapter, encoder, decoder
@@ -90,7 +97,8 @@ class MaskedModel(nn.Module):
             return encode_ids(self.adapter, self.encoder, tokens, mask.ids_keep, mask.keep_valid), \
                 mask.ids_keep, mask.keep_valid
         ids, valid = all_ids(tokens), tokens.valid_mask()
-        x = self.replace_hidden(embed_ids(self.adapter, tokens, ids), tokens, mask, ids, generator)  # [B, N, D]
+        seen = tokens.replace(patches=mask.aux[INPUT_PATCHES]) if INPUT_PATCHES in mask.aux else tokens  # MFM
+        x = self.replace_hidden(embed_ids(self.adapter, seen, ids), tokens, mask, ids, generator)  # [B, N, D]
         return encode_ids(self.adapter, self.encoder, tokens, ids, valid, x=x), ids, valid
 
     def replace_hidden(self, x, tokens, mask, ids, generator):
@@ -115,9 +123,17 @@ class MaskedModel(nn.Module):
         """Latent of some tokens -> predictions for the tokens the decoder predicts (decode_latent)."""
         return decode_latent(self.adapter, self.decoder, latent, src_ids, src_valid, tokens, mask)
 
-    def score(self, decoded: Decoded, tokens: Tokens) -> tuple:
-        """-> (mean loss [], token_loss [B, M]) over the scored tokens (score_decoded)."""
-        return score_decoded(self.adapter, self.target, self.loss_fn, decoded, tokens)
+    def score(self, decoded: Decoded, tokens: Tokens, mask: Optional[Mask] = None) -> tuple:
+        """-> (loss [], token_loss [B, M]) over the scored tokens (score_decoded). With
+        loss_weighting='inverse_ratio' (masked diffusion: MDLM, MD4), each sample's token losses
+        are weighted by 1 / its mask ratio and summed over the real tokens, the continuous-time
+        bound for a linear schedule: sum_b (1 / t_b) sum_hidden CE / (number of real tokens)."""
+        if self.loss_weighting == "tokens" or mask is None:
+            return score_decoded(self.adapter, self.target, self.loss_fn, decoded, tokens, mask)
+        _, token_loss = score_decoded(self.adapter, self.target, self.loss_fn, decoded, tokens, mask)
+        weight = 1.0 / mask.ratio.to(token_loss.dtype).clamp(min=1e-3)  # [B]; a ratio near 0 hides ~nothing
+        weighted = token_loss * weight[:, None]
+        return weighted.sum() / tokens.valid_mask().sum().clamp(min=1), weighted
 
     # ---- whole pipeline --------------------------------------------------------------------
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
@@ -132,7 +148,7 @@ class MaskedModel(nn.Module):
             return {"tokens": tokens, "mask": mask}
         latent, src_ids, src_valid = self.encode(tokens, mask, generator)
         decoded = self.decode(latent, src_ids, src_valid, tokens, mask)
-        loss, token_loss = self.score(decoded, tokens)
+        loss, token_loss = self.score(decoded, tokens, mask)
         out = {"loss": loss, "pred": decoded.pred, "dec_ids": decoded.ids, "mask": mask, "tokens": tokens,
                "latent": latent, "token_loss": token_loss}
         for i, objective in enumerate(self.aux_objectives):  # extra terms (edge reconstruction...)
@@ -200,11 +216,14 @@ def decode_latent(adapter, dec, latent, src_ids, src_valid, tokens: Tokens, mask
         x = x + pos
     m = x.shape[1]
     seq, seq_ids, seq_valid = x, dec_ids, dec_valid
+    kwargs = {}
+    if context is not None and dec.cross_context:  # read through the decoder's cross-attention
+        kwargs, context = {"context": context.to(x.dtype), "context_valid": context_valid}, None
     if context is not None:  # attended to after the decoded rows; predictions stop at row m
         seq, seq_valid = torch.cat([x, context.to(x.dtype)], 1), torch.cat([dec_valid, context_valid], 1)
         seq_ids = torch.cat([dec_ids, torch.zeros_like(context_valid, dtype=dec_ids.dtype)], 1)
         pos = None if pos is None else torch.cat([pos, torch.zeros_like(context, dtype=pos.dtype)], 1)
-    kwargs = {"pos": pos} if dec.pos_every_block else {}
+    kwargs.update({"pos": pos} if dec.pos_every_block else {})
     scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
     if dec.predicts_rows and not bool(scored.all()):  # the last block and the head skip the rows nobody scores
         rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
@@ -217,7 +236,7 @@ def decode_latent(adapter, dec, latent, src_ids, src_valid, tokens: Tokens, mask
     return Decoded(pred, dec_ids, dec_valid, rows, rows_valid)
 
 
-def score_decoded(adapter, target, loss_fn, decoded: Decoded, tokens: Tokens) -> tuple:
+def score_decoded(adapter, target, loss_fn, decoded: Decoded, tokens: Tokens, mask: Optional[Mask] = None) -> tuple:
     """Loss over the scored tokens -> (mean loss [], token_loss [B, M] zero where not scored).
     The target is computed for the scored tokens only (gathered first, normalized after), and
     the loss runs on those rows only."""
@@ -226,7 +245,10 @@ def score_decoded(adapter, target, loss_fn, decoded: Decoded, tokens: Tokens) ->
         pred, ids, valid = gather_rows(pred, decoded.rows), gather_tokens(ids, decoded.rows), decoded.rows_valid
     if ids.shape[1] == 0:  # no sample scores a token (a modality absent from the whole batch): zero, still a graph
         return pred.sum() * 0.0, pred.new_zeros(decoded.valid.shape)
-    values, weight = target.select(tokens, adapter, ids)  # [B, S, T]
+    if target.needs_mask:  # a target that depends on what was hidden (MFM's removed band)
+        values, weight = target.select(tokens, adapter, ids, mask=mask)  # [B, S, T]
+    else:
+        values, weight = target.select(tokens, adapter, ids)  # [B, S, T]
     row_loss = loss_fn(pred, values.to(pred.dtype), weight) * valid  # [B, S]
     loss = row_loss.sum() / valid.sum().clamp(min=1)  # nothing scored: 0, not 0/0
     if decoded.rows is None:

@@ -182,7 +182,7 @@ class MultiModalModel(nn.Module):
             decoded = decode_latent(self.adapters[name], self.decoders[name], latent[name], mask[name].ids_keep,
                                     mask[name].keep_valid, tokens[name], mask[name], context, context_valid)
             term, token_loss = score_decoded(self.adapters[name], self.targets[name], self.loss_fns[name], decoded,
-                                             tokens[name])
+                                             tokens[name], mask[name])
             out["pred"][name], out["dec_ids"][name], out["token_loss"][name] = decoded.pred, decoded.ids, token_loss
             out["terms"][name] = term.detach()
             loss = loss + self.loss_weights[name] * term

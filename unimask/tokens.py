@@ -14,6 +14,9 @@ import torch
 
 EDGE_INDEX = "edge_index"  # Tokens.extras key: [2, E] long edges between tokens, indexing the flattened B*N tokens
 MASKED_EDGE_INDEX = "masked_edge_index"  # [2, H] edges hidden from the encoder, for an edge objective to predict
+TARGET_WEIGHT = "target_weight"  # [B, N, T] float: per-value weight of the target (0 = no-data pixel), read by targets
+INPUT_PATCHES = "input_patches"  # Mask.aux key: [B, N, P] what the encoder sees instead of Tokens.patches (a masker
+#                                  that corrupts rather than hides: MFM's frequency filter)
 
 
 # ---- index helpers: every gather of tokens in the core goes through these three ----------------
@@ -69,9 +72,12 @@ class Tokens:
     grid        dense layout such as (T, H, W) with N = prod(grid), row-major; None if none
     group       [N] long channel group / sub-modality of each token; None if one group
     patch_shape layout of P, e.g. (2, 16, 16, 3) for a tubelet; None if flat
+    maskable    [B, N] bool, False for real tokens that are never hidden (a text's [CLS] / [SEP]);
+                None = every valid token may be hidden
     extras      passed through untouched; documented keys: EDGE_INDEX ([2, E] edges between
                 tokens, indexing the flattened B*N tokens; `edges_among` restricts them to some ids),
-                MASKED_EDGE_INDEX ([2, H] edges hidden from the encoder, EdgeReconstruction's targets)
+                MASKED_EDGE_INDEX ([2, H] edges hidden from the encoder, EdgeReconstruction's targets),
+                TARGET_WEIGHT ([B, N, T] weights of the target's values: 0 for no-data pixels)
     """
 
     patches: torch.Tensor
@@ -81,6 +87,7 @@ class Tokens:
     group: Optional[torch.Tensor] = None
     patch_shape: Optional[tuple] = None
     extras: dict = field(default_factory=dict)
+    maskable: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         if self.patches.dim() != 3:
@@ -89,6 +96,8 @@ class Tokens:
             raise ValueError(f"Tokens.coords {tuple(self.coords.shape)} does not match patches {tuple(self.patches.shape)}")
         if self.valid is not None and self.valid.shape != self.patches.shape[:2]:
             raise ValueError(f"Tokens.valid {tuple(self.valid.shape)} must be [B, N] = {tuple(self.patches.shape[:2])}")
+        if self.maskable is not None and self.maskable.shape != self.patches.shape[:2]:
+            raise ValueError(f"Tokens.maskable {tuple(self.maskable.shape)} must be [B, N] = {tuple(self.patches.shape[:2])}")
         if self.grid is not None and int(torch.tensor(self.grid).prod()) != self.patches.shape[1]:
             raise ValueError(f"Tokens.grid {self.grid} does not multiply to N={self.patches.shape[1]}")
 
@@ -105,6 +114,11 @@ class Tokens:
         if self.valid is not None:
             return self.valid
         return torch.ones(self.patches.shape[:2], dtype=torch.bool, device=self.patches.device)
+
+    def maskable_mask(self) -> torch.Tensor:
+        """[B, N] bool: the tokens a masker may hide (valid, and not held back by `maskable`)."""
+        valid = self.valid_mask()
+        return valid if self.maskable is None else valid & self.maskable
 
     def n_valid(self) -> torch.Tensor:
         """[B] long number of real tokens per sample."""
@@ -124,7 +138,8 @@ class Mask:
     ids_restore [B, N] long  inverse of the permutation (visible first, then hidden, then padding)
     ratio       [B] float    the ratio each sample was masked at
     decode      [B, N] bool|None  tokens the decoder predicts and the loss covers; None = masked
-    aux         dict         state of a learning masker (log-probs, predicted losses)
+    aux         dict         state of a learning masker (log-probs, predicted losses); documented
+                             key INPUT_PATCHES: what the encoder sees instead of Tokens.patches
     """
 
     ids_keep: torch.Tensor

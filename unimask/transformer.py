@@ -127,3 +127,16 @@ class TransformerStack(nn.Module):
         if out_rows is not None and not self.blocks:
             x = gather_tokens(x, out_rows)
         return self.norm(x)
+
+    def block_outputs(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
+                      pos: Optional[torch.Tensor] = None) -> list:
+        """Every block's output [B, K, D] (before the final norm), first to last: the layers a
+        data2vec teacher averages."""
+        attn_mask, outputs = key_padding_mask(key_valid), []
+        with attention_backend(x):
+            for i, block in enumerate(self.blocks):
+                if pos is not None and i > 0:
+                    x = x + pos
+                x = block(x, attn_mask=attn_mask)
+                outputs.append(x)
+        return outputs

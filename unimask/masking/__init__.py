@@ -4,11 +4,13 @@ Fixed rules      RandomMasker (MAE, SimMIM cells), TubeMasker (VideoMAE), FrameM
                  RunningCellMasker (VideoMAE v2), SpanMasker (SpanBERT), BlockMasker (BEiT),
                  PointBlockMasker (Point-MAE), NoiseMasker (ColorMAE)
 Token groups     ChannelGroupMasker (SatMAE), DirichletMasker (MultiMAE)
+Frequencies      FrequencyMasker (MFM: a band of the spectrum instead of patches)
 Learned          AdaptiveMasker (AdaMAE), HardPatchMasker (HPM)
 Schedules        ConstantRatio, LinearRatio, CosineRatio, StepRatio, UniformRatio
 """
 from unimask.masking.base import Masker, count_hidden, ratio_tensor
 from unimask.masking.block import BlockMasker, PointBlockMasker
+from unimask.masking.frequency import FrequencyMasker
 from unimask.masking.groups import ChannelGroupMasker, DirichletMasker
 from unimask.masking.learned import AdaptiveMasker, HardPatchMasker
 from unimask.masking.maskers import RandomMasker, TubeMasker
@@ -18,5 +20,5 @@ from unimask.masking.temporal import FrameMasker, RunningCellMasker, SpanMasker
 
 __all__ = ["Masker", "count_hidden", "ratio_tensor", "RandomMasker", "TubeMasker", "FrameMasker",
            "RunningCellMasker", "SpanMasker", "BlockMasker", "PointBlockMasker", "NoiseMasker",
-           "ChannelGroupMasker", "DirichletMasker", "AdaptiveMasker", "HardPatchMasker", "RatioSchedule",
+           "ChannelGroupMasker", "DirichletMasker", "FrequencyMasker", "AdaptiveMasker", "HardPatchMasker", "RatioSchedule",
            "ConstantRatio", "LinearRatio", "CosineRatio", "StepRatio", "UniformRatio"]

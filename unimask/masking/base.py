@@ -156,8 +156,10 @@ class Masker:
         """-> Mask. A sample without any real token (a modality missing from it, or nothing
         left for the decoder masker of dual masking) simply gets an empty mask."""
         ratio = ratio_tensor(ratio, tokens.batch_size, tokens.patches.device)
-        valid = tokens.valid_mask()
-        hidden = self.hide(tokens, ratio, generator, **kwargs) & valid
+        valid, maskable = tokens.valid_mask(), tokens.maskable_mask()
+        if tokens.maskable is not None:  # units are counted over the tokens that may be hidden
+            tokens = tokens.replace(valid=maskable)
+        hidden = self.hide(tokens, ratio, generator, **kwargs) & maskable
         hidden = keep_one_visible(hidden, valid)
         return Mask.from_hidden(hidden, valid, ratio)
 

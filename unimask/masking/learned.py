@@ -52,9 +52,10 @@ class LearnedMasker(Masker, nn.Module):
 
     def __call__(self, tokens, ratio, generator=None, features=None) -> Mask:
         ratio = ratio_tensor(ratio, tokens.batch_size, tokens.patches.device)
-        valid = tokens.valid_mask()
-        hidden, aux = self.propose(tokens, ratio, generator, features)
-        mask = Mask.from_hidden(keep_one_visible(hidden & valid, valid), valid, ratio)
+        valid, maskable = tokens.valid_mask(), tokens.maskable_mask()
+        scored = tokens if tokens.maskable is None else tokens.replace(valid=maskable)
+        hidden, aux = self.propose(scored, ratio, generator, features)
+        mask = Mask.from_hidden(keep_one_visible(hidden & maskable, valid), valid, ratio)
         mask.aux = aux
         return mask
 

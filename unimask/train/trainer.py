@@ -213,7 +213,9 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.detach().float()
             for name, value in out.get("terms", {}).items():  # per-modality losses of a cross-modal model
-                terms[name] = terms.get(name, 0.0) + value.detach().float() / len(batches)
+                terms[f"loss_{name}"] = terms.get(f"loss_{name}", 0.0) + value.detach().float() / len(batches)
+            for name, value in out.get("stats", {}).items():  # other numbers a model reports (codebook usage)
+                terms[name] = terms.get(name, 0.0) + torch.as_tensor(value).detach().float() / len(batches)
             ratios.append(float(out["mask"].ratio.float().mean()))
             if self._micro_hook is not None:
                 self._micro_hook(micro + 1, len(batches))
@@ -365,7 +367,7 @@ class Trainer:
             if self.step % self.log_every == 0 or final:
                 elapsed = time.perf_counter() - t0
                 row = {"step": self.step, "loss": sum(window) / len(window) if window else float("nan"),
-                       **{f"loss_{name}": sum(values) / len(values) for name, values in term_window.items()},
+                       **{name: sum(values) / len(values) for name, values in term_window.items()},
                        "lr": metrics["lr"], "mask_ratio": metrics["mask_ratio"], "grad_norm": metrics["grad_norm"],
                        "samples_per_s": len(window or [0]) * self.batch_size / max(elapsed, 1e-9),
                        "skipped": self.skipped, "bad_samples": self.n_bad}

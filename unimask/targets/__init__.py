@@ -1,0 +1,16 @@
+"""What the decoder predicts: a Target maps Tokens to (values [B, N, T], weight [B, N, T] | None).
+
+    base.py       Target (the contract and defaults), target_weight (no-data weights)
+    pixels.py     PixelTarget: raw patches or norm-pix (MAE, VideoMAE per channel)
+    hog.py        HOGTarget: per-patch histograms of oriented gradients (MaskFeat)
+    frequency.py  FrequencyTarget: the spectrum band FrequencyMasker removed (MFM)
+    teachers.py   EMATeacherTarget (data2vec, Point2Vec, GraphMAE2), TeacherTarget (a frozen
+                  encoder from a checkpoint, MaskDistill), top-k layer averages and their norms
+    codes.py      TokenTarget: discrete codes of a VQ tokenizer (BEiT v2-style)
+"""
+from unimask.targets.base import Target, target_weight  # noqa: F401
+from unimask.targets.codes import TokenTarget  # noqa: F401
+from unimask.targets.frequency import FrequencyTarget  # noqa: F401
+from unimask.targets.hog import HOGTarget  # noqa: F401
+from unimask.targets.pixels import PixelTarget  # noqa: F401
+from unimask.targets.teachers import EMATeacherTarget, TeacherTarget  # noqa: F401

@@ -1,0 +1,45 @@
+"""TokenTarget (BEiT v2-style, simplified): the discrete code of every token under a frozen VQ
+tokenizer (unimask/vq.py, trained by gin/vq_tokenizer.gin), predicted with cross-entropy.
+
+The tokenizer is built by gin (so any size), its weights loaded from its checkpoint; it gets no
+gradient, is left out of the optimizer and is saved with the model. Codes are the nearest
+codebook entries, so the same tokens always give the same codes.
+"""
+from __future__ import annotations
+
+import gin
+import torch
+
+from unimask.targets.base import Target
+from unimask.tokens import gather_tokens
+
+
+@gin.configurable
+class TokenTarget(Target):
+    def __init__(self, tokenizer=gin.REQUIRED, checkpoint=gin.REQUIRED):
+        super().__init__()
+        from unimask.train.checkpoint import load_checkpoint, load_model_state
+
+        self.tokenizer = tokenizer
+        if checkpoint is not None:
+            load_model_state(self.tokenizer, load_checkpoint(checkpoint)["model"])
+        self.tokenizer.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: no codebook update, no dropout
+        return self
+
+    def dim(self, adapter) -> int:
+        return self.tokenizer.quantizer.num_codes
+
+    @torch.no_grad()
+    def forward(self, tokens, adapter):
+        return self.tokenizer.codes(tokens)[..., None], None  # [B, N, 1] long
+
+    def select(self, tokens, adapter, ids):
+        codes, _ = self(tokens, adapter)
+        return gather_tokens(codes, ids), None
+
+    def invert(self, pred, tokens, adapter):
+        raise NotImplementedError("TokenTarget predicts codebook indices: there is no picture to draw")

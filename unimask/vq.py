@@ -1,0 +1,88 @@
+"""VQTokenizer: a small VQ-VAE over any adapter's tokens, trained by the same trainer
+(gin/vq_tokenizer.gin), whose codes TokenTarget predicts (BEiT v2-style targets, simplified:
+BEiT v2 distils CLIP features into its codes; this tokenizer reconstructs the patches).
+
+    tokens --adapter.embed + pos--> encoder (every token visible) --Linear--> z [B, N, code_dim]
+      --VectorQuantizer--> codes [B, N] / quantized z --decoder (mask-free MAE decoder)--> patches
+
+It speaks the trainer's interface (forward -> {'loss', 'mask', 'tokens', 'pred', 'dec_ids',
+'terms', 'stats'}, schedule, after_step, render), so checkpoints, resume and logging are the
+usual ones; metrics.jsonl gets loss_recon, loss_commitment, perplexity and dead_codes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import gin
+import torch
+from torch import nn
+
+from unimask.encoders import encode_ids, position_codes
+from unimask.masking.schedules import ConstantRatio
+from unimask.model import init_weights
+from unimask.quantize import VectorQuantizer
+from unimask.targets import PixelTarget
+from unimask.tokens import Mask, Tokens
+
+
+@gin.configurable
+class VQTokenizer(nn.Module):
+    def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, decoder=gin.REQUIRED, num_codes: int = 512,
+                 code_dim: int = 32, decay: float = 0.99, beta: float = 0.25, target: Optional[PixelTarget] = None):
+        super().__init__()
+        self.adapter, self.encoder, self.decoder = adapter, encoder, decoder
+        self.to_code = nn.Linear(encoder.dim, code_dim)
+        self.quantizer = VectorQuantizer(num_codes, code_dim, decay, beta)
+        self.target = target if target is not None else PixelTarget(norm_pix=True)
+        self.decoder.init_head(self.target.dim(adapter))
+        self.schedule = ConstantRatio(0.0)  # nothing is masked; the trainer checkpoints a schedule
+        self.apply(init_weights)
+
+    def encode_codes(self, tokens: Tokens) -> dict:
+        """Every valid token -> the quantizer's output (codes [B, N], quantized [B, N, code_dim])."""
+        ids = torch.arange(tokens.num_tokens, device=tokens.patches.device).expand(tokens.batch_size, -1)
+        valid = tokens.valid_mask()
+        z = self.to_code(encode_ids(self.adapter, self.encoder, tokens, ids, valid))
+        return self.quantizer(z, valid)
+
+    @torch.no_grad()
+    def codes(self, tokens: Tokens) -> torch.Tensor:
+        """[B, N] long code of every token (deterministic: the nearest code, no update)."""
+        was_training = self.training
+        self.eval()
+        out = self.encode_codes(tokens)["codes"]
+        self.train(was_training)
+        return out
+
+    def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
+                mask_only: bool = False) -> dict:
+        tokens = self.adapter.tokenize(batch)
+        valid = tokens.valid_mask()
+        mask = Mask.from_hidden(valid, valid, torch.zeros(tokens.batch_size))  # all reconstructed, none hidden
+        if mask_only:
+            return {"tokens": tokens, "mask": mask}
+        quantized = self.encode_codes(tokens)
+        ids = torch.arange(tokens.num_tokens, device=valid.device).expand(tokens.batch_size, -1)
+        z = self.decoder.embed(quantized["quantized"])
+        if self.decoder.use_pos:
+            z = z + position_codes(self.adapter, tokens, ids, z)
+        pred = self.decoder(z, valid, tokens, ids)  # [B, N, T]
+        values, weight = self.target.select(tokens, self.adapter, ids)
+        recon = (((pred.float() - values) ** 2).mean(-1) * valid).sum() / valid.sum().clamp(min=1)
+        loss = recon + quantized["commitment"]
+        return {"loss": loss, "mask": mask, "tokens": tokens, "pred": pred, "dec_ids": ids,
+                "terms": {"recon": recon.detach(), "commitment": quantized["commitment"].detach()},
+                "stats": {"perplexity": quantized["perplexity"], "dead_codes": quantized["dead"]}}
+
+    def after_step(self, progress: float):
+        """The codebook moves in forward (its EMA); nothing to do after the optimizer step."""
+
+    def render(self, out: dict, path: str) -> str:
+        pred = self.target.invert(out["pred"], out["tokens"], self.adapter)
+        return self.adapter.render(out["tokens"], pred, out["mask"], path)
+
+    @torch.no_grad()
+    def features(self, batch) -> tuple:
+        """The quantized vectors of every token, for probes: ([B, N, code_dim], valid)."""
+        tokens = self.adapter.tokenize(batch)
+        return self.encode_codes(tokens)["quantized"], tokens.valid_mask()
