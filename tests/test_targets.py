@@ -96,6 +96,9 @@ def test_frozen_teacher_gets_no_gradient_and_never_changes(tmp_path):
                            __import__("unimask.encoders", fromlist=["ViTEncoder"]).ViTEncoder(dim=64, depth=2, num_heads=2),
                            checkpoint)
     model = tiny_image_model(target=target, img_size=32, patch=8, chans=1, dim=64)
+    saved = torch.load(checkpoint, weights_only=False)["model"]
+    for name, value in target.teacher_encoder.state_dict().items():  # building the student leaves it alone
+        assert torch.equal(value, saved[f"encoder.{name}"]), name
     optimized = {id(p) for group in param_groups(model, 0.05) for p in group["params"]}
     assert not optimized & {id(p) for p in target.parameters()} and not any(p.requires_grad for p in target.parameters())
     batch = {"image": torch.randn(4, 1, 32, 32)}
@@ -156,3 +159,23 @@ def test_distill_and_beit_recipes_train_from_their_checkpoints(tmp_path):
                           *fast_params(*params)]) == 0
         evals = [r["eval_loss"] for r in read_metrics(workdir) if "eval_loss" in r]
         assert evals[-1] < evals[0], (recipe, evals)
+
+
+def test_shipped_tokenizer_loads_into_the_beit_recipe_and_uses_its_codebook():
+    """data/sample/tokenizers/fashion_vq512.pt is what gin/beit_v2_tiny.gin reads on a fresh clone:
+    it loads strictly at the recipe's size and spreads the sample images over many codes."""
+    import gin
+    from common import parse_gin
+
+    from modalities.image import ImageDataset
+
+    parse_gin(["gin/beit_v2_tiny.gin"], ["train.num_workers=0"])
+    model = gin.query_parameter("train.model").scoped_configurable_fn()  # loads the file strictly
+    shipped = torch.load("data/sample/tokenizers/fashion_vq512.pt", weights_only=False)["model"]
+    for name, value in model.target.tokenizer.state_dict().items():  # the model's init leaves them alone
+        assert torch.equal(value, shipped[name].to(value.dtype)), name
+    data = ImageDataset(root="data/sample/images/fashion_mnist.npz", img_size=28, augment=False)
+    batch = torch.utils.data.default_collate([data[i] for i in range(64)])
+    codes, _ = model.target(model.adapter.tokenize(batch), model.adapter)  # [64, 49, 1]
+    assert codes.shape == (64, 49, 1)
+    assert len(torch.unique(codes)) > 100, len(torch.unique(codes))  # of 512; a random tokenizer collapses

@@ -62,7 +62,7 @@ class MaskedModel(nn.Module):
         self.loss_fn = loss if loss is not None else adapter.loss
         self.decoder.init_head(self.target.dim(adapter))
         self.enc_mask_token = nn.Parameter(torch.zeros(1, 1, encoder.dim)) if mode == "replace" else None
-        self.apply(init_weights)
+        init_model_weights(self, [self.target])
         if self.enc_mask_token is not None:
             nn.init.normal_(self.enc_mask_token, std=0.02)
         self.aux_objectives = nn.ModuleList(aux_objectives)  # objective(out, src_ids, src_valid) -> scalar
@@ -270,3 +270,20 @@ def init_weights(module: nn.Module):
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def init_model_weights(model: nn.Module, targets) -> None:
+    """init_weights over the model as nn.Module.apply does (children first, same order), except
+    inside the targets: a frozen teacher or a VQ tokenizer arrives with its weights loaded from a
+    checkpoint, and re-initializing it would leave a random network behind the target (its
+    buffers, e.g. a codebook, would survive and hide it)."""
+    skip = {id(module) for target in targets for module in target.modules()}
+
+    def visit(module: nn.Module):
+        if id(module) in skip:
+            return
+        for child in module.children():
+            visit(child)
+        init_weights(module)
+
+    visit(model)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, position_codes
-from unimask.model import decode_latent, init_weights, score_decoded
+from unimask.model import decode_latent, init_model_weights, score_decoded
 from unimask.targets import Target
 from unimask.tokens import Mask, Tokens, select_ids
 
@@ -111,7 +111,7 @@ class MultiModalModel(nn.Module):
                                                if modality_embedding else {})
         for name in self.names:
             self.decoders[name].init_head(self.targets[name].dim(self.adapters[name]))
-        self.apply(init_weights)
+        init_model_weights(self, self.targets.values())
         for parameter in self.modality_embed.values():
             nn.init.normal_(parameter, std=0.02)
         for target in self.targets.values():

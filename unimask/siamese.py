@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import encode_ids
-from unimask.model import decode_latent, init_weights, score_decoded
+from unimask.model import decode_latent, init_model_weights, score_decoded
 from unimask.targets import Target
 from unimask.tokens import Mask, select_ids
 
@@ -43,7 +43,7 @@ class SiameseModel(nn.Module):
         self.target = target if target is not None else Target()
         self.loss_fn = loss if loss is not None else adapter.loss
         self.decoder.init_head(self.target.dim(adapter))
-        self.apply(init_weights)
+        init_model_weights(self, [self.target])
         self.target.attach(self)
 
     def views(self, batch) -> tuple:
