@@ -49,6 +49,12 @@ class ModalityAdapter(nn.Module):
         """Two views (SiamMAE, CropMAE): view 1 | masked view 2 | reconstruction of view 2."""
         raise NotImplementedError(f"{type(self).__name__} cannot draw two views")
 
+    def raw_features(self, tokens: Tokens) -> torch.Tensor:
+        """[B, N, F]: the input itself, per token, for the no-learning baseline probe (its patch
+        values and its coordinates: a token's position may carry the shape). Adapters whose patches
+        are not numbers (token ids) give an encoding of them instead."""
+        return torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
+
     def labels(self, batch) -> Optional[torch.Tensor]:
         """[B] class labels of a raw batch, for probes; None when the data has none."""
         label = batch.get("label") if isinstance(batch, dict) else None

@@ -13,19 +13,9 @@ if ROOT not in sys.path:
 
 def register_all():
     """Import every module that defines gin configurables (the core and all adapters)."""
-    import modalities  # noqa: F401
-    import unimask.decoders  # noqa: F401
-    import unimask.encoders  # noqa: F401
-    import unimask.losses  # noqa: F401
-    import unimask.masking  # noqa: F401
-    import unimask.model  # noqa: F401
-    import unimask.multimodal  # noqa: F401
-    import unimask.objectives  # noqa: F401
-    import unimask.siamese  # noqa: F401
-    import unimask.cross_decoder  # noqa: F401
-    import unimask.targets  # noqa: F401
-    import unimask.train.trainer  # noqa: F401
-    import unimask.vq  # noqa: F401
+    from unimask.configurables import register_all as register
+
+    register()
 
 
 def parse_gin(files=(), params=(), config_str: str = None):
@@ -67,3 +57,23 @@ def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = T
     if load_weights:
         load_model_state(model, state["model"])
     return model, state
+
+
+def write_json(path: str, result: dict) -> None:
+    """The tools' --json: the result dict, in a folder made on the way."""
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+def exit_code(run, argv, errors) -> int:
+    """run(argv) -> 0, or 2 after printing one of the expected `errors` as 'error: ...' (a user's
+    mistake gets its message, not a traceback)."""
+    try:
+        run(argv)
+    except errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

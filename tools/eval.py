@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
-import json
 import os
 import sys
 from dataclasses import dataclass
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import model_from_checkpoint, parse_gin  # noqa: E402
+from common import model_from_checkpoint, parse_gin, write_json  # noqa: E402
 
 DEFAULT_WDS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 EVAL_OVERRIDES = {"augment": False, "repeats": 1}  # applied where the dataset takes them
@@ -341,9 +340,7 @@ def evaluate(argv=None) -> dict:
     result.update(protocol=args.protocol, features=args.features, random_init=args.random_init,
                   checkpoint=args.checkpoint, data=data.how, **({"modality": args.modality} if args.modality else {}))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     return result
 
 

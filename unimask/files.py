@@ -114,11 +114,13 @@ def pick_split(found: dict, split: str, where: str) -> str:
                        f"(looked for {'/'.join(SPLIT_FOLDERS[split])})")
 
 
-def scan_folder(folder: str, exts: Tuple[str, ...], classes: Optional[List[str]] = None,
+def scan_folder(folder: str, exts, classes: Optional[List[str]] = None,
                 split: Optional[str] = None) -> List[Item]:
     """Recursive scan; files in class sub-folders get the class index as label (ImageFolder /
-    ModelNet layout), files at the top level get none. classes: the names to index by (the
+    ModelNet layout), files at the top level get none. exts: the extensions to take, or a
+    predicate on the file name (text files may have none); classes: the names to index by (the
     train split's); split: in ModelNet's layout, take only <class>/<split>/."""
+    wanted = exts if callable(exts) else (lambda name: name.lower().endswith(exts))
     own = sub_folders(folder)
     classes = own if classes is None else classes
     class_split = split is not None and has_class_splits(folder)
@@ -134,7 +136,7 @@ def scan_folder(folder: str, exts: Tuple[str, ...], classes: Optional[List[str]]
             dirnames.sort()
             if class_name is None:
                 dirnames.clear()  # top-level files only; class folders are walked on their own
-            items += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if f.lower().endswith(exts)]
+            items += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if wanted(f)]
     return items
 
 

@@ -188,6 +188,18 @@ See that folder's README.md, written by the same command.
 """
 
 
+def write_band_stats(folder: Path) -> None:
+    """tiles/band_stats.json, as tools/band_stats.py writes it: the recipes' normalization."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from band_stats import band_stats  # tools/band_stats.py
+
+    from modalities.satellite.stats import stats_path, write_stats
+
+    write_stats(band_stats(str(folder)), stats_path(str(folder)))
+
+
 def build(out_dir: str | Path, src: str | Path = DEFAULT_SRC) -> dict:
     """Write tiles/, bands.json, the scene copy and README.md under out_dir; return a summary."""
     out = Path(out_dir)
@@ -199,6 +211,7 @@ def build(out_dir: str | Path, src: str | Path = DEFAULT_SRC) -> dict:
     if scene_copied:
         shutil.copyfile(scene_path, out / "L7_ETMs.tif")
     (out / "bands.json").write_text(json.dumps(bands_json(scene, tags), indent=2) + "\n")
+    write_band_stats(out / "tiles")
     summary = {
         "tiles": len(names),
         "tiles_rows": scene.shape[1] // TILE,

@@ -107,7 +107,7 @@ def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optio
 def extract_raw(model, loader, device, pool: str = "flatten", labels_fn: Optional[Callable] = None) -> tuple:
     """The input as features, the baseline a learned encoder must beat: (x [M, P'], y [M]).
 
-    Each token is its raw patch plus its coordinates (a token's position may carry the shape).
+    Each token is the adapter's raw_features: its patch plus its coordinates by default.
     pool 'flatten' concatenates all tokens of a sample (the whole raw input for a dense grid; needs the same
     unpadded token count everywhere), other pools as in extract_features.
     """
@@ -115,8 +115,7 @@ def extract_raw(model, loader, device, pool: str = "flatten", labels_fn: Optiona
     for batch, labels in labeled_batches(model, loader, device, labels_fn):
         tokens = model.adapter.tokenize(batch)
         ids, valid = select_ids(tokens.valid_mask())
-        raw = torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
-        raw = gather_tokens(raw, ids)  # [B, M, P + C], same token order as model.features
+        raw = gather_tokens(model.adapter.raw_features(tokens), ids)  # [B, M, P + C], same token order as model.features
         if pool == "flatten" and labels.dim() == 1:
             if not bool(valid.all()) or (xs and xs[0].shape[1] != raw.flatten(1).shape[1]):
                 raise ValueError("raw pool 'flatten' needs the same unpadded token count in every sample; "
