@@ -9,8 +9,9 @@ image, video, spectrogram and multi-band adapters.
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 from modalities.base import ModalityAdapter
+from unimask.pos import sincos_pos
 from unimask.patches import patchify, unpatchify  # noqa: F401  (grid adapters import them from here)
 from unimask.tokens import Tokens
 
@@ -41,6 +43,28 @@ def grid_coords(grid: Sequence[int], batch: int, device) -> torch.Tensor:
     return torch.stack(axes, -1).reshape(1, -1, len(grid)).expand(batch, -1, -1)
 
 
+def learned_grid_for(pos_embed: str, grid: Sequence[Optional[int]], owner: str) -> Optional[tuple]:
+    """The token grid of a learned position table (pos_embed='learned'), None for fixed sin-cos;
+    an error naming `owner`.pos_embed for anything else, or for a grid of unknown size."""
+    if pos_embed not in ("sincos", "learned"):
+        raise ValueError(f"{owner}.pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+    if pos_embed == "sincos":
+        return None
+    if any(g is None for g in grid):
+        raise ValueError(f"{owner}.pos_embed='learned' needs a fixed input size (a table has one row per token)")
+    return tuple(grid)
+
+
+def source_grid(n: int, like: Sequence[int]) -> tuple:
+    """The grid of a table with n rows that was made for an input like `like` but of another
+    size: square in the last two axes, the leading axes kept when they divide n."""
+    lead = int(np.prod(like[:-2])) if len(like) > 2 else 1
+    side = math.isqrt(n // lead) if n % lead == 0 else 0
+    if side * side * lead != n:
+        raise ValueError(f"a position table of {n} rows does not fit a grid like {tuple(like)}")
+    return tuple(like[:-2]) + (side, side)
+
+
 def check_divisible(*pairs):
     """At build time: every input size must be a multiple of its patch size; the error names both
     gin bindings. pairs: ((size binding, size), (patch binding, patch)), one per axis."""
@@ -60,11 +84,78 @@ class GridAdapter(ModalityAdapter):
 
     batch_key = "image"
 
-    def __init__(self, patch: Sequence[int], in_chans: int, dim: int):
+    def __init__(self, patch: Sequence[int], in_chans: int, dim: int,
+                 token_grid: Optional[Sequence[Optional[int]]] = None, pos_embed: str = "sincos",
+                 pos_axes: str = "ij"):
+        """token_grid: the token grid of a fixed-size input (None along an axis of any size).
+        pos_embed: 'sincos' (fixed codes, MAE) or 'learned' (a table over token_grid that starts
+        as the sin-cos codes: supervised ViTs and fine-tuning, what timm checkpoints carry).
+        pos_axes: 'ij' codes the first grid axis in the first half of the width (this project),
+        'xy' the last axis first, as MAE's get_2d_sincos_pos_embed does (to load its fixed tables)."""
         super().__init__()
-        self.patch, self.in_chans = tuple(patch), in_chans
+        if pos_axes not in ("ij", "xy"):
+            raise ValueError(f"{type(self).__name__}.pos_axes must be 'ij' or 'xy', got {pos_axes!r}")
+        self.patch, self.in_chans, self.dim, self.pos_axes = tuple(patch), in_chans, dim, pos_axes
         self.target_dim = int(np.prod(self.patch)) * in_chans
         self.proj = nn.Linear(self.target_dim, dim)  # = a stride-patch conv, on visible patches only
+        self.token_grid = tuple(token_grid) if token_grid is not None else None
+        self.learned_grid = learned_grid_for(pos_embed, self.token_grid or (None,), type(self).__name__)
+        self.pos_table = nn.Parameter(self.sincos(grid_coords(self.learned_grid, 1, "cpu")[0], dim).clone()) \
+            if self.learned_grid else None  # [N, D]
+
+    def sincos(self, coords: torch.Tensor, dim: int) -> torch.Tensor:
+        return sincos_pos(coords.flip(-1) if self.pos_axes == "xy" else coords, dim)
+
+    def pos(self, coords: torch.Tensor, dim: int) -> torch.Tensor:
+        """coords [..., d] -> [..., dim]: the learned table's rows at the encoder's width (decoders
+        at another width get sin-cos), else sin-cos."""
+        if self.pos_table is None or dim != self.dim:
+            return self.sincos(coords, dim)
+        return self.pos_table[self.table_index(coords)]
+
+    def table_index(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords [..., d] grid positions -> [...] row-major row of the learned table."""
+        strides = [int(np.prod(self.learned_grid[i + 1:])) for i in range(len(self.learned_grid))]
+        return (coords.long() * torch.tensor(strides, device=coords.device)).sum(-1)
+
+    # ---- weights in and out (unimask/weights, tools/export.py) -------------------------------
+    def grid_positions(self) -> Optional[torch.Tensor]:
+        """[N, d] positions of every token of a fixed-size input, row-major; None if it has no fixed size."""
+        if self.token_grid is None or any(g is None for g in self.token_grid):
+            return None
+        return grid_coords(self.token_grid, 1, self.proj.weight.device)[0]
+
+    def conv_from_linear(self) -> tuple:
+        """proj as the stride-patch convolution it equals: (weight [D, C, *patch], bias [D])."""
+        weight = self.proj.weight.detach().view(self.dim, *self.patch, self.in_chans)  # (p q c) order of patchify
+        weight = weight.permute(0, len(self.patch) + 1, *range(1, len(self.patch) + 1)).contiguous()
+        return weight, self.proj.bias.detach().clone()
+
+    def linear_from_conv(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> dict:
+        """A patch convolution [D, C, *patch] (timm, MAE, VideoMAE) -> {'proj.weight', 'proj.bias'}."""
+        expected = (self.dim, self.in_chans, *self.patch)
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"patch_embed.proj.weight is {list(weight.shape)}, {type(self).__name__} needs "
+                             f"{list(expected)} (dim, in_chans, patch)")
+        linear = weight.permute(0, *range(2, weight.dim()), 1).reshape(self.dim, -1)  # [D, (p q c)]
+        out = {"proj.weight": linear.contiguous()}
+        if bias is not None:
+            out["proj.bias"] = bias
+        return out
+
+    def resample_pos_table(self, table: torch.Tensor) -> torch.Tensor:
+        """A learned table [N', D] of another square/cubic grid -> this adapter's grid [N, D]
+        (timm's resample_abs_pos_embed for 2-D, trilinear for 3-D)."""
+        grid = self.learned_grid
+        old = source_grid(table.shape[0], grid)
+        if len(grid) == 2:
+            from timm.layers import resample_abs_pos_embed
+
+            return resample_abs_pos_embed(table[None], list(grid), list(old), num_prefix_tokens=0)[0]
+        x = table.T.reshape(1, table.shape[1], *old)
+        mode = {1: "linear", 3: "trilinear"}[len(grid)]
+        x = torch.nn.functional.interpolate(x.float(), size=grid, mode=mode, align_corners=False)
+        return x.reshape(table.shape[1], -1).T.to(table.dtype)
 
     def grid_of(self, spatial: Sequence[int]) -> tuple:
         if any(s % p for s, p in zip(spatial, self.patch)):

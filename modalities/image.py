@@ -104,13 +104,15 @@ class ImageDataset(SampleDataset):
 
 @gin.configurable
 class ImageAdapter(GridAdapter):
-    """Square images -> (img_size / patch_size)^2 patch tokens with 2-D sin-cos positions."""
+    """Square images -> (img_size / patch_size)^2 patch tokens with 2-D sin-cos positions, or a
+    learned position table (pos_embed='learned', as supervised ViTs; it starts as sin-cos)."""
 
     batch_key = "image"
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, dim: int = 768):
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, dim: int = 768,
+                 pos_embed: str = "sincos", pos_axes: str = "ij"):
         check_divisible((("ImageAdapter.img_size", img_size), ("ImageAdapter.patch_size", patch_size)))
-        super().__init__((patch_size, patch_size), in_chans, dim)
+        super().__init__((patch_size, patch_size), in_chans, dim, (img_size // patch_size,) * 2, pos_embed, pos_axes)
         self.img_size = img_size
 
     def tokenize(self, batch):

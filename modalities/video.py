@@ -218,11 +218,14 @@ class VideoAdapter(GridAdapter):
     batch_key = "video"
 
     def __init__(self, num_frames: Optional[int] = 16, img_size: int = 224, patch_size: int = 16,
-                 tubelet_size: int = 2, in_chans: int = 3, dim: int = 768):
+                 tubelet_size: int = 2, in_chans: int = 3, dim: int = 768, pos_embed: str = "sincos"):
+        """pos_embed='learned': a learned table over the (T', H', W') grid (fine-tuning from
+        VideoMAE, whose fixed table is a 1-D sinusoid over the token index), else 3-D sin-cos."""
         check_divisible((("VideoAdapter.num_frames", num_frames or tubelet_size), ("VideoAdapter.tubelet_size",
                                                                                     tubelet_size)),
                         (("VideoAdapter.img_size", img_size), ("VideoAdapter.patch_size", patch_size)))
-        super().__init__((tubelet_size, patch_size, patch_size), in_chans, dim)
+        grid = ((num_frames // tubelet_size) if num_frames else None,) + (img_size // patch_size,) * 2
+        super().__init__((tubelet_size, patch_size, patch_size), in_chans, dim, grid, pos_embed)
         self.num_frames, self.img_size = num_frames, img_size
 
     def tokenize(self, batch):

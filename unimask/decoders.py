@@ -23,11 +23,11 @@ class MAEDecoder(Decoder):
     again before every block (Point-MAE). window: local attention within windows of that many
     grid cells (Tokens.coords as grid positions), shifted by half a window along the first axis
     in every second block when shift_windows (AudioMAE's local decoder: window (4, 4)); None =
-    global attention."""
+    global attention. norm_eps: 1e-6 to match MAE's / VideoMAE's released decoders."""
 
     def __init__(self, in_dim: int = 768, dim: int = 512, depth: int = 8, num_heads: int = 16,
                  mlp_ratio: float = 4.0, remask: bool = True, use_pos: bool = True, pos_every_block: bool = False,
-                 window: Optional[Sequence[int]] = None, shift_windows: bool = True):
+                 window: Optional[Sequence[int]] = None, shift_windows: bool = True, norm_eps: float = 1e-5):
         super().__init__()
         if window is not None and (not window or any(int(w) < 1 for w in window)):
             raise ValueError(f"MAEDecoder.window={window!r}: grid cells per window axis, each >= 1")
@@ -35,7 +35,8 @@ class MAEDecoder(Decoder):
         self.embed = nn.Linear(in_dim, dim) if (depth or in_dim != dim) else nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.normal_(self.mask_token, std=0.02)
-        self.body = TransformerStack(dim, depth, num_heads, mlp_ratio, pos_every_block=pos_every_block) if depth else None
+        self.body = TransformerStack(dim, depth, num_heads, mlp_ratio, pos_every_block=pos_every_block,
+                                     norm_eps=norm_eps) if depth else None
         self.head = None
         self.dim, self.remask, self.use_pos = dim, remask, use_pos
         self.pos_every_block = bool(depth) and use_pos and pos_every_block  # the model then passes `pos`

@@ -9,14 +9,19 @@ from __future__ import annotations
 import torch
 
 
-def sincos_pos(coords: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """coords [..., C] float -> [..., dim]; each axis gets an even share of dim, rest zero-padded."""
-    n_axes = coords.shape[-1]
+def axis_frequencies(n_axes: int, dim: int, temperature: float, device) -> tuple:
+    """Each of n_axes gets an even share per_axis of dim; -> (per_axis, omega [per_axis / 2]),
+    the frequencies 1 / temperature^(i / half) shared by sin-cos codes and rotary angles."""
     per_axis = (dim // n_axes) // 2 * 2
     if per_axis == 0:
         raise ValueError(f"position width {dim} is too small for {n_axes} coordinate axes")
     half = per_axis // 2
-    omega = 1.0 / temperature ** (torch.arange(half, device=coords.device, dtype=torch.float32) / half)  # [half]
+    return per_axis, 1.0 / temperature ** (torch.arange(half, device=device, dtype=torch.float32) / half)
+
+
+def sincos_pos(coords: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """coords [..., C] float -> [..., dim]; each axis gets an even share of dim, rest zero-padded."""
+    per_axis, omega = axis_frequencies(coords.shape[-1], dim, temperature, coords.device)  # omega [half]
     angles = coords.float()[..., None] * omega  # [..., C, half]
     codes = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [..., C * per_axis]
     pad = dim - codes.shape[-1]

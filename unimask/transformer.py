@@ -7,6 +7,7 @@ the CPU attention-kernel choice below.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Optional
 
 import torch
@@ -15,6 +16,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from unimask.rope import rotate
 from unimask.tokens import gather_tokens
 
 # Below this many tokens, bf16/fp16 attention on a CPU runs faster (forward + backward) as plain
@@ -49,25 +51,37 @@ class RowBlock(Block):
     module's forward (FSDP's all-gather of the block's shards, torch.compile) see every call."""
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
-                out_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if out_rows is None:
+                out_rows: Optional[torch.Tensor] = None, rope: Optional[tuple] = None) -> torch.Tensor:
+        """rope: (cos, sin, axes) from unimask/rope.py: queries and keys rotated by their positions."""
+        if out_rows is None and rope is None:
             return super().forward(x, attn_mask=attn_mask)
-        if getattr(self.attn, "gate", None) is not None:  # a variant this shortcut does not cover
+        if getattr(self.attn, "gate", None) is not None:  # a variant this path does not cover
+            if rope is not None:
+                raise ValueError("rotary positions need timm's plain Attention (no gate)")
             return gather_tokens(super().forward(x, attn_mask=attn_mask), out_rows)
         attn = self.attn
         batch, k, _ = x.shape
-        s, width, heads, head_dim = out_rows.shape[1], attn.attn_dim, attn.num_heads, attn.head_dim
+        s, width, heads, head_dim = k if out_rows is None else out_rows.shape[1], attn.attn_dim, attn.num_heads, \
+            attn.head_dim
         h = self.norm1(x)
         weight, bias = attn.qkv.weight, attn.qkv.bias
-        q = F.linear(gather_tokens(h, out_rows), weight[:width], None if bias is None else bias[:width])
+        queries = h if out_rows is None else gather_tokens(h, out_rows)
+        q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
         kv = F.linear(h, weight[width:], None if bias is None else bias[width:])
         q = q.view(batch, s, heads, head_dim).transpose(1, 2)  # [B, H, S, hd]
         key, value = kv.view(batch, k, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, K, hd] each
         q, key = attn.q_norm(q), attn.k_norm(key)
+        if rope is not None:
+            cos, sin, axes = rope  # [B, 1, K, hd] each
+            key = rotate(key, cos, sin, axes)
+            if out_rows is not None:
+                index = out_rows[:, None, :, None].expand(-1, 1, -1, head_dim)
+                cos, sin = torch.gather(cos, 2, index), torch.gather(sin, 2, index)
+            q = rotate(q, cos, sin, axes)
         out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask,
                                              dropout_p=attn.attn_drop.p if self.training else 0.0)
         out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(batch, s, width))))
-        x = gather_tokens(x, out_rows) + self.drop_path1(self.ls1(out))
+        x = (x if out_rows is None else gather_tokens(x, out_rows)) + self.drop_path1(self.ls1(out))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -91,27 +105,32 @@ class TransformerStack(nn.Module):
     """timm Blocks + final norm: the body shared by the ViT encoder and the MAE decoder."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, qkv_bias: bool = True, pos_every_block: bool = False):
+                 drop_path: float = 0.0, qkv_bias: bool = True, pos_every_block: bool = False,
+                 norm_eps: float = 1e-5):
+        """norm_eps: LayerNorm's epsilon; timm's ViT and the MAE/VideoMAE code use 1e-6, which a
+        model loading their weights should match (the recipes here keep torch's 1e-5)."""
         super().__init__()
         self.pos_every_block = pos_every_block  # the model then passes `pos` to forward
         rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
         self.blocks = nn.ModuleList([
-            RowBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=nn.LayerNorm)
+            RowBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate,
+                     norm_layer=functools.partial(nn.LayerNorm, eps=norm_eps))
             for rate in rates
         ])
-        self.norm = nn.LayerNorm(dim) if depth else nn.Identity()
+        self.norm = nn.LayerNorm(dim, eps=norm_eps) if depth else nn.Identity()
         self.dim = dim
 
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
                 out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None,
-                block_masks: Optional[list] = None) -> torch.Tensor:
+                block_masks: Optional[list] = None, rope: Optional[tuple] = None) -> torch.Tensor:
         """x [B, K, D] -> [B, K, D], or [B, S, D] at out_rows [B, S] (the last block computes only those).
 
         pos [B, K, D]: position codes added again before every block after the first (x comes
         with them added once), as Point-MAE and Point-BERT do, so deep layers keep seeing where
         each token is: with irregular coordinates there is no grid order to fall back on.
         block_masks: one [B, 1, K, K] bool attention mask per block (True = may attend; local
-        window attention), combined with the padding mask."""
+        window attention), combined with the padding mask. rope: rotary angles for every block
+        (unimask/rope.py), applied to queries and keys inside attention."""
         attn_mask = key_padding_mask(key_valid)  # [B, 1, 1, K] | None
         with attention_backend(x):
             for i, block in enumerate(self.blocks):
@@ -123,13 +142,13 @@ class TransformerStack(nn.Module):
                     mask = block_masks[i] if attn_mask is None else block_masks[i] & attn_mask
                     if last and out_rows is not None:  # queries at the scored rows only
                         mask = torch.gather(mask, 2, out_rows[:, None, :, None].expand(-1, 1, -1, mask.shape[-1]))
-                x = block(x, attn_mask=mask, out_rows=out_rows if last else None)
+                x = block(x, attn_mask=mask, out_rows=out_rows if last else None, rope=rope)
         if out_rows is not None and not self.blocks:
             x = gather_tokens(x, out_rows)
         return self.norm(x)
 
     def block_outputs(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
-                      pos: Optional[torch.Tensor] = None) -> list:
+                      pos: Optional[torch.Tensor] = None, rope: Optional[tuple] = None) -> list:
         """Every block's output [B, K, D] (before the final norm), first to last: the layers a
         data2vec teacher averages."""
         attn_mask, outputs = key_padding_mask(key_valid), []
@@ -137,6 +156,6 @@ class TransformerStack(nn.Module):
             for i, block in enumerate(self.blocks):
                 if pos is not None and i > 0:
                     x = x + pos
-                x = block(x, attn_mask=attn_mask)
+                x = block(x, attn_mask=attn_mask, rope=rope)
                 outputs.append(x)
         return outputs
