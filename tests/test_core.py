@@ -206,12 +206,13 @@ def test_every_recipe_builds_under_smoke(recipe):
     from common import parse_gin
     from unimask.model import MaskedModel
     from unimask.multimodal import MultiModalModel
+    from unimask.classifier import Classifier
     from unimask.siamese import SiameseModel
     from unimask.vq import VQTokenizer
 
     parse_gin([recipe, SMOKE], ["train.num_workers=0", *BUILD_ONLY.get(os.path.basename(recipe), [])])
     model = gin.query_parameter("train.model").scoped_configurable_fn()
-    assert isinstance(model, (MaskedModel, MultiModalModel, SiameseModel, VQTokenizer))  # the pipelines
+    assert isinstance(model, (MaskedModel, MultiModalModel, SiameseModel, VQTokenizer, Classifier))  # the pipelines
     assert sum(p.numel() for p in model.parameters()) < 2_000_000  # smoke really shrinks it
 
 

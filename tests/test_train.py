@@ -180,8 +180,8 @@ def test_export_loads_into_timm_and_embeds_identically(tmp_path, capsys):
     printed = capsys.readouterr().out
     model, _ = model_from_checkpoint(os.path.join(workdir, "checkpoints", "last.pt"))
     state, kwargs, name = export.encoder_state(model)
-    assert f"timm.create_model({name!r}, pretrained=False, **{kwargs})" in printed  # the line users copy
-    timm_model = export.load_into_timm(torch.load(out), name, kwargs).eval()  # strict load
+    assert f"timm.create_model({name!r}, pretrained=False, **{kwargs}" in printed  # the line users copy
+    timm_model = export.load_into_timm(torch.load(out), name, kwargs, model.encoder.norm.eps).eval()  # strict
     image = torch.randn(2, 1, 32, 32)
     ours = model.adapter.embed(model.adapter.tokenize({"image": image}).patches, None, None)  # [B, N, D]
     theirs = timm_model.patch_embed(image)  # [B, N, D]

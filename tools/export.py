@@ -1,17 +1,26 @@
 #!/usr/bin/env python
-"""Export the encoder alone as a timm-compatible ViT state dict.
+"""Export a trained encoder for downstream code: timm, Hugging Face, or a traced module.
 
-    python tools/export.py --checkpoint runs/x/checkpoints/last.pt --out encoder.pth
+    python tools/export.py --checkpoint runs/x/checkpoints/last.pt --out encoder.pth              # timm
+    python tools/export.py --checkpoint runs/x/checkpoints/last.pt --format hf --out hf_encoder/  # HF folder
+    python tools/export.py --checkpoint runs/x/checkpoints/last.pt --format export --out enc.pt2  # torch.export
+    python tools/export.py --checkpoint runs/x/checkpoints/last.pt --format jit --out enc.jit     # torch.jit
 
-For 2-D patch adapters the file loads strictly into the timm model printed at the end
-(`timm.create_model(name, pretrained=False, **kwargs).load_state_dict(torch.load(...))`):
-patch embedding as timm's conv, sin-cos positions as `pos_embed`, transformer blocks and
-final norm. The printed kwargs reproduce the encoder: no class token (MAE-style pretraining
-never trains one, and an untrained token attended to shifts every feature), mean pooling,
-final norm before pooling, so `forward_features` equals the encoder's output on all tokens.
-Tubelet (3-D) adapters export the same names with a Conv3d `patch_embed.proj.weight`
-[D, C, t, p, p] as VideoMAE's ViT uses; timm has no video ViT to load it into, so no timm
-line is printed for them.
+timm (2-D patch adapters): the file loads strictly into the timm model printed at the end
+(`timm.create_model(name, pretrained=False, **kwargs).load_state_dict(torch.load(...))`): patch
+embedding as timm's conv, position codes as `pos_embed`, blocks and final norm; the printed
+kwargs reproduce the encoder (class_token as trained, mean pooling, final norm before pooling),
+so `forward_features` equals the encoder's output on all tokens. Tubelet (3-D) adapters export
+the same names with a Conv3d `patch_embed.proj.weight` [D, C, t, p, p] as VideoMAE's ViT uses;
+timm has no video ViT, so no timm line is printed for them.
+
+hf: a folder for `transformers.ViTMAEModel.from_pretrained(folder)` (images) or
+`VideoMAEModel.from_pretrained(folder)` (video), strict. ViTMAE always has a [CLS] token (a zero
+one when the encoder has none) and its config's mask_ratio is 0; VideoMAE computes a 1-D
+sinusoid position table of its own, so its features differ from this encoder's until fine-tuned.
+
+export / jit: the bare encoder (input [B, C, *S] -> features [B, N, D], no masking), traced at
+the recipe's input size: `torch.export.load(path).module()(x)` or `torch.jit.load(path)(x)`.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import model_from_checkpoint  # noqa: E402
 
-from modalities.grid import grid_coords  # noqa: E402
+from unimask.weights.export import BareEncoder, canonical_encoder, save_hf  # noqa: E402
 
 TIMM_NAMES = {(192, 12): "vit_tiny_patch16_224", (384, 12): "vit_small_patch16_224", (768, 12): "vit_base_patch16_224",
               (1024, 24): "vit_large_patch16_224"}
@@ -32,53 +41,75 @@ TIMM_NAMES = {(192, 12): "vit_tiny_patch16_224", (384, 12): "vit_small_patch16_2
 
 def encoder_state(model) -> tuple:
     """-> (timm-named state dict, timm create_model kwargs, timm name)."""
-    adapter, encoder = model.adapter, model.encoder
-    if not hasattr(adapter, "proj") or not hasattr(adapter, "patch") or not hasattr(encoder, "blocks"):
-        raise ValueError(f"export needs a patch adapter and a ViT encoder, got {type(adapter).__name__} / "
-                         f"{type(encoder).__name__}")
-    dim, patch, chans = encoder.dim, adapter.patch, adapter.in_chans
-    weight = adapter.proj.weight.detach().view(dim, *patch, chans)  # (p q c) order of patchify
-    weight = weight.permute(0, len(patch) + 1, *range(1, len(patch) + 1)).contiguous()  # [D, C, *patch]
-    state = {"patch_embed.proj.weight": weight, "patch_embed.proj.bias": adapter.proj.bias.detach().clone()}
-    size = getattr(adapter, "img_size", None)
-    grid = tuple(s // p for s, p in zip(((adapter.num_frames,) if len(patch) == 3 else ()) + (size, size), patch))
-    state["pos_embed"] = adapter.pos(grid_coords(grid, 1, weight.device), dim).detach()  # [1, N, D]
-    for key, value in encoder.state_dict().items():
-        state[key] = value.detach().clone()
-    depth, heads = len(encoder.blocks), encoder.blocks[0].attn.num_heads
-    kwargs = dict(img_size=size, patch_size=patch[-1], in_chans=chans, embed_dim=dim, depth=depth, num_heads=heads,
-                  class_token=False, global_pool="avg", fc_norm=False)
-    name = TIMM_NAMES.get((dim, depth), "vit_base_patch16_224")
-    return state, kwargs, name
+    state = canonical_encoder(model)
+    encoder, adapter = model.encoder, model.adapter
+    dim, depth = encoder.dim, len(encoder.blocks)
+    has_cls = "cls_token" in state
+    kwargs = dict(img_size=getattr(adapter, "img_size", None), patch_size=adapter.patch[-1], in_chans=adapter.in_chans,
+                  embed_dim=dim, depth=depth, num_heads=encoder.blocks[0].attn.num_heads, class_token=has_cls,
+                  global_pool="avg", fc_norm=False)
+    return state, kwargs, TIMM_NAMES.get((dim, depth), "vit_base_patch16_224")
 
 
-def load_into_timm(state: dict, name: str, kwargs: dict):
-    """Build the timm model and load strictly; the classifier head keeps timm's own init."""
+def load_into_timm(state: dict, name: str, kwargs: dict, eps: float = 1e-6):
+    """Build the timm model and load strictly; the classifier head keeps timm's own init. eps:
+    the encoder's LayerNorm epsilon (torch's 1e-5 in the recipes here; timm's default is 1e-6)."""
+    import functools
+
     import timm
 
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    model = timm.create_model(name, pretrained=False, norm_layer=functools.partial(torch.nn.LayerNorm, eps=eps),
+                              **kwargs)
     full = model.state_dict()
     full.update(state)
     model.load_state_dict(full, strict=True)
     return model
 
 
+def export_traced(model, out: str, how: str) -> None:
+    adapter = model.adapter
+    bare = BareEncoder(adapter, model.encoder).eval()
+    grid = adapter.grid_positions()
+    if grid is None:
+        raise ValueError("the adapter takes inputs of any size: tracing needs a fixed one")
+    size = [g * p for g, p in zip(adapter.token_grid, adapter.patch)]
+    example = torch.randn(2, adapter.in_chans, *size)
+    with torch.no_grad():
+        if how == "jit":
+            torch.jit.save(torch.jit.trace(bare, example), out)
+        else:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            torch.export.save(torch.export.export(bare, (example,), dynamic_shapes={"x": {0: batch}}), out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--format", choices=("timm", "hf", "export", "jit"), default="timm")
     parser.add_argument("--gin", action="append", default=[])
     parser.add_argument("--gin_param", action="append", default=[])
     args = parser.parse_args(argv)
     model, _ = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param)
+    model.eval()
+    if args.format == "hf":
+        name = save_hf(model, args.out)
+        print(f"wrote {args.out}: load with transformers.{name}.from_pretrained({args.out!r})")
+        return 0
+    if args.format in ("export", "jit"):
+        export_traced(model, args.out, args.format)
+        loader = "torch.jit.load" if args.format == "jit" else "torch.export.load(...).module"
+        print(f"wrote {args.out}: {loader}({args.out!r}) maps [B, C, *S] inputs to [B, N, D] features")
+        return 0
     state, kwargs, name = encoder_state(model)
+    eps = model.encoder.norm.eps
     if len(model.adapter.patch) == 2:
-        timm_model = load_into_timm(state, name, kwargs)
-        state = {k: v for k, v in timm_model.state_dict().items()}
+        state = dict(load_into_timm(state, name, kwargs, eps).state_dict())
     torch.save(state, args.out)
     print(f"wrote {args.out}: {len(state)} tensors")
     if len(model.adapter.patch) == 2:
-        print(f"load with: timm.create_model({name!r}, pretrained=False, **{kwargs})"
+        norm = "" if eps == 1e-6 else f", norm_layer=functools.partial(torch.nn.LayerNorm, eps={eps})"
+        print(f"load with: timm.create_model({name!r}, pretrained=False, **{kwargs}{norm})"
               f".load_state_dict(torch.load({args.out!r}))")
     else:
         print("a video ViT (Conv3d tubelet embedding, VideoMAE layout); timm has no model to load it into")

@@ -40,6 +40,18 @@ class Decoded:
 
 @gin.configurable
 class MaskedModel(nn.Module):
+    # train.init_from (unimask/weights): parts an encoder-only file (timm) lacks, and a classifier's parts
+    init_from_fresh = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.")
+    init_from_drop = ("head.", "fc_norm.")
+
+    @classmethod
+    def from_checkpoint(cls, path: str, gin_files=(), gin_params=(), strict: bool = True) -> nn.Module:
+        """The model of a unimask checkpoint (its own gin config) or, with gin files describing
+        the model, of a timm / MAE / VideoMAE / Hugging Face file, weights loaded and reported."""
+        from unimask.weights.build import build_from_checkpoint
+
+        return build_from_checkpoint(path, gin_files, gin_params, strict, verbose=True)
+
     def __init__(self, adapter, masker, schedule, encoder, decoder, target: Optional[Target] = None,
                  loss=None, mode: str = "drop", decoder_masker=None, decoder_ratio: float = 0.5,
                  replace_probs: Sequence[float] = (1.0, 0.0, 0.0), aux_objectives: Sequence[nn.Module] = (),
@@ -126,14 +138,19 @@ class MaskedModel(nn.Module):
     def score(self, decoded: Decoded, tokens: Tokens, mask: Optional[Mask] = None) -> tuple:
         """-> (loss [], token_loss [B, M]) over the scored tokens (score_decoded). With
         loss_weighting='inverse_ratio' (masked diffusion: MDLM, MD4), each sample's token losses
-        are weighted by 1 / its mask ratio and summed over the real tokens, the continuous-time
-        bound for a linear schedule: sum_b (1 / t_b) sum_hidden CE / (number of real tokens)."""
+        are weighted by 1 / its mask ratio and summed over the maskable tokens: the continuous-time
+        bound for a linear schedule, sum_b (1 / t_b) sum_hidden CE / sum_b n_b. The maskers hide
+        exactly k_b = round(t_b n_b) tokens, so 1 / t_b is taken as n_b / k_b, the ratio that was
+        realized (unbiased for the exact-count form; 1 / t_b would give one hidden token of a
+        short sequence a weight near 2 n_b, and a sample with none hidden a finite weight)."""
         if self.loss_weighting == "tokens" or mask is None:
             return score_decoded(self.adapter, self.target, self.loss_fn, decoded, tokens, mask)
         _, token_loss = score_decoded(self.adapter, self.target, self.loss_fn, decoded, tokens, mask)
-        weight = 1.0 / mask.ratio.to(token_loss.dtype).clamp(min=1e-3)  # [B]; a ratio near 0 hides ~nothing
+        maskable = tokens.maskable_mask()
+        hidden = (mask.masked & maskable).sum(1)  # [B] k_b
+        weight = maskable.sum(1).to(token_loss.dtype) / hidden.clamp(min=1).to(token_loss.dtype)  # [B] n_b / k_b
         weighted = token_loss * weight[:, None]
-        return weighted.sum() / tokens.valid_mask().sum().clamp(min=1), weighted
+        return weighted.sum() / maskable.sum().clamp(min=1), weighted
 
     # ---- whole pipeline --------------------------------------------------------------------
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,

@@ -9,20 +9,33 @@ import math
 
 import torch
 
-NO_DECAY_NAMES = ("pos", "mask_token", "cls_token", "token_embed")
+NO_DECAY_NAMES = ("pos", "mask_token", "cls_token")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float):
-    """No weight decay on biases, norms (1-D params), position and mask tokens."""
-    decay, no_decay = [], []
+    """No weight decay on biases, norms (1-D params), position and mask tokens. A model with an
+    `lr_scale(name) -> float` method (layer-wise lr decay when fine-tuning) gets one group per
+    (decay, scale), each with its 'lr_scale', which the trainer multiplies into the lr."""
+    scale_of = getattr(model, "lr_scale", None)
+    groups = {}  # (decays, scale) -> params, in first-seen order
     for name, param in model.named_parameters():
         if not param.requires_grad or name.startswith("target."):
             continue  # frozen or teacher weights are not optimized
-        if param.ndim <= 1 or any(key in name for key in NO_DECAY_NAMES):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = not (param.ndim <= 1 or any(key in name for key in NO_DECAY_NAMES))
+        scale = float(scale_of(name)) if scale_of is not None else None
+        groups.setdefault((decays, scale), []).append(param)
+    if scale_of is None:  # the two MAE groups, in this order, always (checkpoints keep the layout)
+        return [{"params": groups.get((True, None), []), "weight_decay": weight_decay},
+                {"params": groups.get((False, None), []), "weight_decay": 0.0}]
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": scale}
+            for (decays, scale), params in groups.items()]
+
+
+def layer_decay_scales(depth: int, decay: float, layer_of) -> "callable":
+    """MAE / BEiT layer-wise lr decay: a parameter in layer i of depth + 2 (0 = the embeddings,
+    1..depth = the blocks, depth + 1 = the head and final norms) gets lr x decay^(depth + 1 - i).
+    layer_of(name) -> i."""
+    return lambda name: decay ** (depth + 1 - layer_of(name))
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, min_lr: float = 0.0) -> float:

@@ -27,6 +27,7 @@ from unimask.train.logging import MetricsLog, write_run_info
 from unimask.optim import lr_at
 from unimask.train.optim import make_optimizer
 from unimask.train.precision import autocast, resolve_device, resolve_precision
+from unimask.train.scoring import score_split
 from unimask.train.workers import close_loader, ignore_stop_signals
 
 
@@ -49,7 +50,13 @@ class Trainer:
                  persistent_workers: bool = True, prefetch_factor: int = 2, log_every: int = 50,
                  eval_every: int = 500, ckpt_every: int = 1000, keep_every: Optional[int] = None,
                  stop_at: Optional[int] = None, max_consecutive_skips: int = 20, compile: bool = False,
-                 ema_decay: Optional[float] = None, fsdp: bool = False, progress_bar: bool = True):
+                 ema_decay: Optional[float] = None, fsdp: bool = False, progress_bar: bool = True,
+                 init_from: Optional[str] = None, init_strict: bool = True, eval_dataset=None,
+                 eval_batch_size: Optional[int] = None):
+        """init_from: weights to start from (unimask, timm, MAE, VideoMAE or Hugging Face files;
+        unimask/weights), init_strict=False loads the keys that fit; a resumed run ignores it.
+        eval_dataset: a labeled split (the test split) scored by model.score_batch at every eval
+        step (fine-tuning reports top-1), in batches of eval_batch_size (default batch_size)."""
         self.device = resolve_device(device)
         self.dist = init_distributed(self.device)
         if self.dist.world > 1 and self.device.type == "cuda":
@@ -63,6 +70,11 @@ class Trainer:
                              f"samples per dataset item = {self.dist.world} x {accum_steps} x {samples_per_item}")
         self.micro_batch = batch_size // micro_total // samples_per_item  # dataset items per micro-step
         self.model, self.dataset = model.to(self.device), dataset
+        if init_from:
+            from unimask.weights import load_pretrained
+
+            load_pretrained(self.model, init_from, strict=init_strict, verbose=self.dist.is_main)
+        self.eval_dataset, self.eval_batch_size = eval_dataset, eval_batch_size or batch_size
         self.steps, self.batch_size, self.accum_steps, self.seed = steps, batch_size, accum_steps, seed
         self.stop_at = steps if stop_at is None else min(stop_at, steps)
         self.peak_lr = lr if lr is not None else base_lr * batch_size / 256
@@ -130,7 +142,7 @@ class Trainer:
         return {"step": self.step,
                 "schedules": {"lr": {"peak": self.peak_lr, "warmup": self.warmup_steps, "min_lr": self.min_lr,
                                      "total": self.steps},
-                              "mask": self.model.schedule.state_dict()},
+                              "mask": self.model.schedule.state_dict() if hasattr(self.model, "schedule") else {}},
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": ckpt.rng_state(),
                 "data": {"position": self.position, "seed": self.seed}, "skipped": self.skipped,
                 "n_bad": self.n_bad, "world_size": self.dist.world, "config": gin.config_str()}
@@ -196,7 +208,7 @@ class Trainer:
         progress = self.step / self.steps
         lr = lr_at(self.step, self.steps, self.peak_lr, self.warmup_steps, self.min_lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise decay when fine-tuning
         self.train_model.train()
         total_loss, ratios, finite, terms = 0.0, [], True, {}
         for micro, batch in enumerate(batches):
@@ -216,7 +228,7 @@ class Trainer:
                 terms[f"loss_{name}"] = terms.get(f"loss_{name}", 0.0) + value.detach().float() / len(batches)
             for name, value in out.get("stats", {}).items():  # other numbers a model reports (codebook usage)
                 terms[name] = terms.get(name, 0.0) + torch.as_tensor(value).detach().float() / len(batches)
-            ratios.append(float(out["mask"].ratio.float().mean()))
+            ratios.append(float(out["mask"].ratio.float().mean()) if out.get("mask") is not None else 0.0)
             if self._micro_hook is not None:
                 self._micro_hook(micro + 1, len(batches))
         total_loss = float(all_reduce_mean(total_loss, self.dist))
@@ -287,6 +299,10 @@ class Trainer:
         row = {"eval_loss": float(all_reduce_mean(recon_loss.detach().float(), self.dist))}
         for name, value in out.get("terms", {}).items():
             row[f"eval_loss_{name}"] = float(all_reduce_mean(value.detach().float(), self.dist))
+        if self.eval_dataset is not None:  # fine-tuning: top-1 on the labeled split
+            row.update(score_split(self.model, self.eval_dataset, self.eval_batch_size, self.device, self.dist,
+                                   self.precision, self.loader_kwargs["num_workers"],
+                                   getattr(self.eval_dataset, "collate", None)))
         return row
 
     # ---- the loop --------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""Fine-tuning a pretrained encoder on labels (MAE's main_finetune.py, VideoMAE's
+run_class_finetuning.py), trained by the same trainer as pretraining.
+
+Every token is visible; the encoder's output is pooled (mean over the valid tokens then a
+LayerNorm, MAE's global_pool, or the [CLS] token), dropped out and classified by a linear head
+initialized small (MAE: trunc-normal, std 2e-5). mixup / cutmix come from timm's Mixup over the
+adapter's input tensor (dims between the batch and the last two folded into channels, so a clip
+gets one box through all its frames), soft targets from timm's SoftTargetCrossEntropy, label
+smoothing from torch's cross-entropy when mixing is off. Layer-wise lr decay is `lr_scale`,
+which unimask/optim.py puts on the parameter groups. `score_batch` gives the trainer top-1 (and
+top-5) on `train.eval_dataset`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import gin
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unimask.encoders import encode_ids
+from unimask.model import init_weights
+from unimask.optim import layer_decay_scales
+from unimask.tokens import select_ids
+
+
+@gin.configurable
+class Classifier(nn.Module):
+    init_from_fresh = ("head.", "fc_norm.")  # a pretraining checkpoint has no classifier
+    init_from_drop = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.")  # pretraining only
+
+    def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, num_classes: int = gin.REQUIRED,
+                 pool: str = "mean", head_dropout: float = 0.0, head_init_std: float = 2e-5,
+                 layer_decay: Optional[float] = 0.75, label_smoothing: float = 0.1, mixup: float = 0.0,
+                 cutmix: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5):
+        """pool: 'mean' (mean + fc_norm, MAE's default) or 'cls' (needs ViTEncoder.class_token);
+        layer_decay: lr x decay^(depth + 1 - layer) (MAE: 0.75 ViT-B/L, 0.65 in its ViT-B recipe);
+        None = one lr. mixup / cutmix: timm's alphas (0.8 / 1.0 in MAE and VideoMAE; 0 = off)."""
+        super().__init__()
+        if pool not in ("mean", "cls"):
+            raise ValueError(f"Classifier.pool must be 'mean' or 'cls', got {pool!r}")
+        if pool == "cls" and getattr(encoder, "cls_token", None) is None:
+            raise ValueError("Classifier.pool='cls' needs an encoder with a [CLS] token (ViTEncoder.class_token=True)")
+        if num_classes < 2:
+            raise ValueError(f"Classifier.num_classes={num_classes}: at least 2 classes")
+        self.adapter, self.encoder, self.pool, self.num_classes = adapter, encoder, pool, num_classes
+        self.fc_norm = nn.LayerNorm(encoder.dim, eps=1e-6) if pool == "mean" else nn.Identity()
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(encoder.dim, num_classes)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.head.weight, std=head_init_std)
+        self.label_smoothing = label_smoothing
+        self.mixer = None
+        if mixup > 0 or cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mix_prob, switch_prob=switch_prob,
+                               label_smoothing=label_smoothing, num_classes=num_classes)
+        depth = len(getattr(encoder, "blocks", ()))
+        self.lr_scale = layer_decay_scales(depth, layer_decay, self.layer_of) if layer_decay else None
+
+    def layer_of(self, name: str) -> int:
+        """MAE's get_layer_id_for_vit: 0 = adapter (patch embedding, positions) and [CLS], i + 1 =
+        encoder block i, depth + 1 = everything after the blocks (final norm, fc_norm, head)."""
+        depth = len(self.encoder.blocks)
+        if name.startswith("adapter.") or name == "encoder.cls_token":
+            return 0
+        if name.startswith("encoder.blocks."):
+            return int(name.split(".")[2]) + 1
+        return depth + 1
+
+    # ---- forward ---------------------------------------------------------------------------
+    def pooled_features(self, batch) -> torch.Tensor:
+        """batch -> pooled features [B, D] (before fc_norm), every token visible."""
+        tokens = self.adapter.tokenize(batch)
+        ids, valid = select_ids(tokens.valid_mask())
+        if self.pool == "cls":
+            from unimask.encoders import embed_ids, position_codes
+
+            x = embed_ids(self.adapter, tokens, ids)
+            x = x + position_codes(self.adapter, tokens, ids, x)
+            return self.encoder.forward_with_cls(x, valid)[:, 0]
+        latent = encode_ids(self.adapter, self.encoder, tokens, ids, valid)  # [B, K, D]
+        weights = valid.unsqueeze(-1).to(latent.dtype)
+        return (latent * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def logits(self, batch) -> torch.Tensor:  # -> [B, num_classes]
+        return self.head(self.head_dropout(self.fc_norm(self.pooled_features(batch))))
+
+    def labels_of(self, batch) -> torch.Tensor:
+        labels = self.adapter.labels(batch)
+        if labels is None:
+            raise ValueError("Classifier: the batch has no 'label' (fine-tuning needs a labeled dataset)")
+        return labels.long()
+
+    def forward(self, batch, progress: float = 0.0, generator=None, mask=None, mask_only: bool = False) -> dict:
+        """The trainer's interface (as MaskedModel's): {'loss', 'logits', 'mask': None}."""
+        if mask_only:
+            return {"mask": None}
+        labels = self.labels_of(batch)
+        if bool((labels < 0).any()):
+            raise ValueError("Classifier: unlabeled samples (label -1) in a fine-tuning batch; the dataset's "
+                             "split has files outside class folders")
+        if self.training and self.mixer is not None:
+            batch, soft = self.mix(batch, labels)
+            logits = self.logits(batch)
+            loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()  # timm SoftTargetCE
+        else:
+            logits = self.logits(batch)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing if self.training else 0.0)
+        accuracy = (logits.argmax(-1) == labels).float().mean()
+        return {"loss": loss, "logits": logits, "mask": None, "stats": {"train_top1": accuracy.detach() * 100}}
+
+    def mix(self, batch: dict, labels: torch.Tensor) -> tuple:
+        """timm's Mixup on the adapter's input: (mixed batch, soft targets [B, classes])."""
+        key = self.adapter.batch_key
+        x = batch[key]
+        if x.shape[0] % 2:
+            raise ValueError(f"Classifier mixup/cutmix needs an even batch per step, got {x.shape[0]}")
+        folded = x.reshape(x.shape[0], -1, *x.shape[-2:])  # [B, C x T, H, W]: cutmix boxes through every frame
+        mixed, soft = self.mixer(folded.clone(), labels)
+        return {**batch, key: mixed.reshape(x.shape)}, soft
+
+    @torch.no_grad()
+    def score_batch(self, batch, keep: torch.Tensor) -> dict:
+        """-> {'top1': (correct, count), 'top5': ...} over the rows keep [B] marks."""
+        logits, labels = self.logits(batch), self.labels_of(batch)
+        keep = keep & (labels >= 0)
+        ranked = logits.topk(min(5, self.num_classes), dim=-1).indices  # [B, k]
+        hits = ranked == labels[:, None]
+        out = {"top1": ((hits[:, 0] & keep).sum(), keep.sum())}
+        if self.num_classes > 5:
+            out["top5"] = ((hits.any(-1) & keep).sum(), keep.sum())
+        return out
+
+    def after_step(self, progress: float):
+        pass
+
+    def render(self, out, path):
+        raise NotImplementedError("a classifier draws no reconstruction")

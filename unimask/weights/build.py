@@ -1,0 +1,32 @@
+"""A model from a weights file alone (`MaskedModel.from_checkpoint`): a unimask checkpoint
+carries its gin config and rebuilds itself; any other layout needs gin files that describe the
+model to load it into (a timm or MAE state dict says nothing about masking or the data)."""
+from __future__ import annotations
+
+import gin
+import torch
+
+from unimask.weights.layouts import canonical, unwrap
+from unimask.weights.load import WeightsError, load_pretrained, read_file
+
+
+def build_from_checkpoint(path: str, gin_files=(), gin_params=(), strict: bool = True, verbose: bool = False):
+    """-> the model of `path`'s config (+ files and bindings) with the file's weights loaded."""
+    from unimask.configurables import register_all
+
+    register_all()
+    obj = read_file(path)
+    config = obj.get("config") if isinstance(obj, dict) else None
+    if not config and not gin_files:
+        layout = canonical(unwrap(obj))[0]
+        raise WeightsError(f"{path} is a {layout} state dict without a gin config: pass gin files that describe "
+                           "the model to load it into")
+    gin.clear_config()
+    if config:
+        gin.parse_config(config)
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_params))
+    model = gin.query_parameter("train.model").scoped_configurable_fn()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"train.model of {path} is not a model ({type(model).__name__})")
+    load_pretrained(model, path, strict=strict, verbose=verbose)
+    return model

@@ -1,0 +1,233 @@
+"""Start a model from published or earlier weights: `train.init_from=PATH`, `load_pretrained`.
+
+The file is read (torch or safetensors), unwrapped and translated to canonical names
+(layouts.py), then mapped onto the model: encoder blocks and norms by name, the patch
+convolution through the adapter (`linear_from_conv`), the position table through the adapter
+(resampled to its grid), a [CLS] row of the table folded into the encoder's [CLS] token, MAE's
+decoder into MAEDecoder. Every key ends in one list of the printed report:
+
+    loaded     copied as it is
+    converted  changed in form, not in meaning (conv -> linear patch embedding, qkv fused)
+    reshaped   resampled to another grid (position tables)
+    checked    a fixed table in the file that equals what the model computes itself
+    dropped    in the file, for a part this model does not have on purpose (a classifier loading
+               a pretraining checkpoint drops the decoder)
+    new        in the model, not in the file, for a part the file cannot have (a fine-tuning head)
+    missing / unexpected / mismatched: the rest, an error naming them unless strict=False
+
+A model says which parts are optional through `init_from_fresh` (may be new) and
+`init_from_drop` (may be dropped): tuples of key prefixes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+
+from unimask.weights.layouts import canonical, unwrap
+
+DECODER_NAMES = (("decoder_embed.", "decoder.embed."), ("mask_token", "decoder.mask_token"),
+                 ("decoder_blocks.", "decoder.body.blocks."), ("decoder_norm.", "decoder.body.norm."),
+                 ("decoder_pred.", "decoder.head."))
+
+
+class WeightsError(ValueError):
+    """The file's keys do not fit the model; the message names them."""
+
+
+@dataclass
+class LoadReport:
+    path: str
+    layout: str
+    loaded: List[str] = field(default_factory=list)
+    converted: List[str] = field(default_factory=list)
+    reshaped: List[str] = field(default_factory=list)
+    checked: List[str] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+    new: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> List[str]:
+        return ([f"missing {k}" for k in self.missing] + [f"unexpected {k}" for k in self.unexpected]
+                + [f"mismatched {k}" for k in self.mismatched])
+
+    def summary(self) -> str:
+        lines = [f"init_from {self.path} ({self.layout} layout): {len(self.loaded)} loaded"]
+        for name in ("converted", "reshaped", "checked", "dropped", "new", "missing", "unexpected", "mismatched"):
+            keys = getattr(self, name)
+            if keys:
+                lines.append(f"  {name} ({len(keys)}): {short_list(keys)}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def short_list(keys: List[str], limit: int = 8) -> str:
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_file(path: str) -> dict:
+    """A state dict from a torch file or a .safetensors file (a folder: its model file)."""
+    if os.path.isdir(path):
+        for name in ("model.safetensors", "pytorch_model.bin", "checkpoints/last.pt"):
+            if os.path.exists(os.path.join(path, name)):
+                return read_file(os.path.join(path, name))
+        raise FileNotFoundError(f"init_from: {path} holds no model.safetensors, pytorch_model.bin or checkpoints/last.pt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"init_from: {path} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  MAE's checkpoints pickle their argparse arguments next to the weights
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001
+            raise WeightsError(f"init_from: cannot read {path}: {err}") from err
+
+
+def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verbose: bool = True) -> LoadReport:
+    """Load the weights in `path` into `model` (in place) -> the report; WeightsError when a key
+    does not fit and strict. Works for unimask, timm, MAE, VideoMAE and Hugging Face files."""
+    try:
+        state = unwrap(read_file(path))
+        layout, state = canonical(state)
+    except ValueError as err:
+        raise WeightsError(f"init_from {path}: {err}") from err
+    report = LoadReport(path, layout)
+    mapped = dict(state) if layout == "unimask" else to_model_names(model, state, layout, report)
+    own = model.state_dict()
+    if "adapter.pos_table" in mapped and "adapter.pos_table" in own and \
+            mapped["adapter.pos_table"].shape != own["adapter.pos_table"].shape:
+        mapped["adapter.pos_table"] = model.adapter.resample_pos_table(mapped["adapter.pos_table"])
+        report.reshaped.append("adapter.pos_table")
+    fresh = tuple(getattr(model, "init_from_fresh", ()))
+    if layout == "unimask" and "adapter.pos_table" in own and "adapter.pos_table" not in mapped:
+        fresh += ("adapter.pos_table",)  # a learned table starts as the fixed codes the file's model computed
+        report.notes.append("adapter.pos_table starts as the sin-cos codes the checkpoint's model used")
+    drop = tuple(getattr(model, "init_from_drop", ()))
+    final = {}
+    for key, value in mapped.items():
+        if key not in own:
+            (report.dropped if key.startswith(drop) else report.unexpected).append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append(f"{key}: file {list(value.shape)}, model {list(own[key].shape)}")
+        else:
+            final[key] = value
+            if key not in report.converted + report.reshaped:
+                report.loaded.append(key)
+    for key in own:
+        if key not in mapped:
+            (report.new if key.startswith(fresh) else report.missing).append(key)
+    if strict and report.problems:
+        raise WeightsError(f"init_from {path} ({layout} layout) does not fit {type(model).__name__}: "
+                           f"{short_list(report.problems, 12)} (train.init_strict=False loads the keys that fit)")
+    model.load_state_dict(final, strict=False)
+    if verbose:
+        print(report.summary(), flush=True)
+    return report
+
+
+def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: LoadReport) -> dict:
+    """Canonical names (timm + MAE decoder) -> this model's names (adapter.*, encoder.*, decoder.*)."""
+    adapter, encoder = model.adapter, model.encoder
+    state = dict(state)
+    out = {}
+    weight, bias = state.pop("patch_embed.proj.weight", None), state.pop("patch_embed.proj.bias", None)
+    if weight is not None:
+        if not hasattr(adapter, "linear_from_conv"):
+            raise WeightsError(f"{type(adapter).__name__} has no patch embedding to load patch_embed.proj into")
+        try:
+            converted = adapter.linear_from_conv(weight, bias)
+        except ValueError as err:  # another width, patch or channel count
+            converted = {}
+            report.mismatched.append(str(err))
+        for key, value in converted.items():
+            out[f"adapter.{key}"] = value
+            report.converted.append(f"adapter.{key}")
+    cls_token, pos = state.pop("cls_token", None), state.pop("pos_embed", None)
+    prefix = 1 if cls_token is not None and pos is not None else 0
+    if cls_token is not None:
+        if getattr(encoder, "cls_token", None) is None:
+            report.unexpected.append("cls_token (this encoder has none: ViTEncoder.class_token=True keeps it)")
+        else:
+            out["encoder.cls_token"] = cls_token + (pos[:, :1] if prefix else 0)
+            report.converted.append("encoder.cls_token")
+    if pos is not None:
+        place_table(adapter, pos[0, prefix:], "pos_embed", "adapter.pos_table", out, report)
+    elif layout in ("videomae", "hf"):  # VideoMAE's table is computed, never stored (ViTMAE's is stored)
+        if getattr(adapter, "pos_table", None) is not None:
+            out["adapter.pos_table"] = sinusoid_table(adapter.pos_table.shape[0], adapter.pos_table.shape[1])
+            report.converted.append("adapter.pos_table")
+            report.notes.append("positions: VideoMAE's fixed 1-D sinusoid table (not stored in the file)")
+        else:
+            report.notes.append("the file was trained with VideoMAE's 1-D sinusoid positions, this adapter uses "
+                                "fixed sin-cos codes: set <Adapter>.pos_embed='learned' to start from VideoMAE's")
+            report.missing.append("pos_embed (VideoMAE's table needs <Adapter>.pos_embed='learned')")
+    decoder_pos = state.pop("decoder_pos_embed", None)
+    if decoder_pos is not None and hasattr(model, "decoder"):
+        own = adapter.grid_positions() if hasattr(adapter, "grid_positions") else None
+        rows = decoder_pos[0, decoder_pos.shape[1] - (len(own) if own is not None else 0):]
+        if close_to_own_codes(adapter, rows, decoder_pos.shape[-1]):
+            report.checked.append("decoder_pos_embed")
+        else:
+            report.notes.append("decoder_pos_embed differs from the decoder's sin-cos codes (axis order?): the "
+                                "decoder uses its own")
+            report.mismatched.append("decoder_pos_embed (the decoder computes its positions; see the note)")
+    for key, value in state.items():
+        out[model_name(key)] = value
+    return out
+
+
+def model_name(key: str) -> str:
+    for theirs, ours in DECODER_NAMES:
+        if key.startswith(theirs):
+            return ours + key[len(theirs):]
+    if key.startswith(("blocks.", "norm.")):
+        return "encoder." + key
+    return key  # fc_norm.*, head.*: a classifier's own names
+
+
+def place_table(adapter, rows: torch.Tensor, source: str, key: str, out: dict, report: LoadReport):
+    """A position table from the file [N', D] -> the adapter's learned table (resampled), or a
+    check that it equals the adapter's fixed codes."""
+    if getattr(adapter, "pos_table", None) is not None:
+        out[key] = rows.detach().clone()
+        report.converted.append(key)
+        return
+    if close_to_own_codes(adapter, rows, rows.shape[-1]):
+        report.checked.append(source)
+        return
+    hint = ""
+    if hasattr(adapter, "pos_axes") and close_to_own_codes(adapter, rows, rows.shape[-1], flip=True):
+        hint = f" (it is the same sin-cos with the axes swapped, as MAE writes it: set {type(adapter).__name__}" \
+               ".pos_axes='xy')"
+    report.notes.append(f"{source}: the file's position table is not this adapter's fixed sin-cos codes{hint}; "
+                        f"{type(adapter).__name__}.pos_embed='learned' loads it as a learned table")
+    report.mismatched.append(f"{source} (fixed positions differ; see the note)")
+
+
+def close_to_own_codes(adapter, rows: torch.Tensor, dim: int, flip: bool = False) -> bool:
+    """Whether rows [N, dim] equal the adapter's own fixed position codes on its token grid (flip:
+    with the other axis order)."""
+    coords = adapter.grid_positions() if hasattr(adapter, "grid_positions") else None  # [N, d]
+    if coords is None or coords.shape[0] != rows.shape[0]:
+        return False
+    own = adapter.sincos(coords.flip(-1) if flip else coords, dim).float()
+    return bool(torch.allclose(own, rows.float(), atol=1e-4))
+
+
+def sinusoid_table(n: int, dim: int) -> torch.Tensor:
+    """VideoMAE's get_sinusoid_encoding_table: [n, dim], position / 10000^(2(j//2)/dim), sin on even j, cos on odd."""
+    position = torch.arange(n, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None]
+    angle = position / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()
