@@ -1,7 +1,8 @@
 """Text (BERT, Devlin et al. 2019; masked diffusion: MDLM, Sahoo et al. 2024; MD4, Shi et al.
 2024): documents -> token ids on a 1-D grid, masked-token prediction with a tied output embedding.
 
-    tokenizer.py  TextTokenizer, ByteTokenizer (default, offline), text_tokenizer (gin entry point)
+    tokenizer.py  TextTokenizer, ByteTokenizer (default, offline)
+    choose.py     text_tokenizer (gin entry point: bytes or a BPE file), tokenizers kept in checkpoints
     bpe.py        BPETokenizer and train_bpe (the `tokenizers` package; tools/train_tokenizer.py)
     state.py      a tokenizer's JSON as a uint8 tensor (the adapter's checkpointed extra state)
     corpus.py     documents from .jsonl / .txt / fortune files; bad input named by file and line
@@ -26,4 +27,5 @@ from modalities.text.inference import predict_logits  # noqa: F401
 from modalities.text.masking import WORD_IDS, WholeWordMasker  # noqa: F401
 from modalities.text.objective import TokenCrossEntropy, TokenIdTarget  # noqa: F401
 from modalities.text.sampling import sample_ids, sample_text  # noqa: F401
-from modalities.text.tokenizer import ByteTokenizer, TextTokenizer, remember_checkpoint_tokenizers, text_tokenizer  # noqa: F401
+from modalities.text.choose import remember_checkpoint_tokenizers, text_tokenizer  # noqa: F401
+from modalities.text.tokenizer import ByteTokenizer, TextTokenizer  # noqa: F401

@@ -8,13 +8,10 @@ find the copy when the file it was trained into is gone.
 """
 from __future__ import annotations
 
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-import gin
 import numpy as np
 
-from modalities.text.state import decode_state
 
 SPECIAL_NAMES = ("pad", "cls", "sep", "mask", "unk")  # unk only where a vocabulary can miss a symbol
 SPECIAL_TOKENS = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", "unk": "[UNK]"}
@@ -113,45 +110,3 @@ class ByteTokenizer(TextTokenizer):
     def load_state(self, state):
         if state.get("kind") != self.kind:
             raise ValueError(f"the checkpoint's tokenizer is {state.get('kind')!r}, this one is 'byte'")
-
-
-# ---- checkpoint copies and the gin entry point ---------------------------------------------------
-CHECKPOINT_TOKENIZERS: Dict[str, dict] = {}  # tokenizer file path -> its state, read from a checkpoint
-
-
-def remember_checkpoint_tokenizers(model_state: dict) -> int:
-    """Note the tokenizer states stored in a checkpoint's model state dict (the adapters'
-    `_extra_state`), so `text_tokenizer(path)` rebuilds them when `path` is gone. -> how many."""
-    found = 0
-    for key, value in model_state.items():
-        if key.endswith("_extra_state"):
-            state = decode_state(value)
-            if state is not None and state.get("path"):
-                CHECKPOINT_TOKENIZERS[os.path.abspath(state["path"])] = state
-                found += 1
-    return found
-
-
-def tokenizer_from_state(state: dict) -> TextTokenizer:
-    if state.get("kind") == "byte":
-        return ByteTokenizer()
-    if state.get("kind") == "bpe":
-        from modalities.text.bpe import BPETokenizer
-
-        return BPETokenizer.from_state(state)
-    raise ValueError(f"unknown tokenizer state of kind {state.get('kind')!r}")
-
-
-@gin.configurable
-def text_tokenizer(path: Optional[str] = None) -> TextTokenizer:
-    """None: the byte tokenizer. A path: a `tokenizers` JSON (tools/train_tokenizer.py writes one
-    into the run directory; a downloaded tokenizer.json with [PAD]/[CLS]/[SEP]/[MASK] works too).
-    A file that is gone is rebuilt from a checkpoint that remember_checkpoint_tokenizers read."""
-    if path is None:
-        return ByteTokenizer()
-    from modalities.text.bpe import BPETokenizer
-
-    key = os.path.abspath(os.path.expanduser(str(path)))
-    if not os.path.isfile(key) and key in CHECKPOINT_TOKENIZERS:
-        return tokenizer_from_state(CHECKPOINT_TOKENIZERS[key])
-    return BPETokenizer.from_file(path)

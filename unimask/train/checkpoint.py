@@ -18,8 +18,7 @@ import torch.distributed as dist
 
 from unimask.train import sharded
 from unimask.train.durable import atomic_save, fsync_dir, is_intact, remove
-
-STRIP_PREFIXES = ("module.", "_orig_mod.")
+from unimask.weights.layouts import clean_state_dict
 
 
 class CheckpointError(RuntimeError):
@@ -119,16 +118,6 @@ def find_latest(folder: str, meta_only: bool = False) -> tuple:
             raise
         warnings.warn(f"{err}; resuming from {prev}")
         return load_checkpoint(prev, meta_only=meta_only), prev
-
-
-def clean_state_dict(state: dict) -> dict:
-    """Strip DDP's `module.` and torch.compile's `_orig_mod.` wherever they appear in a key."""
-    out = {}
-    for key, value in state.items():
-        for prefix in STRIP_PREFIXES:
-            key = key.replace(prefix, "")
-        out[key] = value
-    return out
 
 
 def load_model_state(model: torch.nn.Module, state: dict, strict: bool = True):

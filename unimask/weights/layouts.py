@@ -51,9 +51,20 @@ def unwrap(obj) -> dict:
             break
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError("not a state dict: expected tensors by name (or a checkpoint with a 'model' entry)")
-    from unimask.train.checkpoint import clean_state_dict
-
     return clean_state_dict(state)
+
+
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+
+def clean_state_dict(state: dict) -> dict:
+    """Strip DDP's `module.` and torch.compile's `_orig_mod.` wherever they appear in a key."""
+    out = {}
+    for key, value in state.items():
+        for prefix in STRIP_PREFIXES:
+            key = key.replace(prefix, "")
+        out[key] = value
+    return out
 
 
 def detect(state: dict) -> str:
