@@ -126,5 +126,8 @@ def test_cross_modal_figure_and_per_modality_probes(tmp_path, capsys):
                                      "--modality", modality])
         assert result["n_test"] == 1000 and 0 <= result["top1_acc"] <= 100  # the digits image test split drives
         dims[modality] = result["dim"]
+    raw = evaluator.evaluate(["--checkpoint", checkpoint, "--protocol", "knn", "--k", "5", "--modality", "image",
+                              "--features", "raw"])  # the no-learning baseline of one modality
+    assert raw["n_test"] == 1000 and raw["dim"] > dims["image"]  # 49 tokens x (16 pixels + coords), flattened
     with pytest.raises(ValueError, match="modalities are"):
         evaluator.evaluate(["--checkpoint", checkpoint, "--modality", "smell"])

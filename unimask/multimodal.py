@@ -275,3 +275,6 @@ class JointView:
                              for t in tokens.values()], 1)
         joint = joint_tokens(tokens)
         return Tokens(patches, torch.zeros_like(patches[..., :1]), joint.valid, group=joint.group)
+
+    def raw_features(self, tokens: Tokens) -> torch.Tensor:  # [B, N, F]: the joint patches (the raw baseline)
+        return torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
