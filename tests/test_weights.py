@@ -359,3 +359,18 @@ def test_finetune_video_recipe_trains_from_a_pretrained_run(tmp_path):
     start = torch.load(checkpoint, weights_only=False)["model"]
     assert model.adapter.pos_table.shape[0] == 2 * 4 * 4  # (T', H', W') of the smoke clip: learned table
     assert not torch.equal(model.state_dict()["encoder.blocks.0.mlp.fc1.weight"], start["encoder.blocks.0.mlp.fc1.weight"])
+
+
+def test_official_mae_checkpoint_starts_a_fine_tune(tmp_path):
+    """MAE's main_finetune.py use: the pretraining checkpoint into a classifier with a learned
+    position table; the decoder is dropped, the head and fc_norm are new, nothing else differs."""
+    path = str(tmp_path / "mae_pretrain.pth")
+    saved = mae_checkpoint()
+    torch.save(saved, path)
+    adapter = ImageAdapter(img_size=32, patch_size=8, in_chans=3, dim=64, pos_embed="learned")
+    model = Classifier(adapter, ViTEncoder(dim=64, depth=2, num_heads=2, class_token=True, norm_eps=1e-6),
+                       num_classes=10)
+    report = load_pretrained(model, path)
+    assert not report.problems and set(report.new) == {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"}
+    assert "decoder_pos_embed" in report.dropped and any(k.startswith("decoder.body.") for k in report.dropped)
+    torch.testing.assert_close(model.adapter.pos_table, saved["model"]["pos_embed"][0, 1:])  # MAE's own table

@@ -181,6 +181,8 @@ def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: L
             report.notes.append("decoder_pos_embed differs from the decoder's sin-cos codes (axis order?): the "
                                 "decoder uses its own")
             report.mismatched.append("decoder_pos_embed (the decoder computes its positions; see the note)")
+    elif decoder_pos is not None:
+        report.dropped.append("decoder_pos_embed")  # a model without a decoder (fine-tuning)
     for key, value in state.items():
         out[model_name(key)] = value
     return out
