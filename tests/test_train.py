@@ -217,3 +217,25 @@ def test_export_of_a_video_checkpoint_prints_no_timm_line(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "timm.create_model" not in printed and "video ViT" in printed
     assert torch.load(out)["patch_embed.proj.weight"].dim() == 5  # Conv3d [D, C, t, p, p]
+
+
+def test_activation_checkpointing_gives_the_same_step(tmp_path):
+    """train.activation_checkpointing recomputes blocks in backward: same loss, same gradients."""
+    from helpers import image_batch, tiny_image_model
+
+    grads = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = tiny_image_model()
+        for module in model.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = on
+        out = model(image_batch(), generator=torch.Generator().manual_seed(1))
+        out["loss"].backward()
+        grads.append((float(out["loss"]), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    trainer = build_trainer("train.steps=2", "train.activation_checkpointing=True")
+    assert all(m.grad_checkpointing for m in trainer.model.modules() if hasattr(m, "grad_checkpointing"))

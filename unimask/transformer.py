@@ -11,6 +11,7 @@ import functools
 from typing import Optional
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -119,6 +120,7 @@ class TransformerStack(nn.Module):
         ])
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if depth else nn.Identity()
         self.dim = dim
+        self.grad_checkpointing = False  # train.activation_checkpointing: recompute blocks in backward
 
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
                 out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None,
@@ -142,10 +144,17 @@ class TransformerStack(nn.Module):
                     mask = block_masks[i] if attn_mask is None else block_masks[i] & attn_mask
                     if last and out_rows is not None:  # queries at the scored rows only
                         mask = torch.gather(mask, 2, out_rows[:, None, :, None].expand(-1, 1, -1, mask.shape[-1]))
-                x = block(x, attn_mask=mask, out_rows=out_rows if last else None, rope=rope)
+                x = self.run_block(block, x, mask, out_rows if last else None, rope)
         if out_rows is not None and not self.blocks:
             x = gather_tokens(x, out_rows)
         return self.norm(x)
+
+    def run_block(self, block, x, mask, out_rows, rope):
+        """One block; with grad_checkpointing its activations are not kept but recomputed in the
+        backward pass (torch.utils.checkpoint, RNG state preserved: memory for compute)."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, x, mask, out_rows, rope, use_reentrant=False)
+        return block(x, attn_mask=mask, out_rows=out_rows, rope=rope)
 
     def block_outputs(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
                       pos: Optional[torch.Tensor] = None, rope: Optional[tuple] = None) -> list:

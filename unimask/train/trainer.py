@@ -52,11 +52,13 @@ class Trainer:
                  stop_at: Optional[int] = None, max_consecutive_skips: int = 20, compile: bool = False,
                  ema_decay: Optional[float] = None, fsdp: bool = False, progress_bar: bool = True,
                  init_from: Optional[str] = None, init_strict: bool = True, eval_dataset=None,
-                 eval_batch_size: Optional[int] = None):
+                 eval_batch_size: Optional[int] = None, activation_checkpointing: bool = False):
         """init_from: weights to start from (unimask, timm, MAE, VideoMAE or Hugging Face files;
         unimask/weights), init_strict=False loads the keys that fit; a resumed run ignores it.
         eval_dataset: a labeled split (the test split) scored by model.score_batch at every eval
-        step (fine-tuning reports top-1), in batches of eval_batch_size (default batch_size)."""
+        step (fine-tuning reports top-1), in batches of eval_batch_size (default batch_size).
+        activation_checkpointing: every transformer block recomputes its activations in the
+        backward pass instead of keeping them (less memory, about one more forward of compute)."""
         self.device = resolve_device(device)
         self.dist = init_distributed(self.device)
         if self.dist.world > 1 and self.device.type == "cuda":
@@ -86,6 +88,12 @@ class Trainer:
                                   prefetch_factor=prefetch_factor if num_workers > 0 else None,
                                   collate_fn=getattr(dataset, "collate", None))
         self.fsdp = fsdp and self.dist.world > 1
+        if activation_checkpointing:
+            from unimask.transformer import TransformerStack
+
+            for module in self.model.modules():
+                if isinstance(module, TransformerStack):
+                    module.grad_checkpointing = True
         self.train_model = self._wrap(self.model, compile, fsdp)  # before the optimizer: FSDP swaps params
         self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
