@@ -179,3 +179,21 @@ def test_shipped_tokenizer_loads_into_the_beit_recipe_and_uses_its_codebook():
     codes, _ = model.target(model.adapter.tokenize(batch), model.adapter)  # [64, 49, 1]
     assert codes.shape == (64, 49, 1)
     assert len(torch.unique(codes)) > 100, len(torch.unique(codes))  # of 512; a random tokenizer collapses
+
+
+def test_integer_targets_are_not_rounded_to_the_prediction_dtype():
+    """Under bf16 autocast the predictions are bf16; token ids above 256 must not be cast with
+    them (bf16 rounds 511 to 512 and every odd id above 256 to an even one: silently wrong)."""
+    from unimask.losses import CELoss
+    from unimask.model import Decoded, score_decoded
+    from unimask.targets.base import Target
+
+    class Ids(Target):
+        def select(self, tokens, adapter, ids):
+            return torch.tensor([[[511], [257]]]), None
+
+    pred = torch.full((1, 2, 512), -10.0, dtype=torch.bfloat16)
+    pred[0, 0, 511] = pred[0, 1, 257] = 10.0
+    decoded = Decoded(pred, ids=torch.tensor([[0, 1]]), valid=torch.ones(1, 2, dtype=torch.bool))
+    loss, _ = score_decoded(None, Ids(), CELoss(), decoded, None)
+    assert float(loss) < 1e-3
