@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -38,7 +39,7 @@ REPORT_MD = os.path.join(ROOT, "docs", "report.md")
 RUNS = os.path.join("runs", "report")
 QUIET = ["train.progress_bar=False", "train.log_every=25"]
 TABLE_HEADER = ["Modality", "Data", "Recipe", "Pretraining", "Probe", "Random init", "Pretrained", "Gain",
-                "Raw input"]
+                "Raw input", "Noise (1 s.e., test n)"]
 OVERRUN = 2.0  # x the CPU budget: past this a run is stopped (SIGTERM); contention inflates CPU per step
 WALL_CAP = 4.0  # x the budget in wall minutes: the same, for a machine too busy to finish
 SWEEP_HEADER = ["Mask ratio", "Steps", "CPU-min", "Linear probe", "Random init"]
@@ -187,7 +188,7 @@ def load_eval():
 
 
 def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool = False) -> dict:
-    args = ["--checkpoint", checkpoint, "--protocol", spec.protocol]
+    args = ["--checkpoint", checkpoint, "--protocol", spec.protocol, *spec.eval_args]
     for param in spec.eval_params:
         args += ["--gin_param", param]
     if raw:
@@ -201,6 +202,27 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
         if raw and "flatten" in str(err):  # ragged tokens: average them instead
             return evaluator.evaluate(args + ["--pool", "mean"])
         raise
+
+
+def finetune_all(spec: Spec, checkpoint: str, runs: str) -> dict:
+    """Fine-tune with spec.finetune from random init and from the checkpoint (same steps and
+    seed); top-1 = the last eval_top1 on the test split. Raw: the linear probe on raw input."""
+    out = {}
+    for name, init in (("random_init", "None"), ("pretrained", repr(checkpoint))):
+        run = spec.copy()
+        run.recipe, run.params = [spec.finetune], []
+        workdir = os.path.join(runs, f"{spec.key}_{name}")
+        timing = run_training(run, workdir, [f"train.init_from={init}", *spec.finetune_params])
+        scored = [row for row in read_rows(workdir) if "eval_top1" in row]
+        out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
+                     "curve": [(row["step"], row["eval_top1"]) for row in scored],
+                     "wall_min": timing["wall_s"] / 60, "cpu_min": timing["cpu_s"] / 60}
+        print(f"[{spec.key}] fine-tuned from {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
+    linear = spec.copy()
+    linear.protocol = "linear"
+    out["raw"] = eval_probe(linear, checkpoint, raw=True)
+    print(f"[{spec.key}] raw: top1_acc={out['raw']['top1_acc']:.2f}", flush=True)
+    return out
 
 
 def probe_all(spec: Spec, checkpoint: str) -> dict:
@@ -238,10 +260,18 @@ def upsert_row(text: str, table: str, header: List[str], cells: List[str]) -> st
 
 
 def update_markdown(table: str, header: List[str], cells: List[str], path: str = REPORT_MD):
+    """Upsert the row in `path`, and in README.md where it has the same marked table (README's
+    "What pretraining buys" is a copy that stays in step)."""
     text = open(path).read() if os.path.exists(path) else "# What pretraining buys\n"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(upsert_row(text, table, header, cells))
+    readme = os.path.join(ROOT, "README.md")
+    if os.path.abspath(path) == os.path.abspath(REPORT_MD) and f"<!-- table:{table} -->" in open(readme).read():
+        with open(readme) as f:
+            text = f.read()
+        with open(readme, "w") as f:
+            f.write(upsert_row(text, table, header, cells))
 
 
 def save_json(path: str, key: str, value: dict):
@@ -261,8 +291,21 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
     recipe = " + ".join(f"`{r}`" for r in spec.recipe)
     time_cell = (f"{run['steps']} steps, {run['cpu_min']:.1f} CPU-min ({run['wall_min']:.1f} min wall on "
                  f"{run['cores']} shared cores)")
-    return [spec.key, spec.data, recipe, time_cell, f"{spec.protocol}, {spec.pool}-pool", f"{random_acc:.1f}",
-            f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}"]
+    protocol = f"{spec.protocol}, {spec.pool}-pool"
+    if spec.finetune:
+        protocol = f"fine-tune `{spec.finetune}`, {probes['pretrained']['steps']} steps; raw: linear"
+    n_test = probes["raw"].get("n_test") or probes["pretrained"].get("n_test")
+    return [spec.key, spec.data, recipe, time_cell, protocol, f"{random_acc:.1f}",
+            f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}",
+            noise_cell(pre_acc, n_test)]
+
+
+def noise_cell(accuracy: float, n_test) -> str:
+    """The binomial standard error of a test accuracy: what one test split's sampling alone moves it."""
+    if not n_test:
+        return "?"
+    p = accuracy / 100
+    return f"±{100 * math.sqrt(p * (1 - p) / n_test):.1f} (n={n_test})"
 
 
 def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = (),
@@ -281,7 +324,7 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
         run, minutes = earlier["run"], earlier["minutes"]
     else:
         run = pretrain(spec, minutes, workdir)
-    probes = probe_all(spec, run["checkpoint"])
+    probes = finetune_all(spec, run["checkpoint"], runs) if spec.finetune else probe_all(spec, run["checkpoint"])
     result = {"run": run, "probes": probes, "minutes": minutes,
               "command": f"python tools/report.py {name} --minutes {minutes:g}"}
     save_json(os.path.join(runs, "report.json"), name, result)

@@ -26,6 +26,9 @@ class Spec:
     eval_params: List[str] = field(default_factory=list)  # gin bindings for the probes only
     raw_pool: Optional[str] = None  # how the raw-input baseline pools tokens (default: flatten)
     how: str = ""  # how to get `needs` when they are missing
+    eval_args: List[str] = field(default_factory=list)  # extra tools/eval.py arguments (--modality image)
+    finetune: Optional[str] = None  # a fine-tuning recipe: the row fine-tunes (from pretrained vs random init)
+    finetune_params: List[str] = field(default_factory=list)  # its bindings (steps)
 
     def required(self) -> List[str]:
         return list(self.recipe) + list(self.needs)
@@ -36,6 +39,30 @@ class Spec:
 
 ROWS = [
     Spec("images", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/image_mae_cpu.gin"]),
+    # MAE's headline protocol: fine-tune every weight (gin/finetune_image.gin: layer decay, mixup,
+    # cutmix, label smoothing, drop path) from the pretrained run and from random init, equal steps;
+    # top-1 on the test split. The raw column stays the linear probe on raw pixels.
+    Spec("images-finetune", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/image_mae_cpu.gin"],
+         protocol="finetune", finetune="gin/finetune_image.gin",
+         finetune_params=["train.steps=400", "train.warmup_steps=40", "train.eval_every=100"]),
+    # Other targets and pipelines on the same backbone, data and probe as the "images" row.
+    Spec("images-maskfeat", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/maskfeat_cpu.gin"]),
+    Spec("images-data2vec", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/data2vec_image_cpu.gin"]),
+    Spec("images-mfm", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/mfm_cpu.gin"]),
+    Spec("images-beit", "Fashion-MNIST sample, 4k train / 1k test, 28x28 (codes of the shipped VQ tokenizer)",
+         ["gin/beit_v2_tiny.gin"], needs=["data/sample/tokenizers/fashion_vq512.pt"]),
+    # the teacher: the images-finetune row's pretrained MAE (run that row first)
+    Spec("images-distill", "Fashion-MNIST sample, 4k train / 1k test, 28x28 (teacher: the images-finetune row's MAE)",
+         ["gin/distill_mae.gin"], needs=["runs/report/images-finetune/checkpoints/last.pt"],
+         params=["TeacherTarget.checkpoint='runs/report/images-finetune/checkpoints/last.pt'"],
+         how="python tools/report.py images-finetune (its pretraining run is the teacher)"),
+    Spec("images-cropmae", "Fashion-MNIST sample, 4k train / 1k test, 28x28", ["gin/crop_mae_cpu.gin"]),
+    # Cross-modal: the image probe of the joint audio-visual MAE vs an image-only MAE of the same
+    # size on the same digit images (equal CPU budget).
+    Spec("digits", "MNIST digits sample, 4k train / 1k test, 28x28 (image-only MAE)", ["gin/image_mae_cpu.gin"],
+         params=["ImageDataset.root='data/sample/images/digits.npz'"]),
+    Spec("av-digits", "the same digits, each paired with a spoken digit of its class; probe: image tokens only",
+         ["gin/av_digits_mae.gin"], eval_args=["--modality", "image"]),
     Spec("images-full", "Fashion-MNIST, 60k train / 10k test, 28x28", ["gin/image_mae_cpu.gin"], needs=[FASHION_FULL],
          params=[f"ImageDataset.root='{FASHION_FULL}'"],
          how="All of Fashion-MNIST comes from Debian's dataset-fashion-mnist: python tools/make_sample_data.py "
@@ -52,5 +79,12 @@ ROWS = [
     # The probe learns the word on 6 voices and is tested on the 2 held-out ones; the raw baseline
     # is the flattened normalized fbank (time order kept), which mean-pooled features do not have.
     Spec("audio", "spoken digits (espeak-ng), 240 train / 80 test clips, test voices unseen", ["gin/audio_mae_cpu.gin"]),
+    # The 40 fortune files are the labels; the raw baseline is the bag of bytes (mean of one-hot ids).
+    Spec("text", "Debian fortunes, 40 categories, 4445 train / 768 test texts (7801 / 1266 sequences of 128 bytes)", ["gin/text_mlm_cpu.gin"],
+         raw_pool="mean"),
+    Spec("satellite", "Statlog Landsat MSS, 3x3 pixels x 4 bands, 6 land-cover classes, 4435 train / 2000 test",
+         ["gin/sat_mae_cpu.gin"], needs=["data/satellite_statlog/statlog.npz"],
+         how="python tools/make_sample_data.py statlog (reads Satellite.rda of Debian's r-cran-mlbench; GPL-2, "
+             "so not committed)"),
 ]
 SPECS = {spec.key: spec for spec in ROWS}
