@@ -35,13 +35,9 @@ def vit_tiny_classifier(**adapter_kw):
 
 
 def features_with_cls(model, image):  # [B, 1 + N, D], as timm's forward_features
-    from unimask.encoders import embed_ids, position_codes
-    from unimask.tokens import select_ids
+    from unimask.encoders import encode_all
 
-    tokens = model.adapter.tokenize({"image": image})
-    ids, valid = select_ids(tokens.valid_mask())
-    x = embed_ids(model.adapter, tokens, ids)
-    return model.encoder.forward_with_cls(x + position_codes(model.adapter, tokens, ids, x), valid)
+    return encode_all(model.adapter, model.encoder, {"image": image}, with_cls=True)[0]
 
 
 def test_timm_vit_tiny_loads_and_gives_timms_features(tmp_path, capsys):
@@ -263,7 +259,7 @@ def test_exports_load_strictly_into_timm_and_hugging_face(tmp_path):
     load_pretrained(again, folder, strict=False)
     for key in ("encoder.blocks.1.mlp.fc1.weight", "adapter.proj.weight", "encoder.norm.weight"):
         torch.testing.assert_close(again.state_dict()[key], video_model.state_dict()[key])
-    hf = to_hf(canonical_encoder(video_model), video=True)
+    hf = to_hf(canonical_encoder(video_model), tubelets=True)
     assert "encoder.layer.0.attention.attention.q_bias" in hf
 
 
@@ -374,3 +370,18 @@ def test_official_mae_checkpoint_starts_a_fine_tune(tmp_path):
     assert not report.problems and set(report.new) == {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"}
     assert "decoder_pos_embed" in report.dropped and any(k.startswith("decoder.body.") for k in report.dropped)
     torch.testing.assert_close(model.adapter.pos_table, saved["model"]["pos_embed"][0, 1:])  # MAE's own table
+
+
+def test_masked_model_from_checkpoint_rebuilds_a_run_and_asks_for_gin_otherwise(tmp_path):
+    run = str(tmp_path / "run")
+    assert run_train(["--gin", "gin/image_mae_cpu.gin", "--gin", SMOKE, "--workdir", run,
+                      *fast_params("train.steps=2")]) == 0
+    checkpoint = os.path.join(run, "checkpoints", "last.pt")
+    model = MaskedModel.from_checkpoint(checkpoint)  # its own gin config
+    saved = torch.load(checkpoint, weights_only=False)["model"]
+    assert model.state_dict().keys() == saved.keys()
+    assert all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())
+    path = str(tmp_path / "vit_tiny.pth")
+    torch.save(timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict(), path)
+    with pytest.raises(WeightsError, match="timm state dict without a gin config"):
+        MaskedModel.from_checkpoint(path)

@@ -266,10 +266,12 @@ def update_markdown(table: str, header: List[str], cells: List[str], path: str =
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(upsert_row(text, table, header, cells))
+    if os.path.abspath(path) != os.path.abspath(REPORT_MD):
+        return
     readme = os.path.join(ROOT, "README.md")
-    if os.path.abspath(path) == os.path.abspath(REPORT_MD) and f"<!-- table:{table} -->" in open(readme).read():
-        with open(readme) as f:
-            text = f.read()
+    with open(readme) as f:
+        text = f.read()
+    if f"<!-- table:{table} -->" in text:
         with open(readme, "w") as f:
             f.write(upsert_row(text, table, header, cells))
 

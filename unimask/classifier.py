@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimask.encoders import encode_ids
+from unimask.encoders import encode_all
 from unimask.model import init_weights
 from unimask.optim import layer_decay_scales
-from unimask.tokens import select_ids
 
 
 @gin.configurable
@@ -73,15 +72,9 @@ class Classifier(nn.Module):
     # ---- forward ---------------------------------------------------------------------------
     def pooled_features(self, batch) -> torch.Tensor:
         """batch -> pooled features [B, D] (before fc_norm), every token visible."""
-        tokens = self.adapter.tokenize(batch)
-        ids, valid = select_ids(tokens.valid_mask())
         if self.pool == "cls":
-            from unimask.encoders import embed_ids, position_codes
-
-            x = embed_ids(self.adapter, tokens, ids)
-            x = x + position_codes(self.adapter, tokens, ids, x)
-            return self.encoder.forward_with_cls(x, valid)[:, 0]
-        latent = encode_ids(self.adapter, self.encoder, tokens, ids, valid)  # [B, K, D]
+            return encode_all(self.adapter, self.encoder, batch, with_cls=True)[0][:, 0]
+        latent, valid = encode_all(self.adapter, self.encoder, batch)  # [B, K, D], [B, K]
         weights = valid.unsqueeze(-1).to(latent.dtype)
         return (latent * weights).sum(1) / weights.sum(1).clamp(min=1)
 

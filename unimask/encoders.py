@@ -15,7 +15,7 @@ from torch import nn
 from unimask.gnn import GNNEncoder  # noqa: F401  (registered with gin; its home is unimask/gnn.py)
 from unimask.interfaces import Encoder
 from unimask.rope import rope_angles
-from unimask.tokens import Tokens, gather_rows, gather_tokens
+from unimask.tokens import Tokens, gather_rows, gather_tokens, select_ids
 from unimask.transformer import TransformerStack
 
 
@@ -30,12 +30,24 @@ def position_codes(adapter, tokens: Tokens, ids: torch.Tensor, like: torch.Tenso
 
 
 def encode_ids(adapter, encoder: Encoder, tokens: Tokens, ids: torch.Tensor, valid: Optional[torch.Tensor],
-               x: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """encoder(embedded tokens + position codes) for the tokens ids [B, K] (valid [B, K]) -> [B, K, D].
-    x: their embedding when the caller changed it (replace mode's [MASK] tokens); else embedded here."""
+               x: Optional[torch.Tensor] = None, with_cls: bool = False) -> torch.Tensor:
+    """encoder(embedded tokens + position codes) for the tokens ids [B, K] (valid [B, K]) -> [B, K, D],
+    or [B, 1 + K, D] with the encoder's [CLS] output first (with_cls). x: their embedding when the
+    caller changed it (replace mode's [MASK] tokens); else embedded here."""
     x = embed_ids(adapter, tokens, ids) if x is None else x
     pos = position_codes(adapter, tokens, ids, x)
-    return encoder(x + pos, valid, tokens, ids, pos=pos if encoder.pos_every_block else None)
+    again = pos if encoder.pos_every_block else None
+    if with_cls:
+        return encoder.forward_with_cls(x + pos, valid, pos=again, tokens=tokens, ids=ids)
+    return encoder(x + pos, valid, tokens, ids, pos=again)
+
+
+def encode_all(adapter, encoder: Encoder, batch, with_cls: bool = False) -> tuple:
+    """A raw batch with every token visible -> (encode_ids output, valid [B, K]): the frozen
+    features probes read and what a classifier pools."""
+    tokens = adapter.tokenize(batch)
+    ids, valid = select_ids(tokens.valid_mask())
+    return encode_ids(adapter, encoder, tokens, ids, valid, with_cls=with_cls), valid
 
 
 def encode_layers(adapter, encoder: Encoder, tokens: Tokens, ids: torch.Tensor,

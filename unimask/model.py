@@ -18,7 +18,7 @@ import gin
 import torch
 from torch import nn
 
-from unimask.encoders import embed_ids, encode_ids, position_codes
+from unimask.encoders import embed_ids, encode_all, encode_ids, position_codes
 from unimask.targets import Target
 from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
 
@@ -182,9 +182,7 @@ class MaskedModel(nn.Module):
     @torch.no_grad()
     def features(self, batch) -> tuple:
         """Frozen-encoder features with every token visible: (tokens [B, N, D], valid [B, N])."""
-        tokens = self.adapter.tokenize(batch)
-        ids, keep_valid = select_ids(tokens.valid_mask())
-        return encode_ids(self.adapter, self.encoder, tokens, ids, keep_valid), keep_valid
+        return encode_all(self.adapter, self.encoder, batch)
 
     def after_step(self, progress: float):
         """Called by the trainer after every optimizer step (EMA teachers, masker curricula)."""

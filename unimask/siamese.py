@@ -5,8 +5,8 @@
     decoder: view 2's visible latents + mask tokens, cross-attending to view 1's latents
     loss:    view 2's hidden tokens only
 
-The views come from a view sampler (modalities/views.py: two frames of a video at a random gap,
-two nested crops of an image) that puts view 1 under the adapter's batch key and view 2 under
+The views come from a view sampler (modalities/views.py: two time steps of a clip at a random
+gap, two nested crops of one input) that puts view 1 under the adapter's batch key and view 2 under
 the same key with the suffix '_2', so every single-view tool (probes, figures) reads view 1.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import gin
 import torch
 from torch import nn
 
-from unimask.encoders import encode_ids
+from unimask.encoders import encode_all, encode_ids
 from unimask.model import decode_latent, init_model_weights, score_decoded
 from unimask.targets import Target
 from unimask.tokens import Mask, select_ids
@@ -78,9 +78,7 @@ class SiameseModel(nn.Module):
     @torch.no_grad()
     def features(self, batch) -> tuple:
         """View 1 alone, every token visible (probes read one view): (tokens [B, N, D], valid)."""
-        tokens = self.adapter.tokenize(batch)
-        ids, valid = select_ids(tokens.valid_mask())
-        return encode_ids(self.adapter, self.encoder, tokens, ids, valid), valid
+        return encode_all(self.adapter, self.encoder, batch)
 
     def after_step(self, progress: float):
         self.target.after_step(progress)

@@ -1,5 +1,5 @@
 """Probe data: deterministic batches of chosen items, seeded 80/20 hold-outs, and per-token labels
-split row by row (one big graph's labeled nodes)."""
+split row by row (one big sample's labeled tokens)."""
 from __future__ import annotations
 
 import math

@@ -5,7 +5,7 @@ MaskFeat (SlowFast operators.py HOGLayerC): on the normalized input, per channel
 gradients (reflect padding), 9 unsigned orientation bins over 180 degrees with hard assignment
 weighted by the gradient magnitude, summed over 8x8-pixel cells, each cell's 9 bins L2-normalized
 (no block normalization). A 16x16 patch covers 2 x 2 cells: 3 channels x 9 bins x 4 cells = 108
-values. Video: per frame, a tubelet's frames side by side. gradient='central' uses [-1, 0, 1]
+values. 3-D patches (tubelets): per slice along the first patch axis, the slices side by side. gradient='central' uses [-1, 0, 1]
 differences instead (scikit-image's hog, which the tests compare with). The angle is the usual
 atan2(dy, dx); MaskFeat's atan2(dx, dy) permutes the bins, which changes nothing learned.
 """
@@ -43,7 +43,7 @@ def hog_cells(images: torch.Tensor, bins: int = 9, cell: int = 8, gradient: str 
 
 @gin.configurable
 class HOGTarget(Target):
-    """Per-patch HOG of grid tokens (images; videos frame by frame) -> [B, N, frames x cells x
+    """Per-patch HOG of grid tokens (2-D patches; tubelets slice by slice) -> [B, N, frames x cells x
     channels x bins]. cell_size must divide the patch (MaskFeat: 8-pixel cells, 16-pixel patches;
     a 4-pixel patch of a 28-pixel image takes 4-pixel cells)."""
 

@@ -28,5 +28,5 @@ def build_from_checkpoint(path: str, gin_files=(), gin_params=(), strict: bool =
     model = gin.query_parameter("train.model").scoped_configurable_fn()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"train.model of {path} is not a model ({type(model).__name__})")
-    load_pretrained(model, path, strict=strict, verbose=verbose)
+    load_pretrained(model, path, strict=strict, verbose=verbose, contents=obj)  # read once
     return model

@@ -39,14 +39,15 @@ def canonical_encoder(model) -> Dict[str, torch.Tensor]:
     return state
 
 
-def to_hf(state: Dict[str, torch.Tensor], video: bool) -> Dict[str, torch.Tensor]:
-    """Canonical encoder state -> Hugging Face ViTMAEModel (image) or VideoMAEModel (video) names.
+def to_hf(state: Dict[str, torch.Tensor], tubelets: bool) -> Dict[str, torch.Tensor]:
+    """Canonical encoder state -> Hugging Face ViTMAEModel (2-D patches) or VideoMAEModel (3-D
+    tubelets, tubelets=True) names.
     VideoMAE has no key bias and no stored position table (its 1-D sinusoid is computed)."""
     to_hf_block = {ours: theirs for theirs, ours in HF_BLOCK.items()}
     out = {"embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
            "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
            "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
-    if not video:
+    if not tubelets:
         dim = state["pos_embed"].shape[-1]
         if "cls_token" in state:
             out["embeddings.cls_token"], out["embeddings.position_embeddings"] = state["cls_token"], state["pos_embed"]
@@ -64,7 +65,7 @@ def to_hf(state: Dict[str, torch.Tensor], video: bool) -> Dict[str, torch.Tensor
             if kind == "weight":
                 for name, piece in (("query", query), ("key", key_), ("value", value_)):
                     out[f"{stem}.attention.attention.{name}.weight"] = piece
-            elif video:  # VideoMAE: q_bias and v_bias only (the key bias changes no attention weight)
+            elif tubelets:  # VideoMAE: q_bias and v_bias only (the key bias changes no attention weight)
                 out[f"{stem}.attention.attention.q_bias"], out[f"{stem}.attention.attention.v_bias"] = query, value_
             else:
                 for name, piece in (("query", query), ("key", key_), ("value", value_)):
@@ -74,18 +75,19 @@ def to_hf(state: Dict[str, torch.Tensor], video: bool) -> Dict[str, torch.Tensor
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def hf_config(model, video: bool):
+def hf_config(model, tubelets: bool):
     """The transformers config that matches the encoder (ViTMAEConfig / VideoMAEConfig)."""
     import transformers
 
     adapter, encoder = model.adapter, model.encoder
+    size = [g * p for g, p in zip(adapter.token_grid, adapter.patch)]  # the input size, per grid axis
     block = encoder.blocks[0]
     common = dict(hidden_size=encoder.dim, num_hidden_layers=len(encoder.blocks),
                   num_attention_heads=block.attn.num_heads, intermediate_size=block.mlp.fc1.out_features,
                   hidden_act="gelu", qkv_bias=block.attn.qkv.bias is not None, layer_norm_eps=encoder.norm.eps,
-                  image_size=adapter.img_size, patch_size=adapter.patch[-1], num_channels=adapter.in_chans)
-    if video:
-        return transformers.VideoMAEConfig(num_frames=adapter.num_frames, tubelet_size=adapter.patch[0],
+                  image_size=size[-1], patch_size=adapter.patch[-1], num_channels=adapter.in_chans)
+    if tubelets:
+        return transformers.VideoMAEConfig(num_frames=size[0], tubelet_size=adapter.patch[0],
                                            use_mean_pooling=False, **common)
     return transformers.ViTMAEConfig(mask_ratio=0.0, **common)
 
@@ -98,12 +100,12 @@ def save_hf(model, folder: str) -> str:
     import transformers
     from safetensors.torch import save_file
 
-    video = len(model.adapter.patch) == 3
-    config = hf_config(model, video)
+    tubelets = len(model.adapter.patch) == 3
+    config = hf_config(model, tubelets)
     os.makedirs(folder, exist_ok=True)
     config.save_pretrained(folder)
-    save_file(to_hf(canonical_encoder(model), video), os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-    cls = transformers.VideoMAEModel if video else transformers.ViTMAEModel
+    save_file(to_hf(canonical_encoder(model), tubelets), os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    cls = transformers.VideoMAEModel if tubelets else transformers.ViTMAEModel
     _, info = cls.from_pretrained(folder, output_loading_info=True)
     if info["missing_keys"] or info["unexpected_keys"]:
         raise ValueError(f"{cls.__name__} does not take the export in {folder}: missing {sorted(info['missing_keys'])[:6]}, "

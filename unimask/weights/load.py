@@ -93,11 +93,13 @@ def read_file(path: str) -> dict:
             raise WeightsError(f"init_from: cannot read {path}: {err}") from err
 
 
-def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verbose: bool = True) -> LoadReport:
+def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verbose: bool = True,
+                    contents=None) -> LoadReport:
     """Load the weights in `path` into `model` (in place) -> the report; WeightsError when a key
-    does not fit and strict. Works for unimask, timm, MAE, VideoMAE and Hugging Face files."""
+    does not fit and strict. Works for unimask, timm, MAE, VideoMAE and Hugging Face files.
+    contents: what read_file(path) gave, when the caller has read it already."""
     try:
-        state = unwrap(read_file(path))
+        state = unwrap(read_file(path) if contents is None else contents)
         layout, state = canonical(state)
     except ValueError as err:
         raise WeightsError(f"init_from {path}: {err}") from err
