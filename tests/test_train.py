@@ -219,18 +219,23 @@ def test_export_of_a_video_checkpoint_prints_no_timm_line(tmp_path, capsys):
     assert torch.load(out)["patch_embed.proj.weight"].dim() == 5  # Conv3d [D, C, t, p, p]
 
 
-def test_activation_checkpointing_gives_the_same_step(tmp_path):
-    """train.activation_checkpointing recomputes blocks in backward: same loss, same gradients."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_activation_checkpointing_gives_the_same_step(tmp_path, precision):
+    """train.activation_checkpointing recomputes blocks in backward: same loss, same gradients,
+    also under bf16 autocast, where short sequences attend through another SDPA kernel that the
+    recomputation must use too."""
     from helpers import image_batch, tiny_image_model
+
+    from unimask.train.precision import autocast
+    from unimask.transformer import set_activation_checkpointing
 
     grads = []
     for on in (False, True):
         torch.manual_seed(0)
         model = tiny_image_model()
-        for module in model.modules():
-            if hasattr(module, "grad_checkpointing"):
-                module.grad_checkpointing = on
-        out = model(image_batch(), generator=torch.Generator().manual_seed(1))
+        assert set_activation_checkpointing(model, on) == 2  # encoder and decoder stacks
+        with autocast(precision, torch.device("cpu")):
+            out = model(image_batch(), generator=torch.Generator().manual_seed(1))
         out["loss"].backward()
         grads.append((float(out["loss"]), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)

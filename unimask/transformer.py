@@ -102,6 +102,24 @@ def window_masks(coords: torch.Tensor, window, depth: int, shift: bool = True) -
     return [same[1] if shift and i % 2 else same[0] for i in range(depth)]
 
 
+def block_in_backend(block: nn.Module, x, mask, out_rows, rope) -> torch.Tensor:
+    """One block inside its own `attention_backend` context. Why: a checkpointed block is
+    recomputed in backward, outside the forward's context; without re-entering it, a short bf16
+    sequence would be recomputed with another SDPA kernel than the forward used (CheckpointError:
+    the recomputed tensors differ)."""
+    with attention_backend(x):
+        return block(x, attn_mask=mask, out_rows=out_rows, rope=rope)
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool = True) -> int:
+    """Turn recomputation of every TransformerStack block in backward on or off (memory for
+    compute; train.activation_checkpointing) -> how many stacks were switched."""
+    stacks = [m for m in model.modules() if isinstance(m, TransformerStack)]
+    for stack in stacks:
+        stack.grad_checkpointing = on
+    return len(stacks)
+
+
 class TransformerStack(nn.Module):
     """timm Blocks + final norm: the body shared by the ViT encoder and the MAE decoder."""
 
@@ -153,7 +171,8 @@ class TransformerStack(nn.Module):
         """One block; with grad_checkpointing its activations are not kept but recomputed in the
         backward pass (torch.utils.checkpoint, RNG state preserved: memory for compute)."""
         if self.grad_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, x, mask, out_rows, rope, use_reentrant=False)
+            return torch.utils.checkpoint.checkpoint(block_in_backend, block, x, mask, out_rows, rope,
+                                                     use_reentrant=False)
         return block(x, attn_mask=mask, out_rows=out_rows, rope=rope)
 
     def block_outputs(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,

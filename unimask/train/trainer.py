@@ -89,11 +89,9 @@ class Trainer:
                                   collate_fn=getattr(dataset, "collate", None))
         self.fsdp = fsdp and self.dist.world > 1
         if activation_checkpointing:
-            from unimask.transformer import TransformerStack
+            from unimask.transformer import set_activation_checkpointing
 
-            for module in self.model.modules():
-                if isinstance(module, TransformerStack):
-                    module.grad_checkpointing = True
+            set_activation_checkpointing(self.model, True)
         self.train_model = self._wrap(self.model, compile, fsdp)  # before the optimizer: FSDP swaps params
         self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
