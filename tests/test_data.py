@@ -81,6 +81,51 @@ def test_repeated_sampling_gives_several_clips():
     assert ds[(0, 1)]["video"].shape == (3, 3, 4, 32, 32)
 
 
+def test_repeats_decode_once_and_each_repeat_is_its_own_window(monkeypatch):
+    """Repeated sampling reads every repeat's frames in one decoder call, and each clip is the
+    frames of its own window (not a copy of the first)."""
+    from modalities import video
+
+    calls = []
+    real_get = video.VideoReader.get
+
+    def counting_get(self, indices):
+        calls.append(np.asarray(indices).copy())
+        return real_get(self, indices)
+
+    monkeypatch.setattr(video.VideoReader, "get", counting_get)
+    ds = VideoDataset(root=CLIPS, num_frames=4, sampling_rate=2, img_size=32, repeats=3, augment=False)
+    clips = ds[(0, 1)]["video"]  # [3, C, T, S, S]; no augmentation: all windows start at the centre
+    assert len(calls) == 1 and np.all(np.diff(calls[0]) > 0)  # one call, sorted, no frame twice
+    assert torch.equal(clips[0], clips[1]) and torch.equal(clips[1], clips[2])
+    calls.clear()
+    ds = VideoDataset(root=CLIPS, num_frames=4, sampling_rate=2, img_size=32, repeats=3, probe="reverse",
+                      augment=False)
+    played, reversed_ = ds[(0, 1)]["video"], ds[(1, 1)]["video"]
+    assert torch.equal(reversed_[0], played[0].flip(1))  # the reversed window's frames, in its order
+
+
+def test_clip_transform_resizes_in_uint8_like_the_float_path():
+    """The crop is resized in uint8 and normalized after: within one grey level of resizing the
+    whole float clip (what torchvision's transforms on float frames give), same shape and crop."""
+    import torch.nn.functional as F
+
+    from modalities.video import ClipTransform
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 60, 90, 3), dtype=np.uint8)
+    frames[:, 20:40] = 200  # some flat area, some noise
+    clip = ClipTransform(32, 0.5, augment=False, mean=[0.0] * 3, std=[1.0] * 3)(frames)
+    assert clip.shape == (3, 3, 32, 32)
+    square = torch.from_numpy(frames).permute(0, 3, 1, 2).float()[:, :, :, 15:75] / 255  # centred 60 x 60
+    expected = F.interpolate(square, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    assert float((clip.permute(1, 0, 2, 3) - expected).abs().max()) <= 1.01 / 255
+    torch.manual_seed(0)
+    augmented = ClipTransform(32, 0.25, augment=True)
+    a, b = augmented(frames), augmented(frames)
+    assert a.shape == b.shape == (3, 3, 32, 32) and not torch.equal(a, b)  # a new crop per call
+
+
 def test_same_seed_same_clip():
     ds = VideoDataset(root=CLIPS, num_frames=4, sampling_rate=2, img_size=32)
     assert torch.equal(ds[(2, 11)]["video"], ds[(2, 11)]["video"])
