@@ -137,6 +137,16 @@ def write_formats(folder):
     (folder / "cloud.txt").write_text("\n".join(",".join(map(str, p)) + ",0,0,1" for p in v) + "\n")
     np.save(folder / "cloud.npy", np.concatenate([v, np.ones((4, 3))], 1).astype(np.float32))
     np.savez(folder / "cloud.npz", points=v)
+    # VRML 2.0 as KiCad writes it: two Shapes, a triangle each, commas and line breaks mixed
+    (folder / "kicad.wrl").write_text(
+        "#VRML V2.0 utf8\n# a comment [ 9 9 9 ]\nShape { appearance Appearance {material DEF A Material {}}}\n"
+        "Shape { geometry IndexedFaceSet\n{ creaseAngle 0.50 coordIndex [0,1,2,-1]\n"
+        f"coord Coordinate {{ point [{v[0][0]} {v[0][1]} {v[0][2]},{v[1][0]} {v[1][1]} {v[1][2]},"
+        f"{v[2][0]} {v[2][1]} {v[2][2]}]}}\n}}}}\n"
+        "Shape { geometry IndexedFaceSet\n{ coord Coordinate { point [\n"
+        f"{v[0][0]} {v[0][1]} {v[0][2]}, {v[2][0]} {v[2][1]} {v[2][2]}, {v[3][0]} {v[3][1]} {v[3][2]}]}}\n"
+        "coordIndex [0, 1, 2] }}\n")  # coord before coordIndex, last face without its -1
+    files["kicad.wrl"] = SQUARE_TRIANGLES
     files.update({"cloud.xyz": None, "cloud.txt": None, "cloud.npy": None, "cloud.npz": None})
     return files
 
@@ -144,17 +154,18 @@ def write_formats(folder):
 def test_every_format_reads_vertices_and_faces(tmp_path):
     for name, triangles in write_formats(tmp_path).items():
         vertices, faces = read_point_file(str(tmp_path / name))
-        np.testing.assert_allclose(vertices, SQUARE, err_msg=name)
+        if not name.endswith(".wrl"):  # VRML: one vertex list per Shape, concatenated (6 vertices here)
+            np.testing.assert_allclose(vertices, SQUARE, err_msg=name)
         if triangles is None:
             assert faces is None, name
-        else:
-            assert faces.tolist() == triangles, name
+        else:  # the same triangles, corner for corner
+            np.testing.assert_allclose(vertices[faces], np.asarray(SQUARE)[np.asarray(triangles)], err_msg=name)
 
 
 def test_dataset_samples_meshes_on_their_surface_and_normalizes(tmp_path):
     files = write_formats(tmp_path)
     ds = PointCloudDataset(root=str(tmp_path), num_points=64, augment=False)
-    assert len(ds) == len(files) == 12 and all(label is None for _, label in ds.items)
+    assert len(ds) == len(files) == 13 and all(label is None for _, label in ds.items)
     for i in range(len(ds)):
         sample = ds[(i, 0)]
         points = sample["points"]
@@ -223,6 +234,12 @@ def test_class_folders_and_list_files_give_labels(tmp_path):
     ("garbage.npy", b"not numpy", "unreadable numpy"),
     ("truncated.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n", "truncated"),
     ("badface.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 9\n", "refers to vertex 9"),
+    ("nested.wrl", "#VRML V2.0 utf8\nTransform { scale 2 2 2 children [ Shape { geometry IndexedFaceSet {\n"
+                   "coordIndex [0,1,2,-1] coord Coordinate { point [0 0 0, 1 0 0, 0 1 0] } } } ] }\n",
+     "Transform nodes are not supported"),
+    ("v1.wrl", "#VRML V1.0 ascii\nSeparator { }\n", "not a VRML 2.0"),
+    ("badface.wrl", "#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coordIndex [0,1,7,-1]\n"
+                    "coord Coordinate { point [0 0 0, 1 0 0, 0 1 0] } } }\n", "refers to vertex 7"),
     ("short.ply", "ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nproperty float y\n"
                   "property float z\nend_header\n\x00\x00", "truncated"),
 ])

@@ -7,6 +7,7 @@ Usage::
         [--out data/sample] [--src /tmp/unimask_src]
     python tools/make_sample_data.py fashion-full   # all of Fashion-MNIST -> data/fashion_mnist/
     python tools/make_sample_data.py statlog        # Statlog Landsat probe -> data/satellite_statlog/
+    python tools/make_sample_data.py kicad3d        # KiCad 3-D package models as point sets -> data/kicad3d/
 
 ``all`` builds every committed sample folder (images video points graphs audio text
 satellite audiovisual), each into ``--out/<target>``. ``fashion-full`` and ``statlog``
@@ -46,6 +47,7 @@ FROM_SAMPLES = {"audiovisual"}
 EXTRA_TARGETS = {
     "fashion-full": ("images", "build_fashion_full", "fashion_mnist"),  # ~30 MB
     "statlog": ("satellite", "build_statlog", "satellite_statlog"),  # GPL-2, git-ignored
+    "kicad3d": ("kicad3d", "build", "kicad3d"),  # labeled 3-D shapes, ~35 MB, git-ignored
 }
 
 

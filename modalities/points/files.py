@@ -1,7 +1,7 @@
 """Point and mesh files -> (vertices [V, 3] float64, triangles [F, 3] int64 | None).
 
 PLY (ascii, binary little / big endian, ragged face lists) is read with `plyfile`; STL with
-`trimesh`. OFF and OBJ keep readers of their own: trimesh 5.2 and meshio 5 were measured on this
+`trimesh`. OFF, OBJ and VRML 2.0 keep readers of their own: trimesh 5.2 and meshio 5 were measured on this
 project's format tests and fail valid files (meshio reads only triangular OFF faces, trimesh
 rejects OBJ's negative relative indices and big-endian PLYs with mixed polygon sizes). Clouds
 (.xyz / .txt rows, .npy / .npz arrays) are numpy. Every error says what is wrong with the file;
@@ -15,7 +15,7 @@ from typing import List
 
 import numpy as np
 
-POINT_EXTS = (".ply", ".off", ".obj", ".stl", ".xyz", ".txt", ".npy", ".npz")
+POINT_EXTS = (".ply", ".off", ".obj", ".stl", ".wrl", ".xyz", ".txt", ".npy", ".npz")
 
 
 def fan_triangles(polygons) -> np.ndarray:
@@ -175,8 +175,53 @@ def read_numpy(path: str):
     return np.asarray(data[:, :3], dtype=np.float64), None
 
 
+def vrml_numbers(text: str, dtype) -> np.ndarray:
+    """A VRML field's values (commas and whitespace both separate) -> a flat array."""
+    return np.array(text.replace(",", " ").split(), dtype=dtype)
+
+
+def read_vrml(path: str):
+    """VRML 2.0 (.wrl) as KiCad's 3-D package models and many CAD exporters write it: every
+    Shape's IndexedFaceSet (`coord Coordinate { point [...] }` and `coordIndex [...]`, faces
+    ended by -1) merged into one mesh. Transform nodes and shared (`USE`d) coordinates would need
+    a scene graph: such files are rejected, not read with their parts in the wrong place."""
+    with open(path, "r", errors="replace") as f:
+        text = f.read()
+    if not text.startswith("#VRML V2.0"):
+        raise ValueError(f"not a VRML 2.0 file: first line is {text.splitlines()[0][:40] if text else ''!r}")
+    text = re.sub(r"#[^\n]*", "", text)  # comments
+    if re.search(r"\bTransform\b", text):
+        raise ValueError("VRML Transform nodes are not supported (only flat IndexedFaceSets)")
+    vertices, triangles, offset = [], [], 0
+    for chunk in text.split("IndexedFaceSet")[1:]:
+        points = re.search(r"\bpoint\s*\[([^\]]*)\]", chunk)
+        index = re.search(r"\bcoordIndex\s*\[([^\]]*)\]", chunk)
+        if points is None or index is None:
+            raise ValueError("an IndexedFaceSet without its own coord point [...] or coordIndex [...] "
+                             "(shared USE coordinates are not supported)")
+        xyz = vrml_numbers(points.group(1), np.float64)
+        if len(xyz) % 3:
+            raise ValueError(f"a Coordinate has {len(xyz)} numbers, not a multiple of 3")
+        ids = vrml_numbers(index.group(1), np.int64)
+        faces, start = [], 0
+        for end in np.flatnonzero(ids == -1).tolist() + ([len(ids)] if len(ids) and ids[-1] != -1 else []):
+            if end - start >= 3:
+                faces.append(ids[start:end])
+            start = end + 1
+        n = len(xyz) // 3
+        tris = fan_triangles([face.tolist() for face in faces]) if faces else np.zeros((0, 3), np.int64)
+        if len(tris) and (tris.min() < 0 or tris.max() >= n):
+            raise ValueError(f"a face refers to vertex {int(tris.max())} of a Coordinate with {n} points")
+        vertices.append(xyz.reshape(n, 3))
+        triangles.append(tris + offset)
+        offset += n
+    if not vertices:
+        raise ValueError("no IndexedFaceSet geometry")
+    return np.concatenate(vertices), np.concatenate(triangles)
+
+
 READERS = {".ply": read_ply, ".off": read_off, ".obj": read_obj, ".stl": read_stl, ".xyz": read_xyz,
-           ".txt": read_xyz, ".npy": read_numpy, ".npz": read_numpy}
+           ".txt": read_xyz, ".npy": read_numpy, ".npz": read_numpy, ".wrl": read_vrml}
 
 
 def read_geometry(path: str):
