@@ -59,6 +59,32 @@ def test_extract_features_pools_match_model_features():
     assert x_tok.shape == (2 * 3 * 16, 32) and y_tok[:16].eq(0).all() and y_tok[16:32].eq(1).all()
 
 
+def test_block_features_and_flatten_pool():
+    """layer=k gives encoder block k's output (before the final norm); 'flatten' puts a sample's
+    tokens side by side; a block that does not exist is a clear error."""
+    from unimask.encoders import encode_layers
+    from unimask.tokens import select_ids
+
+    torch.manual_seed(0)
+    model = tiny_image_model().eval()
+    batches = labeled_batches()
+    tokens = model.adapter.tokenize(batches[0])
+    ids, valid = select_ids(tokens.valid_mask())
+    with torch.no_grad():
+        layers = encode_layers(model.adapter, model.encoder, tokens, ids, valid)
+    x0, _ = extract_features(model, batches, "cpu", pool="mean", layer=0)
+    assert torch.allclose(x0[:2], layers[0][:2].mean(1), atol=1e-6)
+    x_last, _ = extract_features(model, batches, "cpu", pool="mean", layer=-1)
+    assert torch.allclose(x_last[:2], layers[-1][:2].mean(1), atol=1e-6)
+    top, _ = extract_features(model, batches, "cpu", pool="mean")
+    assert not torch.allclose(top, x_last, atol=1e-3)  # the top is the final norm's output
+    flat, _ = extract_features(model, batches, "cpu", pool="flatten")
+    feats, _ = model.features(batches[0])
+    assert flat.shape == (6, 16 * 32) and torch.allclose(flat[0], feats[0].flatten(), atol=1e-6)
+    with pytest.raises(ValueError, match="has 2 blocks"):
+        extract_features(model, batches, "cpu", layer=5)
+
+
 def test_token_labels_give_one_row_per_labeled_token_in_feature_order():
     """Sample 0 has padding tokens 1 and 5 (interleaved, not at the end) with label -1."""
     torch.manual_seed(0)
@@ -185,7 +211,8 @@ def smoke_checkpoint(tmp_path_factory):
     return os.path.join(workdir, "checkpoints", "last.pt")
 
 
-@pytest.mark.parametrize("extra", [["--protocol", "linear"], ["--protocol", "knn", "--random-init"],
+@pytest.mark.parametrize("extra", [["--protocol", "linear"], ["--protocol", "linear", "--layer", "0", "--pool", "flatten"],
+                                   ["--protocol", "knn", "--random-init"],
                                    ["--protocol", "finetune", "--epochs", "1"], ["--features", "raw"]])
 def test_eval_checkpoint_ends_with_top1_line(smoke_checkpoint, capsys, extra):
     evaluator = load_tool("eval")

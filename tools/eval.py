@@ -2,7 +2,7 @@
 """Probe what an encoder learned: linear probe, kNN or short fine-tuning on labeled data.
 
 python tools/eval.py --checkpoint runs/x/checkpoints/last.pt --protocol linear|knn|finetune
-    [--random-init] [--gin f.gin] [--gin_param 'a.b=1'] [--pool mean|cls|tokens] [--features raw]
+    [--random-init] [--gin f.gin] [--gin_param 'a.b=1'] [--pool mean|cls|tokens|flatten] [--layer K] [--features raw]
 python tools/eval.py --gin gin/image_mae_cpu.gin --random-init --protocol linear
 
 The model and data come from the checkpoint's own gin config (`--gin`/`--gin_param` only add
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import os
 import sys
@@ -42,6 +43,9 @@ def parse_args(argv=None):
                         help="raw = the input tokens themselves, the no-learning baseline")
     parser.add_argument("--pool", choices=("mean", "cls", "tokens", "flatten"), default=None,
                         help="mean (encoder default), cls, tokens; flatten (raw default) concatenates tokens")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="probe the output of this encoder block (0 = first, -1 = last before the final "
+                             "norm) instead of the encoder's output")
     parser.add_argument("--modality", default=None,
                         help="a cross-modal model: the modality whose features are probed (the encoder sees it "
                              "alone), or 'all' (every modality, pooled together)")
@@ -244,9 +248,12 @@ def features(model, data: EvalData, args, device):
     from unimask.probe import extract_features, extract_raw, holdout_mask
 
     pool = args.pool or ("flatten" if args.features == "raw" else "mean")
-    if args.features == "encoder" and pool == "flatten":
-        raise ValueError("--pool flatten is for --features raw; encoder features use mean, cls or tokens")
-    extract = extract_raw if args.features == "raw" else extract_features
+    if args.features == "raw":
+        if args.layer is not None:
+            raise ValueError("--layer picks an encoder block; --features raw has none")
+        extract = extract_raw
+    else:
+        extract = functools.partial(extract_features, layer=args.layer)
     train_loader, test_loader = loaders(data, args)
     if data.rows_holdout:
         x, y = extract(model, train_loader, device, pool=pool)

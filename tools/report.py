@@ -195,6 +195,7 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
         args += ["--features", "raw"] + (["--pool", spec.raw_pool] if spec.raw_pool else [])
     else:
         args += ["--pool", spec.pool] + (["--random-init"] if random_init else [])
+        args += ["--layer", str(spec.layer)] if spec.layer is not None else []
     evaluator = load_eval()
     try:
         return evaluator.evaluate(args)
@@ -293,7 +294,7 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
     recipe = " + ".join(f"`{r}`" for r in spec.recipe)
     time_cell = (f"{run['steps']} steps, {run['cpu_min']:.1f} CPU-min ({run['wall_min']:.1f} min wall on "
                  f"{run['cores']} shared cores)")
-    protocol = f"{spec.protocol}, {spec.pool}-pool"
+    protocol = f"{spec.protocol}, {spec.pool}-pool" + (f", block {spec.layer}" if spec.layer is not None else "")
     if spec.finetune:
         protocol = f"fine-tune `{spec.finetune}`, {probes['pretrained']['steps']} steps; raw: linear"
     n_test = probes["raw"].get("n_test") or probes["pretrained"].get("n_test")

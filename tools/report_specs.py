@@ -23,6 +23,7 @@ class Spec:
     params: List[str] = field(default_factory=list)  # extra gin bindings for pretraining
     protocol: str = "linear"
     pool: str = "mean"
+    layer: Optional[int] = None  # probe this encoder block's output (tools/eval.py --layer) instead of the top
     eval_params: List[str] = field(default_factory=list)  # gin bindings for the probes only
     raw_pool: Optional[str] = None  # how the raw-input baseline pools tokens (default: flatten)
     how: str = ""  # how to get `needs` when they are missing
@@ -74,6 +75,16 @@ ROWS = [
          ["gin/video_mae_cpu.gin"], eval_params=["VideoDataset.probe='shuffle'", "VideoDataset.clips_per_video=16",
                                                   "VideoDataset.sampling_rate=2"], raw_pool="mean"),
     Spec("points", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point_mae_cpu.gin"]),
+    Spec("points3d", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
+         ["gin/point_mae_kicad_cpu.gin"], needs=["data/kicad3d"],
+         how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
+    # Point-MAE's own protocol: fine-tune every weight with a classification head (equal steps
+    # from the points3d row's pretrained encoder and from random init); raw: the linear probe.
+    Spec("points3d-finetune", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
+         ["gin/point_mae_kicad_cpu.gin"], needs=["data/kicad3d"], protocol="finetune",
+         finetune="gin/finetune_points.gin",
+         finetune_params=["train.steps=400", "train.warmup_steps=40", "train.eval_every=100"],
+         how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
     Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point2vec_cpu.gin"]),
     Spec("graphs", "Drosophila connectome sample, node labels, labeled nodes split 80/20", ["gin/graph_mae.gin"]),
     # The probe learns the word on 6 voices and is tested on the 2 held-out ones; the raw baseline

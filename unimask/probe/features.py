@@ -8,21 +8,40 @@ from typing import Callable, Optional
 import torch
 
 from unimask.data import to_device
+from unimask.encoders import encode_layers
 from unimask.tokens import gather_tokens, select_ids
 
-POOLS = ("mean", "cls", "tokens")
+POOLS = ("mean", "cls", "tokens", "flatten")
 
 
 class NoLabelsError(ValueError):
     """The data carries no labels (None, or every label is -1): nothing to probe against."""
 
 
-def encode_all(model, batch, grad: bool = False):
+def encode_all(model, batch, grad: bool = False, layer: Optional[int] = None):
     """model.features(batch): (features [B, M, D], valid [B, M]); with grad, the same function
-    unwrapped from its no_grad decorator, so fine-tuning trains exactly what probes read."""
+    unwrapped from its no_grad decorator, so fine-tuning trains exactly what probes read.
+    layer: the output of that encoder block instead (0 = first, -1 = last, before the final
+    norm): MAE's features often probe better a few blocks below the top, where the encoder
+    has not yet specialised in what the decoder needs."""
+    if layer is not None:
+        return block_features(model, batch, layer)
     if not grad:
         return model.features(batch)
     return inspect.unwrap(type(model).features)(model, batch)
+
+
+def block_features(model, batch, layer: int) -> tuple:
+    """Every token visible, the output of encoder block `layer` -> ([B, M, D], valid [B, M])."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or not hasattr(encoder, "layer_outputs"):
+        raise ValueError(f"--layer needs a model with one transformer encoder; {type(model).__name__} has none")
+    tokens = model.adapter.tokenize(batch)
+    ids, valid = select_ids(tokens.valid_mask())
+    outputs = encode_layers(model.adapter, encoder, tokens, ids, valid)
+    if not -len(outputs) <= layer < len(outputs):
+        raise ValueError(f"--layer {layer}: the encoder has {len(outputs)} blocks (0..{len(outputs) - 1}, or negative)")
+    return outputs[layer], valid
 
 
 def pool_rows(feats: torch.Tensor, valid: torch.Tensor, pool: str) -> tuple:
@@ -35,6 +54,10 @@ def pool_rows(feats: torch.Tensor, valid: torch.Tensor, pool: str) -> tuple:
         return feats[:, 0]
     if pool == "tokens":
         return feats
+    if pool == "flatten":  # every token's features side by side, as raw pixels are for the raw baseline
+        if not bool(valid.all()):
+            raise ValueError("pool 'flatten' needs the same unpadded token count in every sample; use pool='mean'")
+        return feats.flatten(1)
     raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
 
 
@@ -85,16 +108,18 @@ def labeled_batches(model, loader, device, labels_fn: Optional[Callable] = None)
 
 
 @torch.no_grad()
-def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optional[Callable] = None) -> tuple:
+def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optional[Callable] = None,
+                     layer: Optional[int] = None) -> tuple:
     """Frozen features of every labeled row: (x [M, D] float32 on CPU, y [M] long on CPU).
 
     pool 'mean' averages the valid tokens of a sample, 'cls' takes the first token, 'tokens'
-    gives one row per token; per-token labels always give per-token rows.
+    gives one row per token, 'flatten' concatenates the tokens; per-token labels always give
+    per-token rows. layer: features of that encoder block (encode_all).
     """
     model.eval().to(device)
     xs, ys = [], []
     for batch, labels in labeled_batches(model, loader, device, labels_fn):
-        feats, valid = encode_all(model, batch)
+        feats, valid = encode_all(model, batch, layer=layer)
         x, y = rows_and_labels(model, batch, feats.float(), valid, labels, pool)
         xs.append(x.cpu())
         ys.append(y.cpu())
