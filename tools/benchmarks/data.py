@@ -118,8 +118,8 @@ def training_clips_per_second(gin_file: str, batch: int, steps: int = 2) -> floa
     model = gin.query_parameter("train.model").scoped_configurable_fn().train()
     device = resolve_device("cpu")
     precision = resolve_precision("auto", device)
-    frames, size = gin.query_parameter("VideoDataset.num_frames"), gin.query_parameter("VideoDataset.img_size")
-    clip = torch.randn(batch, 3, frames, size, size)
+    adapter = model.adapter  # the clip size the recipe trains on
+    clip = torch.randn(batch, adapter.in_chans, adapter.num_frames or 16, adapter.img_size, adapter.img_size)
     opt = make_optimizer(model, 1e-4, 0.05, (0.9, 0.95), device)
     times = []
     for _ in range(steps + 1):
@@ -138,6 +138,7 @@ def bench_data(args):
     is ratio_vs_reference (the smallest of the per-worker-count ratios)."""
     from modalities.video import VideoDataset
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # decoding and augmenting is per-worker work: one thread each
     if args.sample:
         list_file = os.path.join(ROOT, "data", "sample", "video", "train.csv")
@@ -165,7 +166,7 @@ def bench_data(args):
               f"clips/s (rounds {', '.join(f'{v:.2f}' for v in rates['unimask'])} / "
               f"{', '.join(f'{v:.2f}' for v in rates['reference'])}): ratio {ratios[-1]:.2f}")
     if args.train_rates:
-        torch.set_num_threads(args.train_threads or torch.get_num_threads())
+        torch.set_num_threads(args.train_threads or threads)
         for gin_file, batch in (("gin/video_mae_cpu.gin", 8), ("gin/video_mae.gin", 1)):
             rate = training_clips_per_second(os.path.join(ROOT, gin_file), batch)
             print(f"training on this CPU ({torch.get_num_threads()} threads): {gin_file} at batch {batch}: "
