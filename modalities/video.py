@@ -62,6 +62,39 @@ def decode_av(path: str) -> tuple:
     return frames, len(frames), fps
 
 
+def probe_av(path: str) -> tuple:
+    """(frame count, frames per second) with PyAV: the container's count when it has one (mp4
+    does), else the frames counted by decoding them, without converting any to RGB."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        count = stream.frames or sum(1 for _ in container.decode(stream))
+    if not count:
+        raise ValueError("no decodable video frames")
+    return count, fps
+
+
+def read_av(path: str, indices: np.ndarray) -> np.ndarray:
+    """Frames at `indices` -> [T, H, W, 3] uint8, decoding from the start only up to the last one
+    and converting only those to RGB (the costly step), so no whole decoded video is held."""
+    import av
+
+    wanted, frames, decoded = set(int(i) for i in indices), {}, 0
+    last = max(wanted)
+    with av.open(path) as container:
+        for frame in container.decode(container.streams.video[0]):
+            if decoded in wanted:
+                frames[decoded] = frame.to_ndarray(format="rgb24")
+            decoded += 1
+            if decoded > last:
+                break
+    if len(frames) < len(wanted):
+        raise ValueError(f"only {decoded} decodable frames, the clip needs frame {last}")
+    return np.stack([frames[int(i)] for i in indices])
+
+
 class VideoReader:
     """Frame count, frame rate and random access; decord when available, PyAV otherwise."""
 
@@ -72,7 +105,7 @@ class VideoReader:
             self.reader = decord.VideoReader(path, num_threads=1)
             self.count, self.fps = len(self.reader), float(self.reader.get_avg_fps())
         else:
-            self.frames, self.count, self.fps = decode_av(path)
+            self.count, self.fps = probe_av(path)
 
     def __len__(self):
         return self.count
@@ -80,7 +113,7 @@ class VideoReader:
     def get(self, indices: np.ndarray) -> np.ndarray:  # -> [T, H, W, 3] uint8
         if self.backend == "decord":
             return self.reader.get_batch(list(indices)).asnumpy()
-        return np.stack([self.frames[i] for i in indices])
+        return read_av(self.path, indices)
 
 
 def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Generator, path: str,

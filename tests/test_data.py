@@ -76,6 +76,20 @@ def test_sample_clips_decode_with_both_backends():
         assert sample["video"].shape == (3, 4, 32, 32) and sample["label"] == 1
 
 
+def test_pyav_reader_decodes_only_up_to_the_last_wanted_frame():
+    """The PyAV fallback gives decord's frames at the same indices without holding a decoded
+    video, and a window past the decodable frames is an error that says so."""
+    from modalities.video import VideoReader
+
+    path = os.path.join(CLIPS, "bikes.mp4")
+    fallback, reference = VideoReader(path, "av"), VideoReader(path, "decord")
+    assert len(fallback) == len(reference) == 64 and not hasattr(fallback, "frames")
+    indices = np.array([9, 3, 3, 40])  # any order, repeats allowed
+    assert np.array_equal(fallback.get(indices), reference.get(indices))
+    with pytest.raises(ValueError, match="only 64 decodable frames, the clip needs frame 70"):
+        fallback.get(np.array([1, 70]))
+
+
 def test_repeated_sampling_gives_several_clips():
     ds = VideoDataset(root=CLIPS, num_frames=4, sampling_rate=2, img_size=32, repeats=3)
     assert ds[(0, 1)]["video"].shape == (3, 3, 4, 32, 32)
