@@ -288,6 +288,33 @@ def test_report_upserts_rows_and_fits_steps_to_budget():
     assert report.tree_cpu_seconds(os.getpid()) > 0  # this test process has used CPU
 
 
+def test_report_seeds_row_gives_means_and_the_seed_spread(tmp_path):
+    """--seeds: earlier runs of the same budget are reused, the row shows the means of the
+    random-init and pretrained accuracies and the pretrained accuracies' sd across seeds."""
+    import json
+
+    report = load_tool("report")
+
+    def result(seed, pre, rnd):
+        run = {"steps": 100 + seed, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2, "checkpoint": "x"}
+        probes = {"pretrained": {"top1_acc": pre, "n_test": 400}, "random_init": {"top1_acc": rnd},
+                  "raw": {"top1_acc": 20.0, "n_test": 400}}
+        return {"run": run, "probes": probes, "minutes": 10, "seed": seed}
+
+    earlier = {"points3d": result(0, 75.0, 58.0), "points3d_seed1": result(1, 73.0, 60.0),
+               "points3d_seed2": result(2, 77.0, 59.0)}
+    (tmp_path / "report.json").write_text(json.dumps(earlier))
+    md = tmp_path / "report.md"
+    md.write_text("# Report\n")
+    out = report.run_seeds("points3d", 10, str(tmp_path), str(md), [], [0, 1, 2])
+    assert len(out["results"]) == 3
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| points3d |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3].startswith("3 seeds, 100, 101, 102 steps")
+    assert cells[5] == "59.0" and cells[6] == "**75.0**" and cells[7] == "+16.0"
+    assert "seeds sd 2.0 (pretrained 75.0 / 73.0 / 77.0" in cells[9] and cells[9].startswith("±2.2 (n=400)")
+
+
 def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_test():
     evaluator = load_tool("eval")
     result = evaluator.evaluate(["--gin", "gin/video_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",

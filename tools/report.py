@@ -7,6 +7,7 @@ python tools/report.py video | points | point2vec | graphs | audio   # VideoMAE 
                                                               # Point2Vec-style, GraphMAE, AudioMAE
 python tools/report.py sweep [--minutes 3] [--on images-full]   # linear probe vs mask ratio (MAE Fig. 5)
 python tools/report.py video --probe-only [--gin_param ...]   # probe an earlier run again
+python tools/report.py points3d --minutes 10 --seeds 0 1 2   # three pretraining seeds: means and spread
 
 Each row is one Spec in tools/report_specs.py: the recipe, the data it needs and the probe. The shared pipeline (1) measures the CPU time of a
 few training steps, (2) sets train.steps so the whole warmup + cosine schedule fits the budget
@@ -187,8 +188,8 @@ def load_eval():
     return module
 
 
-def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool = False) -> dict:
-    args = ["--checkpoint", checkpoint, "--protocol", spec.protocol, *spec.eval_args]
+def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool = False, seed: int = 0) -> dict:
+    args = ["--checkpoint", checkpoint, "--protocol", spec.protocol, "--seed", str(seed), *spec.eval_args]
     for param in spec.eval_params:
         args += ["--gin_param", param]
     if raw:
@@ -205,15 +206,15 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
         raise
 
 
-def finetune_all(spec: Spec, checkpoint: str, runs: str) -> dict:
+def finetune_all(spec: Spec, checkpoint: str, runs: str, key: Optional[str] = None, seed: int = 0) -> dict:
     """Fine-tune with spec.finetune from random init and from the checkpoint (same steps and
     seed); top-1 = the last eval_top1 on the test split. Raw: the linear probe on raw input."""
     out = {}
     for name, init in (("random_init", "None"), ("pretrained", repr(checkpoint))):
         run = spec.copy()
         run.recipe, run.params = [spec.finetune], []
-        workdir = os.path.join(runs, f"{spec.key}_{name}")
-        timing = run_training(run, workdir, [f"train.init_from={init}", *spec.finetune_params])
+        workdir = os.path.join(runs, f"{key or spec.key}_{name}")
+        timing = run_training(run, workdir, [f"train.init_from={init}", f"train.seed={seed}", *spec.finetune_params])
         scored = [row for row in read_rows(workdir) if "eval_top1" in row]
         out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
                      "curve": [(row["step"], row["eval_top1"]) for row in scored],
@@ -226,10 +227,10 @@ def finetune_all(spec: Spec, checkpoint: str, runs: str) -> dict:
     return out
 
 
-def probe_all(spec: Spec, checkpoint: str) -> dict:
+def probe_all(spec: Spec, checkpoint: str, seed: int = 0) -> dict:
     out = {}
     for name, kwargs in (("random_init", {"random_init": True}), ("pretrained", {}), ("raw", {"raw": True})):
-        out[name] = eval_probe(spec, checkpoint, **kwargs)
+        out[name] = eval_probe(spec, checkpoint, seed=seed, **kwargs)
         print(f"[{spec.key}] {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
     return out
 
@@ -312,30 +313,81 @@ def noise_cell(accuracy: float, n_test) -> str:
 
 
 def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = (),
-                 probe_only: bool = False) -> Optional[dict]:
+                 probe_only: bool = False, seed: int = 0, write_row: bool = True) -> Optional[dict]:
+    """Pretrain row `name` with train.seed=seed (runs/<name>, or runs/<name>_seed<k>), probe it
+    with the same seed for the random init and the splits; write its row unless told not to."""
     spec = SPECS[name].copy()
-    spec.params += list(params)
+    spec.params += list(params) + ([f"train.seed={seed}"] if seed else [])
     missing = [p for p in spec.required() if not os.path.exists(os.path.join(ROOT, p))]
     if missing:
         print(f"[{name}] skipped: {', '.join(missing)} not found. {spec.how}")
         return None
-    workdir = os.path.join(runs, name)
+    key = name if seed == 0 else f"{name}_seed{seed}"
+    workdir = os.path.join(runs, key)
     if probe_only:  # probe the checkpoint of an earlier run again; --gin_param then binds for the probes
         spec.eval_params += list(params)
         with open(os.path.join(runs, "report.json")) as f:
-            earlier = json.load(f)[name]
+            earlier = json.load(f)[key]
         run, minutes = earlier["run"], earlier["minutes"]
     else:
         run = pretrain(spec, minutes, workdir)
-    probes = finetune_all(spec, run["checkpoint"], runs) if spec.finetune else probe_all(spec, run["checkpoint"])
-    result = {"run": run, "probes": probes, "minutes": minutes,
-              "command": f"python tools/report.py {name} --minutes {minutes:g}"}
-    save_json(os.path.join(runs, "report.json"), name, result)
-    update_markdown("pretraining", TABLE_HEADER, report_row(spec, run, probes), md_path)
-    print(f"[{name}] random init {probes['random_init']['top1_acc']:.2f}, pretrained "
+    probes = (finetune_all(spec, run["checkpoint"], runs, key, seed) if spec.finetune
+              else probe_all(spec, run["checkpoint"], seed))
+    result = {"run": run, "probes": probes, "minutes": minutes, "seed": seed,
+              "command": f"python tools/report.py {name} --minutes {minutes:g}" + (f" --seeds {seed}" if seed else "")}
+    save_json(os.path.join(runs, "report.json"), key, result)
+    if write_row:
+        update_markdown("pretraining", TABLE_HEADER, report_row(spec, run, probes), md_path)
+    print(f"[{key}] random init {probes['random_init']['top1_acc']:.2f}, pretrained "
           f"{probes['pretrained']['top1_acc']:.2f}, raw {probes['raw']['top1_acc']:.2f}; "
-          f"wrote {md_path} and {os.path.join(runs, 'report.json')}")
+          f"wrote {md_path if write_row else ''} {os.path.join(runs, 'report.json')}")
     return result
+
+
+def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[str], seeds: List[int],
+              probe_only: bool = False) -> Optional[dict]:
+    """The row over several pretraining seeds: each seed's run and probes (reusing a seed's earlier
+    result in report.json when it has the same budget), then one row with the means and the
+    seeds' spread next to the test-set standard error."""
+    path = os.path.join(runs, "report.json")
+    earlier = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            earlier = json.load(f)
+    results = []
+    for seed in seeds:
+        key = name if seed == 0 else f"{name}_seed{seed}"
+        done = earlier.get(key)
+        if done and done.get("minutes") == minutes and not probe_only:
+            print(f"[{key}] reusing the earlier run of the same budget in report.json")
+            results.append(done)
+            continue
+        result = run_modality(name, minutes, runs, md_path, params, probe_only, seed=seed, write_row=False)
+        if result is None:
+            return None
+        results.append(result)
+    spec = SPECS[name].copy()
+    update_markdown("pretraining", TABLE_HEADER, seeds_row(spec, results), md_path)
+    return {"seeds": seeds, "results": results}
+
+
+def seeds_row(spec: Spec, results: List[dict]) -> List[str]:
+    """Row cells from several seeds: means, the gain's mean, and the pretrained accuracies' sd."""
+    import statistics
+
+    def accs(which):
+        return [r["probes"][which]["top1_acc"] for r in results]
+
+    pre, rnd = accs("pretrained"), accs("random_init")
+    cells = report_row(spec, results[0]["run"], {
+        "random_init": {"top1_acc": statistics.mean(rnd)}, "raw": results[0]["probes"]["raw"],
+        "pretrained": dict(results[0]["probes"]["pretrained"], top1_acc=statistics.mean(pre))})
+    steps = ", ".join(str(r["run"]["steps"]) for r in results)
+    cells[3] = f"{len(results)} seeds, {steps} steps, {results[0]['run']['cpu_min']:.1f} CPU-min each"
+    spread = statistics.stdev(pre) if len(pre) > 1 else float("nan")
+    cells[-1] = (f"{cells[-1]}; seeds sd {spread:.1f} (pretrained {' / '.join(f'{a:.1f}' for a in pre)}, "
+                 f"random {' / '.join(f'{a:.1f}' for a in rnd)})")
+    return cells
 
 
 # ---- mask-ratio sweep ---------------------------------------------------------------------
@@ -408,6 +460,8 @@ def main(argv=None) -> int:
                         help="data of the sweep: the 4k sample or all of Fashion-MNIST")
     parser.add_argument("--runs", default=RUNS, help="where runs and report.json go")
     parser.add_argument("--md", default=REPORT_MD, help="markdown file whose tables are updated")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="pretraining seeds (train.seed): one run each, the row shows their means and spread")
     parser.add_argument("--probe-only", action="store_true",
                         help="no pretraining: probe the checkpoint of the earlier run in --runs again")
     parser.add_argument("--gin_param", action="append", default=[],
@@ -420,7 +474,10 @@ def main(argv=None) -> int:
         run_sweep(args.minutes or 3, args.ratios, args.runs, args.md, args.gin_param, name=args.on)
         return 0
     for name in (list(SPECS) if args.what == "all" else [args.what]):
-        run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only)
+        if args.seeds:
+            run_seeds(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.seeds, args.probe_only)
+        else:
+            run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only)
     return 0
 
 
