@@ -38,8 +38,24 @@ class Decoded:
     rows_valid: Optional[torch.Tensor] = None
 
 
+class OneEncoderModel(nn.Module):
+    """What the trainer and the probes call on a model with one adapter, one encoder, one masker
+    and one target (MaskedModel, SiameseModel): frozen features and the per-step hook."""
+
+    @torch.no_grad()
+    def features(self, batch) -> tuple:
+        """Frozen-encoder features with every token visible: (tokens [B, N, D], valid [B, N]).
+        A two-view model's adapter reads view 1 (its batch key), so probes see one view."""
+        return encode_all(self.adapter, self.encoder, batch)
+
+    def after_step(self, progress: float):
+        """Called by the trainer after every optimizer step (EMA teachers, masker curricula)."""
+        self.target.after_step(progress)
+        self.masker.after_step(progress)
+
+
 @gin.configurable
-class MaskedModel(nn.Module):
+class MaskedModel(OneEncoderModel):
     # train.init_from (unimask/weights): parts an encoder-only file (timm) lacks, and a classifier's parts
     init_from_fresh = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.")
     init_from_drop = ("head.", "fc_norm.")
@@ -178,16 +194,6 @@ class MaskedModel(nn.Module):
             out["aux_loss"] = aux
             out["loss"] = out["loss"] + aux
         return out
-
-    @torch.no_grad()
-    def features(self, batch) -> tuple:
-        """Frozen-encoder features with every token visible: (tokens [B, N, D], valid [B, N])."""
-        return encode_all(self.adapter, self.encoder, batch)
-
-    def after_step(self, progress: float):
-        """Called by the trainer after every optimizer step (EMA teachers, masker curricula)."""
-        self.target.after_step(progress)
-        self.masker.after_step(progress)
 
     def render(self, out: dict, path: str) -> str:
         """The adapter's picture (or sound) of input | masked | reconstruction of out's sample 0;

@@ -15,10 +15,9 @@ from typing import Optional
 
 import gin
 import torch
-from torch import nn
 
-from unimask.encoders import encode_all, encode_ids
-from unimask.model import decode_latent, init_model_weights, score_decoded
+from unimask.encoders import encode_ids
+from unimask.model import OneEncoderModel, decode_latent, init_model_weights, score_decoded
 from unimask.targets import Target
 from unimask.tokens import Mask, select_ids
 
@@ -26,7 +25,7 @@ VIEW_2_SUFFIX = "_2"
 
 
 @gin.configurable
-class SiameseModel(nn.Module):
+class SiameseModel(OneEncoderModel):
     """adapter, encoder (shared by both views), decoder (reads view 1 as context: a
     CrossSelfDecoder), masker + schedule for view 2, view1_masker + view1_ratio to mask view 1
     too (None: view 1 is seen whole), target / loss as MaskedModel's."""
@@ -74,15 +73,6 @@ class SiameseModel(nn.Module):
         loss, token_loss = score_decoded(self.adapter, self.target, self.loss_fn, decoded, second, mask)
         return {"loss": loss, "pred": decoded.pred, "dec_ids": decoded.ids, "mask": mask, "tokens": second,
                 "latent": latent, "token_loss": token_loss, "view1": first, "view1_latent": context}
-
-    @torch.no_grad()
-    def features(self, batch) -> tuple:
-        """View 1 alone, every token visible (probes read one view): (tokens [B, N, D], valid)."""
-        return encode_all(self.adapter, self.encoder, batch)
-
-    def after_step(self, progress: float):
-        self.target.after_step(progress)
-        self.masker.after_step(progress)
 
     def full_prediction(self, out: dict) -> torch.Tensor:
         pred, dec_ids, tokens = out["pred"], out["dec_ids"], out["tokens"]
