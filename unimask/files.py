@@ -1,7 +1,7 @@
 """Finding a dataset's files: folders, list files, single files, and their train/test splits.
 
-Every file-based dataset (images, video, point clouds, audio, ...) lists its items here, so the
-layouts users bring work the same everywhere:
+Every file-based dataset, whatever its adapter, lists its items here, so the layouts users
+bring work the same everywhere:
 
     root/<class>/*.ext                         one split; class folders give labels (ImageFolder)
     root/train/<class>/*.ext + root/test/...   split folders (test falls back to val/)

@@ -270,7 +270,7 @@ def score_decoded(adapter, target, loss_fn, decoded: Decoded, tokens: Tokens, ma
         values, weight = target.select(tokens, adapter, ids, mask=mask)  # [B, S, T]
     else:
         values, weight = target.select(tokens, adapter, ids)  # [B, S, T]
-    if values.is_floating_point():  # ids (token codes, text) stay integers: bf16 would round 511 to 512
+    if values.is_floating_point():  # integer targets (codes, token ids) stay integers: bf16 would round 511 to 512
         values = values.to(pred.dtype)
     row_loss = loss_fn(pred, values, weight) * valid  # [B, S]
     loss = row_loss.sum() / valid.sum().clamp(min=1)  # nothing scored: 0, not 0/0

@@ -76,7 +76,7 @@ class MultiModalModel(nn.Module):
     modality (a dict) or one for all. masker + schedule: one budget masker (over all modalities'
     tokens, group = modality) or dicts of per-modality maskers and schedules. modality_embedding:
     a learned vector per modality added to its encoder input (MultiMAE); OmniMAE has none, so
-    one model treats an image as a short video."""
+    one model treats inputs of different adapters on one grid alike."""
 
     def __init__(self, adapters: dict = gin.REQUIRED, encoder=gin.REQUIRED, decoders=gin.REQUIRED,
                  masker=gin.REQUIRED, schedule=gin.REQUIRED, targets=None, losses=None,
