@@ -109,9 +109,10 @@ def training_clips_per_second(gin_file: str, batch: int, steps: int = 2) -> floa
     """Training clips/s of a recipe's model (random clips, its own mask), for comparison with decoding."""
     import gin
 
+    from benchmarks.pairs import unimask_step
     from common import parse_gin, seed_for_init
     from unimask.train.optim import make_optimizer
-    from unimask.train.precision import autocast, resolve_device, resolve_precision
+    from unimask.train.precision import resolve_device, resolve_precision
 
     parse_gin([gin_file])
     seed_for_init()
@@ -120,15 +121,12 @@ def training_clips_per_second(gin_file: str, batch: int, steps: int = 2) -> floa
     precision = resolve_precision("auto", device)
     adapter = model.adapter  # the clip size the recipe trains on
     clip = torch.randn(batch, adapter.in_chans, adapter.num_frames or 16, adapter.img_size, adapter.img_size)
-    opt = make_optimizer(model, 1e-4, 0.05, (0.9, 0.95), device)
+    step = unimask_step(model, make_optimizer(model, 1e-4, 0.05, (0.9, 0.95), device), {"video": clip},
+                        lambda: {"generator": torch.Generator().manual_seed(0)}, precision, device)
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
-        with autocast(precision, device):
-            loss = model({"video": clip}, generator=torch.Generator().manual_seed(0))["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        step()
         times.append(time.perf_counter() - start)
     return batch / float(np.median(times[1:]))
 

@@ -9,7 +9,7 @@ import time
 import torch
 
 from benchmarks.measure import median_ms
-from benchmarks.pairs import OPTIM, VIDEO, unimask_video
+from benchmarks.pairs import OPTIM, VIDEO, unimask_step, unimask_video
 
 
 # ---- masking -------------------------------------------------------------------------------
@@ -31,7 +31,7 @@ def bench_masking(args):
     grouped = tokens.replace(group=torch.arange(n) // (n // 4))
     # one unimask ViT-S training step as the yardstick
     from unimask.train.optim import make_optimizer
-    from unimask.train.precision import autocast, resolve_precision
+    from unimask.train.precision import resolve_precision
 
     device = torch.device("cpu")
     precision = resolve_precision(args.precision, device)
@@ -39,13 +39,7 @@ def bench_masking(args):
     opt = make_optimizer(model, OPTIM["lr"], OPTIM["weight_decay"], OPTIM["betas"], device)
     video = {"video": torch.randn(batch, 3, 16, 224, 224)}
 
-    def step():
-        with autocast(precision, device):
-            out = model(video, generator=torch.Generator().manual_seed(0))
-        out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    step = unimask_step(model, opt, video, lambda: {"generator": torch.Generator().manual_seed(0)}, precision, device)
     step()
     step_times = []
     for _ in range(3):

@@ -109,12 +109,14 @@ def hf_noise(hidden: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 # ---- one comparison ------------------------------------------------------------------------
-def unimask_step(model, optimizer, batch, mask_fn, precision, device):
+def unimask_step(model, optimizer, batch, forward_kwargs, precision, device):
+    """One timed training step of a unimask model -> a function returning the loss.
+    forward_kwargs() gives the forward's mask or generator, fresh for every step."""
     from unimask.train.precision import autocast
 
     def step():
         with autocast(precision, device):
-            out = model(batch, mask=mask_fn())
+            out = model(batch, **forward_kwargs())
         out["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -192,8 +194,8 @@ def run_pair(args, what: str) -> float:
 
     models = [("unimask", ours)] + ([("unimask+ckpt", checkpointed_copy(ours))] if args.checkpointing else [])
     sides = [Timed(name, unimask_step(model, make_optimizer(model, OPTIM["lr"], OPTIM["weight_decay"],
-                                                            OPTIM["betas"], device), batch, mask_fn,
-                                      precision, device)) for name, model in models]
+                                                            OPTIM["betas"], device), batch,
+                                      lambda: {"mask": mask_fn()}, precision, device)) for name, model in models]
     sides.insert(1, Timed("hf", hf_step(hf, hf_optimizer(hf, device), inputs, precision, device, check)))
     n_visible = int((~hidden[0]).sum())
     print(f"{what} ({getattr(args, 'config', 'vit-s')}): device {device}, precision {precision}, threads "
