@@ -42,26 +42,6 @@ def set_decoder_logging(verbose: bool):
 set_decoder_logging(os.environ.get("UNIMASK_VERBOSE_DECODE", "") not in ("", "0"))
 
 
-def read_frames_av(path: str, indices: Optional[np.ndarray] = None):
-    """Decode with PyAV -> (frames uint8 [T, H, W, 3] at `indices` (all if None), frame count)."""
-    frames, count, _ = decode_av(path)
-    indices = np.arange(count) if indices is None else indices
-    return np.stack([frames[i] for i in indices]), count
-
-
-def decode_av(path: str) -> tuple:
-    """Every frame with PyAV -> (list of [H, W, 3] uint8, count, frames per second)."""
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else 0.0
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    if not frames:
-        raise ValueError("no decodable video frames")
-    return frames, len(frames), fps
-
-
 def probe_av(path: str) -> tuple:
     """(frame count, frames per second) with PyAV: the container's count when it has one (mp4
     does), else the frames counted by decoding them, without converting any to RGB."""

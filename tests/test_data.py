@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from modalities.image import ImageDataset
-from modalities.video import VideoDataset, read_frames_av
+from modalities.video import VideoDataset, VideoReader
 from unimask.data import StepBatchSampler, list_files
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "data", "sample")
@@ -65,7 +65,8 @@ def test_empty_folder_and_missing_root_are_named(tmp_path):
 
 def test_sample_clips_decode_with_both_backends():
     path = os.path.join(CLIPS, "bikes.mp4")
-    frames, count = read_frames_av(path)
+    reader = VideoReader(path, "av")
+    frames, count = reader.get(np.arange(len(reader))), len(reader)
     assert frames.ndim == 4 and frames.shape[-1] == 3 and count >= 61
     ds = VideoDataset(root=os.path.join(SAMPLE, "video", "train.csv"), num_frames=4, sampling_rate=2, img_size=32)
     assert len(ds) == 4 and [item[1] for item in ds.items] == [0, 1, 2, 3]
@@ -79,8 +80,6 @@ def test_sample_clips_decode_with_both_backends():
 def test_pyav_reader_decodes_only_up_to_the_last_wanted_frame():
     """The PyAV fallback gives decord's frames at the same indices without holding a decoded
     video, and a window past the decodable frames is an error that says so."""
-    from modalities.video import VideoReader
-
     path = os.path.join(CLIPS, "bikes.mp4")
     fallback, reference = VideoReader(path, "av"), VideoReader(path, "decord")
     assert len(fallback) == len(reference) == 64 and not hasattr(fallback, "frames")
