@@ -278,12 +278,17 @@ def update_markdown(table: str, header: List[str], cells: List[str], path: str =
             f.write(upsert_row(text, table, header, cells))
 
 
+def load_json(path: str) -> dict:
+    """The JSON file of results, or {} when there is none yet."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def save_json(path: str, key: str, value: dict):
     """Merge {key: value} into a JSON file of results."""
-    data = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            data = json.load(f)
+    data = load_json(path)
     data[key] = value
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -312,6 +317,11 @@ def noise_cell(accuracy: float, n_test) -> str:
     return f"±{100 * math.sqrt(p * (1 - p) / n_test):.1f} (n={n_test})"
 
 
+def seed_key(name: str, seed: int) -> str:
+    """A run's name in runs/ and report.json: the row's own for seed 0, <row>_seed<k> otherwise."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
 def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = (),
                  probe_only: bool = False, seed: int = 0, write_row: bool = True) -> Optional[dict]:
     """Pretrain row `name` with train.seed=seed (runs/<name>, or runs/<name>_seed<k>), probe it
@@ -322,12 +332,11 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
     if missing:
         print(f"[{name}] skipped: {', '.join(missing)} not found. {spec.how}")
         return None
-    key = name if seed == 0 else f"{name}_seed{seed}"
+    key = seed_key(name, seed)
     workdir = os.path.join(runs, key)
     if probe_only:  # probe the checkpoint of an earlier run again; --gin_param then binds for the probes
         spec.eval_params += list(params)
-        with open(os.path.join(runs, "report.json")) as f:
-            earlier = json.load(f)[key]
+        earlier = load_json(os.path.join(runs, "report.json"))[key]
         run, minutes = earlier["run"], earlier["minutes"]
     else:
         run = pretrain(spec, minutes, workdir)
@@ -349,14 +358,10 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
     """The row over several pretraining seeds: each seed's run and probes (reusing a seed's earlier
     result in report.json when it has the same budget), then one row with the means and the
     seeds' spread next to the test-set standard error."""
-    path = os.path.join(runs, "report.json")
-    earlier = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            earlier = json.load(f)
+    earlier = load_json(os.path.join(runs, "report.json"))
     results = []
     for seed in seeds:
-        key = name if seed == 0 else f"{name}_seed{seed}"
+        key = seed_key(name, seed)
         done = earlier.get(key)
         if done and done.get("minutes") == minutes and not probe_only:
             print(f"[{key}] reusing the earlier run of the same budget in report.json")

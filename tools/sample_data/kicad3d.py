@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +65,6 @@ def thin(paths: list, keep: int) -> list:
 
 
 def build(out_dir: Path, src: Path = DEFAULT_SRC) -> str:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from modalities.points.clouds import sample_surface
     from modalities.points.files import read_point_file
 
