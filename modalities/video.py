@@ -1,11 +1,11 @@
 """Video: folders or Kinetics/SSv2 list files -> tubelet tokens (VideoMAE, VideoMAE v2).
 
-Decoding uses decord where it imports (x86_64 wheels) and PyAV elsewhere. One decoded video
-yields `repeats` clips (VideoMAE v2 repeated sampling) so decode cost is amortized.
+Decoding (modalities/video_decode.py) uses decord where it imports (x86_64 wheels) and PyAV
+elsewhere, both seeking to the sampled frames. One decoded video yields `repeats` clips
+(VideoMAE v2 repeated sampling) so decode cost is amortized.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import gin
@@ -15,85 +15,11 @@ import torch.nn.functional as F
 from torchvision.transforms import RandomResizedCrop
 
 from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, save_rows, unpatchify
+from modalities.video_decode import VideoReader, set_decoder_logging
 from unimask.data import SampleDataset
 from unimask.files import check_split, has_split, list_split_files
 
 VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
-
-try:
-    import decord
-    decord.bridge.set_bridge("native")
-except ImportError:  # no wheel on this platform: PyAV below
-    decord = None
-
-
-def set_decoder_logging(verbose: bool):
-    """FFmpeg (inside decord and PyAV) prints a line per damaged slice of a broken stream
-    (`[h264 @ ...] decode_slice_header error`), thousands per bad file; unimask reports such a
-    file in its own error instead. verbose=True (VideoDataset.verbose_decode, or the environment
-    variable UNIMASK_VERBOSE_DECODE=1) lets FFmpeg speak again, for debugging a decoder."""
-    import av.logging
-
-    av.logging.set_level(av.logging.VERBOSE if verbose else None)  # None: libav logging off
-    if decord is not None:
-        decord.logging.set_level(decord.logging.INFO if verbose else decord.logging.QUIET)
-
-
-set_decoder_logging(os.environ.get("UNIMASK_VERBOSE_DECODE", "") not in ("", "0"))
-
-
-def probe_av(path: str) -> tuple:
-    """(frame count, frames per second) with PyAV: the container's count when it has one (mp4
-    does), else the frames counted by decoding them, without converting any to RGB."""
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else 0.0
-        count = stream.frames or sum(1 for _ in container.decode(stream))
-    if not count:
-        raise ValueError("no decodable video frames")
-    return count, fps
-
-
-def read_av(path: str, indices: np.ndarray) -> np.ndarray:
-    """Frames at `indices` -> [T, H, W, 3] uint8, decoding from the start only up to the last one
-    and converting only those to RGB (the costly step), so no whole decoded video is held."""
-    import av
-
-    wanted, frames, decoded = set(int(i) for i in indices), {}, 0
-    last = max(wanted)
-    with av.open(path) as container:
-        for frame in container.decode(container.streams.video[0]):
-            if decoded in wanted:
-                frames[decoded] = frame.to_ndarray(format="rgb24")
-            decoded += 1
-            if decoded > last:
-                break
-    if len(frames) < len(wanted):
-        raise ValueError(f"only {decoded} decodable frames, the clip needs frame {last}")
-    return np.stack([frames[int(i)] for i in indices])
-
-
-class VideoReader:
-    """Frame count, frame rate and random access; decord when available, PyAV otherwise."""
-
-    def __init__(self, path: str, backend: str = "auto"):
-        self.path = path
-        self.backend = "decord" if backend == "auto" and decord is not None else ("av" if backend == "auto" else backend)
-        if self.backend == "decord":
-            self.reader = decord.VideoReader(path, num_threads=1)
-            self.count, self.fps = len(self.reader), float(self.reader.get_avg_fps())
-        else:
-            self.count, self.fps = probe_av(path)
-
-    def __len__(self):
-        return self.count
-
-    def get(self, indices: np.ndarray) -> np.ndarray:  # -> [T, H, W, 3] uint8
-        if self.backend == "decord":
-            return self.reader.get_batch(list(indices)).asnumpy()
-        return read_av(self.path, indices)
 
 
 def sample_indices(count: int, num_frames: int, stride: int, rng: np.random.Generator, path: str,
@@ -239,7 +165,10 @@ class VideoDataset(SampleDataset):
         # every repeat's frames in one pass over the file: decoded once, in order (no seeking back)
         wanted, where = np.unique(np.concatenate(windows), return_inverse=True)
         frames = reader.get(wanted)  # [U, H, W, 3]
-        clips = [self.frames_to_clip(frames[rows]) for rows in np.split(where, self.repeats)]
+        if np.array_equal(where, np.arange(len(wanted))):  # one window, in order: its frames as decoded, no copy
+            clips = [self.frames_to_clip(frames)]
+        else:
+            clips = [self.frames_to_clip(frames[rows]) for rows in np.split(where, self.repeats)]
         video = clips[0] if self.repeats == 1 else torch.stack(clips)
         return {"video": video, "label": -1 if label is None else label}
 

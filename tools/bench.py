@@ -73,6 +73,9 @@ def main(argv=None):
     data.add_argument("--sample", action="store_true", help="the bundled 128 px sample clips instead")
     data.add_argument("--clips-dir", default=os.path.join(ROOT, "runs", "bench_clips"),
                       help="where the Kinetics-like clips are written (once)")
+    data.add_argument("--backend", choices=["auto", "decord", "av"], default="auto",
+                      help="unimask's decoder (av: the PyAV fallback, also timed seeking vs decoding from the start)")
+    data.add_argument("--gop", type=int, default=250, help="key frame interval of the written clips")
     data.add_argument("--train-rates", action="store_true",
                       help="also time training steps of gin/video_mae_cpu.gin and gin/video_mae.gin")
     data.add_argument("--train-threads", type=int, default=None)

@@ -21,11 +21,13 @@ from common import ROOT
 CLIP_SECONDS, CLIP_FPS, CLIP_SIZE = 10, 30, (320, 426)  # (height, width)
 
 
-def kinetics_like_clips(folder: str, count: int = 4) -> str:
-    """Write `count` H.264 clips (once; kept in `folder`) and a list file naming them -> its path."""
+def kinetics_like_clips(folder: str, count: int = 4, gop: int = 250) -> str:
+    """Write `count` H.264 clips (once; kept in `folder`, or `folder`_gop<N> for another key
+    frame interval) and a list file naming them -> its path."""
     import av
     from skimage import data, transform
 
+    folder = folder if gop == 250 else f"{folder}_gop{gop}"
     os.makedirs(folder, exist_ok=True)
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     height, width = CLIP_SIZE
@@ -40,7 +42,7 @@ def kinetics_like_clips(folder: str, count: int = 4) -> str:
         with av.open(path + ".part", "w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=CLIP_FPS)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": "23", "preset": "veryfast", "g": "250"}
+            stream.options = {"crf": "23", "preset": "veryfast", "g": str(gop)}
             frames = CLIP_SECONDS * CLIP_FPS
             for t in range(frames):  # a slow pan and drift: every frame differs, as in real footage
                 phase = 2 * np.pi * t / frames
@@ -131,6 +133,26 @@ def training_clips_per_second(gin_file: str, batch: int, steps: int = 2) -> floa
     return batch / float(np.median(times[1:]))
 
 
+def pyav_seek_gain(paths: List[str], num_frames: int, stride: int, windows: int = 8) -> tuple:
+    """Seconds to read `windows` random windows per file with the PyAV fallback's packet index
+    (seek to the key frame before each window) and by decoding from the start -> (seek, start)."""
+    from modalities.video_decode import AVIndex
+
+    rng, seek, start = np.random.default_rng(0), 0.0, 0.0
+    for path in paths:
+        index = AVIndex(path)
+        for _ in range(windows):
+            first = int(rng.integers(0, index.count - (num_frames - 1) * stride))
+            wanted = list(range(first, first + (num_frames - 1) * stride + 1, stride))
+            began = time.perf_counter()
+            sought = index.read_seeking(path, wanted)
+            middle = time.perf_counter()
+            decoded = index.read_from_start(path, wanted)
+            start, seek = start + time.perf_counter() - middle, seek + middle - began
+            assert all(np.array_equal(sought[i], decoded[i]) for i in wanted)
+    return seek, start
+
+
 def bench_data(args):
     """Both loaders with 0, 1 and 2 workers (or --workers), then the training rates; the last line
     is ratio_vs_reference (the smallest of the per-worker-count ratios)."""
@@ -141,15 +163,20 @@ def bench_data(args):
     if args.sample:
         list_file = os.path.join(ROOT, "data", "sample", "video", "train.csv")
     else:
-        list_file = kinetics_like_clips(args.clips_dir)
+        list_file = kinetics_like_clips(args.clips_dir, gop=args.gop)
     ours = VideoDataset(root=list_file, num_frames=args.num_frames, sampling_rate=args.stride,
-                        img_size=args.img_size, min_scale=args.min_scale, repeats=args.repeats)
+                        img_size=args.img_size, min_scale=args.min_scale, repeats=args.repeats, backend=args.backend)
     paths = [path for path, *_ in ours.items]
     reference = ReferenceClips(paths, args.num_frames, args.stride, args.img_size, args.min_scale, args.repeats)
     indices = [i % len(paths) for i in range(args.clips)]
     print(f"{len(paths)} videos from {list_file}; {args.clips} items x {args.repeats} clip(s) of {args.num_frames} "
           f"frames x stride {args.stride}, RandomResizedCrop {args.img_size} (scale {args.min_scale}-1) + flip, "
-          f"batch {args.batch}, 1 torch thread per process, torch {torch.__version__}")
+          f"batch {args.batch}, 1 torch thread per process, unimask decodes with {args.backend}, "
+          f"torch {torch.__version__}")
+    if args.backend == "av":
+        seek, start = pyav_seek_gain(paths, args.num_frames, args.stride)
+        print(f"PyAV reads of 8 random windows per video: seeking {seek:.2f} s, from the start {start:.2f} s: "
+              f"{start / seek:.2f}x")
     ratios = []
     for workers in args.workers:
         rates = {}
