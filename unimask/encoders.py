@@ -42,11 +42,16 @@ def encode_ids(adapter, encoder: Encoder, tokens: Tokens, ids: torch.Tensor, val
     return encoder(x + pos, valid, tokens, ids, pos=again)
 
 
+def all_visible(adapter, batch) -> tuple:
+    """A raw batch tokenized with every valid token kept -> (Tokens, ids [B, K], valid [B, K])."""
+    tokens = adapter.tokenize(batch)
+    return (tokens,) + tuple(select_ids(tokens.valid_mask()))
+
+
 def encode_all(adapter, encoder: Encoder, batch, with_cls: bool = False) -> tuple:
     """A raw batch with every token visible -> (encode_ids output, valid [B, K]): the frozen
     features probes read and what a classifier pools."""
-    tokens = adapter.tokenize(batch)
-    ids, valid = select_ids(tokens.valid_mask())
+    tokens, ids, valid = all_visible(adapter, batch)
     return encode_ids(adapter, encoder, tokens, ids, valid, with_cls=with_cls), valid
 
 

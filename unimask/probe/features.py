@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import torch
 
 from unimask.data import to_device
-from unimask.encoders import encode_layers
+from unimask.encoders import all_visible, encode_layers
 from unimask.tokens import gather_tokens, select_ids
 
 POOLS = ("mean", "cls", "tokens", "flatten")
@@ -36,8 +36,7 @@ def block_features(model, batch, layer: int) -> tuple:
     encoder = getattr(model, "encoder", None)
     if encoder is None or not hasattr(encoder, "layer_outputs"):
         raise ValueError(f"--layer needs a model with one transformer encoder; {type(model).__name__} has none")
-    tokens = model.adapter.tokenize(batch)
-    ids, valid = select_ids(tokens.valid_mask())
+    tokens, ids, valid = all_visible(model.adapter, batch)
     outputs = encode_layers(model.adapter, encoder, tokens, ids, valid)
     if not -len(outputs) <= layer < len(outputs):
         raise ValueError(f"--layer {layer}: the encoder has {len(outputs)} blocks (0..{len(outputs) - 1}, or negative)")
@@ -138,8 +137,7 @@ def extract_raw(model, loader, device, pool: str = "flatten", labels_fn: Optiona
     """
     xs, ys = [], []
     for batch, labels in labeled_batches(model, loader, device, labels_fn):
-        tokens = model.adapter.tokenize(batch)
-        ids, valid = select_ids(tokens.valid_mask())
+        tokens, ids, valid = all_visible(model.adapter, batch)
         raw = gather_tokens(model.adapter.raw_features(tokens), ids)  # [B, M, P + C], same token order as model.features
         if pool == "flatten" and labels.dim() == 1:
             if not bool(valid.all()) or (xs and xs[0].shape[1] != raw.flatten(1).shape[1]):
