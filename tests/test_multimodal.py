@@ -78,6 +78,20 @@ def test_the_encoder_sees_the_modalities_in_sorted_order():
     torch.testing.assert_close(captured["x"], torch.cat(pieces, 1))
 
 
+def test_features_per_modality_are_each_modalitys_mean_side_by_side():
+    model = two_view_model().eval()
+    present = {"image": torch.ones(3, dtype=torch.bool), "edges": torch.tensor([True, False, True])}
+    batch = batch_of(3, present=present)
+    with torch.no_grad():
+        tokens, valid = model.features(batch)  # [3, 32, D]: edges' 16 tokens first, then the image's
+        model.features_per_modality = True
+        rows, present_rows = model.features(batch)
+    assert rows.shape == (3, 2, 32) and present_rows.tolist() == [[True, True], [False, True], [True, True]]
+    torch.testing.assert_close(rows[:, 1], tokens[:, 16:].mean(1))  # the image's own tokens only
+    torch.testing.assert_close(rows[[0, 2], 0], tokens[[0, 2], :16].mean(1))
+    assert not valid[1, :16].any() and torch.equal(rows[1, 0], torch.zeros(32))  # missing edges: an empty row
+
+
 def test_learned_maskers_and_edge_encoders_are_refused():
     from unimask.gnn import GNNEncoder
     from unimask.masking import AdaptiveMasker
@@ -126,6 +140,7 @@ def test_cross_modal_figure_and_per_modality_probes(tmp_path, capsys):
                                      "--modality", modality])
         assert result["n_test"] == 1000 and 0 <= result["top1_acc"] <= 100  # the digits image test split drives
         dims[modality] = result["dim"]
+    assert dims["all"] == 2 * dims["image"] == 2 * dims["audio"]  # 'all': each modality's mean, side by side
     raw = evaluator.evaluate(["--checkpoint", checkpoint, "--protocol", "knn", "--k", "5", "--modality", "image",
                               "--features", "raw"])  # the no-learning baseline of one modality
     assert raw["n_test"] == 1000 and raw["dim"] > dims["image"]  # 49 tokens x (16 pixels + coords), flattened

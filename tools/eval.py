@@ -48,7 +48,8 @@ def parse_args(argv=None):
                              "norm) instead of the encoder's output")
     parser.add_argument("--modality", default=None,
                         help="a cross-modal model: the modality whose features are probed (the encoder sees it "
-                             "alone), or 'all' (every modality, pooled together)")
+                             "alone), or 'all' (every modality encoded together; each one's mean-pooled features "
+                             "side by side unless --pool says otherwise)")
     parser.add_argument("--test-root", default=None,
                         help="a separate test folder or list file (sets the dataset's test_root)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -247,7 +248,8 @@ def features(model, data: EvalData, args, device):
     """(train_x, train_y, test_x, test_y) for the linear / kNN probes."""
     from unimask.probe import extract_features, extract_raw, holdout_mask
 
-    pool = args.pool or ("flatten" if args.features == "raw" else "mean")
+    side_by_side = args.features == "raw" or getattr(model, "features_per_modality", False)  # --modality all
+    pool = args.pool or ("flatten" if side_by_side else "mean")
     if args.features == "raw":
         if args.layer is not None:
             raise ValueError("--layer picks an encoder block; --features raw has none")
@@ -318,6 +320,7 @@ def choose_modality(model, name: str):
     if name != "all" and name not in names:
         raise ValueError(f"--modality {name!r}: the model's modalities are {names} (or 'all')")
     model.feature_modalities = tuple(names) if name == "all" else (name,)
+    model.features_per_modality = name == "all"
 
 
 def evaluate(argv=None) -> dict:

@@ -117,6 +117,7 @@ class MultiModalModel(nn.Module):
         for target in self.targets.values():
             target.attach(self)
         self.feature_modalities = tuple(self.names)  # what features() encodes; tools/eval.py --modality sets it
+        self.features_per_modality = False  # features(): one mean row per modality (--modality all)
 
     # ---- tokens and masks -----------------------------------------------------------------
     def tokenize(self, batch, names=None) -> Dict[str, Tokens]:
@@ -201,12 +202,21 @@ class MultiModalModel(nn.Module):
     @torch.no_grad()
     def features(self, batch) -> tuple:
         """Encoder features with every token of `feature_modalities` visible (the others left
-        out): (tokens [B, sum N_m, D], valid)."""
+        out): (tokens [B, sum N_m, D], valid), all modalities encoded together.
+
+        With `features_per_modality` (tools/eval.py --modality all): one row per modality
+        instead, the mean of its tokens' features -> ([B, M, D], valid [B, M] = the sample has
+        it), so a probe can set the modalities side by side (pool 'flatten') and weigh each on
+        its own, rather than read one mean in which every modality's features are summed."""
         tokens = self.tokenize(batch, self.feature_modalities)
         ids, valid = {}, {}
         for name, t in tokens.items():
             ids[name], valid[name] = select_ids(t.valid_mask())
         latent = self.encode(tokens, ids, valid)
+        if self.features_per_modality:
+            weights = {n: valid[n].to(latent[n].dtype)[..., None] for n in tokens}  # [B, K_m, 1]
+            rows = [(latent[n] * weights[n]).sum(1) / weights[n].sum(1).clamp(min=1) for n in tokens]
+            return torch.stack(rows, 1), torch.stack([valid[n].any(1) for n in tokens], 1)
         return torch.cat([latent[n] for n in tokens], 1), torch.cat([valid[n] for n in tokens], 1)
 
     def after_step(self, progress: float):
