@@ -24,19 +24,28 @@ from unimask.data import SampleDataset
 @gin.configurable
 class FramePairs(SampleDataset):
     """dataset: a VideoDataset (its files, decoder backend, image size and normalization are
-    used; its clip sampling is not). Yields {'image': [3, H, W], 'image_2': [3, H, W], 'label'}."""
+    used; its clip sampling is not). Yields {'image': [3, H, W], 'image_2': [3, H, W], 'label'}.
+
+    Probes (augment=False) of a VideoDataset with a label-free `probe` take that dataset's own
+    evenly spaced windows and labels instead (e.g. probe='identity': which video is this frame
+    from, train frames from the first half of each video, test frames from the last 30%): view 1
+    is a window's first frame, view 2 its last, so the window's length is the gap."""
 
     def __init__(self, dataset: VideoDataset = gin.REQUIRED, min_gap: int = 4, max_gap: int = 48,
                  img_size: int = 224, min_scale: float = 0.5, augment: bool = True):
         if not 1 <= min_gap <= max_gap:
             raise ValueError(f"FramePairs needs 1 <= min_gap <= max_gap, got {min_gap}, {max_gap}")
         self.dataset, self.min_gap, self.max_gap, self.augment = dataset, min_gap, max_gap, augment
-        self.items = [(path, label) for path, label, *_ in dataset.items]
+        self.probe_windows = not augment and dataset.probe is not None
+        self.items = dataset.items if self.probe_windows else [(path, label) for path, label, *_ in dataset.items]
         self.source, self.skip_bad_samples = dataset.source, dataset.skip_bad_samples
         self.to_clip = ClipTransform(img_size, min_scale, augment)
 
     def load(self, index):
-        path, label = self.items[index]
+        if self.probe_windows:
+            sample = self.dataset.load(index)  # {'video': [3, T, S, S], 'label'}
+            return {"image": sample["video"][:, 0], "image_2": sample["video"][:, -1], "label": sample["label"]}
+        path, label = self.items[index][:2]
         reader = VideoReader(path, self.dataset.backend)
         if len(reader) <= self.min_gap:
             raise ValueError(f"{path}: {len(reader)} frames, too few for two frames {self.min_gap} apart")

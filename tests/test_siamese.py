@@ -80,6 +80,20 @@ def test_view_samplers_give_two_views_of_one_scene():
         FramePairs(clips, min_gap=10, max_gap=4)
 
 
+def test_frame_pair_probes_use_the_videos_label_free_windows():
+    root = os.path.join(ROOT, "data", "sample", "video", "train.csv")
+    sides = {}
+    for split in ("train", "test"):
+        clips = VideoDataset(root=root, num_frames=2, sampling_rate=4, img_size=32, augment=False, probe="identity",
+                             clips_per_video=3, split=split)
+        sides[split] = FramePairs(clips, img_size=32, augment=False)
+        assert len(sides[split]) == 12 and [sides[split][i]["label"] for i in (0, 3, 6, 11)] == [0, 1, 2, 3]
+        window = clips[4]["video"]  # [3, 2, 32, 32]: frames 4 apart
+        pair = sides[split][4]
+        assert torch.equal(pair["image"], window[:, 0]) and torch.equal(pair["image_2"], window[:, 1])
+    assert not torch.equal(sides["train"][0]["image"], sides["test"][0]["image"])  # early vs late frames
+
+
 @pytest.mark.parametrize("recipe", ["siam_mae", "siam_mae_cpu", "crop_mae", "crop_mae_cpu"])
 def test_two_view_recipes_train_under_smoke_and_draw_the_views(tmp_path, recipe):
     workdir = str(tmp_path / recipe)

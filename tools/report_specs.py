@@ -74,6 +74,14 @@ ROWS = [
     Spec("video", "4 sample clips; probe: frames in order vs shuffled, train = early windows, test = late ones",
          ["gin/video_mae_cpu.gin"], eval_params=["VideoDataset.probe='shuffle'", "VideoDataset.clips_per_video=16",
                                                   "VideoDataset.sampling_rate=2"], raw_pool="mean"),
+    # SiamMAE's encoder sees one frame, so its label-free probe is on frames: which of the 4 clips
+    # is this frame from (VideoDataset.probe='identity'), train frames from the first half of each
+    # clip, test frames from the last 30% (FramePairs probes read VideoDataset's windows: 2 frames,
+    # 8 apart; view 1, the first, is probed).
+    Spec("video-siammae", "4 sample clips as frames; probe: which clip, train = early frames, test = late ones",
+         ["gin/siam_mae_cpu.gin"], eval_params=["VideoDataset.probe='identity'", "VideoDataset.clips_per_video=16",
+                                                 "VideoDataset.num_frames=2", "VideoDataset.sampling_rate=8"],
+         raw_pool="mean"),
     Spec("points", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point_mae_cpu.gin"]),
     Spec("points3d", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
          ["gin/point_mae_kicad_cpu.gin"], needs=["data/kicad3d"],
