@@ -267,8 +267,8 @@ def list_split_files(root: Roots, exts: Tuple[str, ...], split: str = "train",
 
 
 def read_npz_split(path: str, split: str, whole_file_ok: bool = None):
-    """Arrays of one split of an image .npz (x_<split>/y_<split>, else x/y or images/labels)
-    -> (images [N, H, W(, C)], labels [N] | None); a missing file or empty array is named.
+    """Arrays of one split of an .npz (x_<split>/y_<split>, else x/y or images/labels)
+    -> (x [N, ...], labels [N] | None); a missing file or empty array is named.
     The un-split x/y arrays serve split 'train' (or any split of a file given as test_root,
     whole_file_ok); asking another split of them is a NoSplitError, not the training data again."""
     if not os.path.isfile(path):
@@ -280,11 +280,11 @@ def read_npz_split(path: str, split: str, whole_file_ok: bool = None):
         raise NoSplitError(f"{path}: no x_{split} array (keys: {list(data.keys())})")
     for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
         if x_key in data:
-            images = data[x_key]
+            x = data[x_key]
             labels = data[y_key] if y_key in data else None
             break
     else:
         raise KeyError(f"{path}: no x_{split}/x/images array (keys: {list(data.keys())})")
-    if len(images) == 0:
+    if len(x) == 0:
         raise ValueError(f"{path}: array {x_key!r} is empty")
-    return images, labels
+    return x, labels

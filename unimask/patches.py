@@ -11,8 +11,8 @@ import torch
 
 
 def patchify(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
-    """[B, C, *S] -> [B, N, prod(patch) * C] for any number of axes (1-D series, 2-D images and
-    spectrograms, 3-D clips): tokens in row-major grid order, each patch's values with the patch
+    """[B, C, *S] -> [B, N, prod(patch) * C] for any number of axes (1-D, 2-D or 3-D
+    grids): tokens in row-major grid order, each patch's values with the patch
     axes first and channels last (MAE's order, so norm-pix per channel can view them)."""
     batch, channels, *sizes = x.shape
     d = len(patch)

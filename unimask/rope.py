@@ -2,7 +2,7 @@
 
 Instead of adding a position code to the input, every attention layer rotates each head's
 queries and keys by angles proportional to the token's position, so attention scores depend on
-relative positions. With d coordinate axes (1 for sequences, 2 for images, 3 for clips) the head
+relative positions. With d coordinate axes (1, 2 or 3 for 1-, 2- and 3-D grids) the head
 width is split evenly across the axes (axial RoPE, as EVA-02 / RoPE-ViT do for 2-D); each axis
 share is rotated in pairs (the "rotate half" layout of GPT-NeoX / Llama), and any remainder of
 the head width is left unrotated. Computed from `Tokens.coords`, so ragged, shuffled or partly

@@ -14,7 +14,7 @@ import torch
 
 EDGE_INDEX = "edge_index"  # Tokens.extras key: [2, E] long edges between tokens, indexing the flattened B*N tokens
 MASKED_EDGE_INDEX = "masked_edge_index"  # [2, H] edges hidden from the encoder, for an edge objective to predict
-TARGET_WEIGHT = "target_weight"  # [B, N, T] float: per-value weight of the target (0 = no-data pixel), read by targets
+TARGET_WEIGHT = "target_weight"  # [B, N, T] float: per-value weight of the target (0 = a no-data value), read by targets
 INPUT_PATCHES = "input_patches"  # Mask.aux key: [B, N, P] what the encoder sees instead of Tokens.patches (a masker
 #                                  that corrupts rather than hides: MFM's frequency filter)
 
@@ -77,7 +77,7 @@ class Tokens:
     extras      passed through untouched; documented keys: EDGE_INDEX ([2, E] edges between
                 tokens, indexing the flattened B*N tokens; `edges_among` restricts them to some ids),
                 MASKED_EDGE_INDEX ([2, H] edges hidden from the encoder, EdgeReconstruction's targets),
-                TARGET_WEIGHT ([B, N, T] weights of the target's values: 0 for no-data pixels)
+                TARGET_WEIGHT ([B, N, T] weights of the target's values: 0 for no-data values)
     """
 
     patches: torch.Tensor

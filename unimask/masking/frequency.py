@@ -1,10 +1,10 @@
 """FrequencyMasker (Masked Frequency Modeling, Xie et al., IJCV 2023): instead of hiding
-patches, remove a band of each image's 2-D spectrum and let the model restore it.
+patches, remove a band of each sample's 2-D spectrum and let the model restore it.
 
 Jiahao000/MFM data_mfm.py: a circle of `radius` around the centre of the fftshift-ed spectrum;
 low-pass keeps the inside (the high frequencies are to be predicted), high-pass removes it; each
 sample is low- or high-pass with probability low_pass_share (MFM: half and half, radius 16 at
-224 px). The encoder sees every token of the filtered image (Mask.aux[INPUT_PATCHES]), all
+224 px). The encoder sees every token of the filtered input (Mask.aux[INPUT_PATCHES]), all
 tokens are scored, and FrequencyTarget asks for the removed band.
 """
 from __future__ import annotations
@@ -28,10 +28,10 @@ def radial_distance(h: int, w: int, device) -> torch.Tensor:
     return torch.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2)
 
 
-def filter_spectrum(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """images [B, C, H, W], keep [B, H, W] bool (centred spectrum) -> the images with only the
+def filter_spectrum(arrays: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """arrays [B, C, H, W], keep [B, H, W] bool (centred spectrum) -> the arrays with only the
     kept frequencies, real [B, C, H, W]."""
-    spectrum = torch.fft.fftshift(torch.fft.fft2(images.float()), dim=(-2, -1))
+    spectrum = torch.fft.fftshift(torch.fft.fft2(arrays.float()), dim=(-2, -1))
     spectrum = spectrum * keep[:, None].to(spectrum.dtype)
     return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
 
@@ -66,12 +66,12 @@ class FrequencyMasker(Masker):
         return torch.where(low[:, None, None], inside, ~inside)
 
     def __call__(self, tokens, ratio, generator=None, **kwargs) -> Mask:
-        images = tokens_to_array(tokens)  # [B, C, H, W]
-        if images.dim() != 4:
-            raise ValueError(f"FrequencyMasker filters 2-D images; these tokens have grid {tokens.grid}")
-        b, _, h, w = images.shape
-        keep = self.keep_mask(b, h, w, generator, images.device)
-        filtered = filter_spectrum(images, keep).to(tokens.patches.dtype)
+        arrays = tokens_to_array(tokens)  # [B, C, H, W]
+        if arrays.dim() != 4:
+            raise ValueError(f"FrequencyMasker filters 2-D grids; these tokens have grid {tokens.grid}")
+        b, _, h, w = arrays.shape
+        keep = self.keep_mask(b, h, w, generator, arrays.device)
+        filtered = filter_spectrum(arrays, keep).to(tokens.patches.dtype)
         valid = tokens.valid_mask()
         removed = 1.0 - keep.flatten(1).float().mean(1)  # [B]
         mask = Mask.from_hidden(valid, valid, removed)  # every token is to be restored

@@ -1,5 +1,5 @@
 """FrequencyTarget (Masked Frequency Modeling): the band of the spectrum FrequencyMasker removed,
-as patches of the image it makes up (original - filtered), so the per-token MSE the model
+as patches of the input it makes up (original - filtered), so the per-token MSE the model
 scores is, by Parseval, the squared distance between the predicted and the true spectrum on the
 removed frequencies (plus a push towards zero on the kept ones). MFM averages the unsquared
 complex distance |F(pred) - F(x)| over the removed frequencies instead; both are zero exactly
@@ -23,6 +23,6 @@ class FrequencyTarget(Target):
     def select(self, tokens, adapter, ids, mask=None):
         """The removed band at the tokens ids [B, S] -> [B, S, P] float."""
         if mask is None or INPUT_PATCHES not in mask.aux:
-            raise ValueError("FrequencyTarget needs FrequencyMasker's mask (Mask.aux holds the filtered image)")
+            raise ValueError("FrequencyTarget needs FrequencyMasker's mask (Mask.aux holds the filtered input)")
         residual = tokens.patches.float() - mask.aux[INPUT_PATCHES].float()  # [B, N, P]
         return gather_rows(residual, ids), None

@@ -3,7 +3,7 @@ computed in torch with fixed convolutions so they run on the GPU inside the trai
 
 MaskFeat (SlowFast operators.py HOGLayerC): on the normalized input, per channel: 3x3 Sobel
 gradients (reflect padding), 9 unsigned orientation bins over 180 degrees with hard assignment
-weighted by the gradient magnitude, summed over 8x8-pixel cells, each cell's 9 bins L2-normalized
+weighted by the gradient magnitude, summed over cells of 8x8 grid positions, each cell's 9 bins L2-normalized
 (no block normalization). A 16x16 patch covers 2 x 2 cells: 3 channels x 9 bins x 4 cells = 108
 values. 3-D patches (tubelets): per slice along the first patch axis, the slices side by side. gradient='central' uses [-1, 0, 1]
 differences instead (scikit-image's hog, which the tests compare with). The angle is the usual
@@ -25,17 +25,17 @@ KERNELS = {"sobel": [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]],
            "central": [[0.0, 0.0, 0.0], [1.0, 0.0, -1.0], [0.0, 0.0, 0.0]]}
 
 
-def hog_cells(images: torch.Tensor, bins: int = 9, cell: int = 8, gradient: str = "sobel") -> torch.Tensor:
+def hog_cells(arrays: torch.Tensor, bins: int = 9, cell: int = 8, gradient: str = "sobel") -> torch.Tensor:
     """[B, C, H, W] -> cell histograms [B, C, bins, H / cell, W / cell], each cell's bins L2-normalized."""
-    b, c, h, w = images.shape
-    kx = torch.tensor(KERNELS[gradient], dtype=images.dtype, device=images.device)
+    b, c, h, w = arrays.shape
+    kx = torch.tensor(KERNELS[gradient], dtype=arrays.dtype, device=arrays.device)
     kernels = torch.stack([kx, kx.T])[:, None].repeat(c, 1, 1, 1)  # [2C, 1, 3, 3]: d/dx, d/dy per channel
-    grad = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="reflect"), kernels, groups=c).view(b, c, 2, h, w)
+    grad = F.conv2d(F.pad(arrays, (1, 1, 1, 1), mode="reflect"), kernels, groups=c).view(b, c, 2, h, w)
     gx, gy = -grad[:, :, 0], -grad[:, :, 1]  # the kernels give left - right: flip to right - left
     magnitude = torch.hypot(gx, gy)
     angle = torch.remainder(torch.atan2(gy, gx), math.pi)  # unsigned: [0, pi)
     index = torch.floor(angle / math.pi * bins).long().clamp(max=bins - 1)  # [B, C, H, W]
-    votes = F.one_hot(index, bins).to(images.dtype) * magnitude[..., None]  # [B, C, H, W, bins]
+    votes = F.one_hot(index, bins).to(arrays.dtype) * magnitude[..., None]  # [B, C, H, W, bins]
     votes = votes.permute(0, 1, 4, 2, 3).reshape(b, c * bins, h, w)
     cells = F.avg_pool2d(votes, cell, cell) * (cell * cell)  # sums over each cell
     return F.normalize(cells.view(b, c, bins, h // cell, w // cell), p=2, dim=2)
@@ -43,9 +43,9 @@ def hog_cells(images: torch.Tensor, bins: int = 9, cell: int = 8, gradient: str 
 
 @gin.configurable
 class HOGTarget(Target):
-    """Per-patch HOG of grid tokens (2-D patches; tubelets slice by slice) -> [B, N, frames x cells x
-    channels x bins]. cell_size must divide the patch (MaskFeat: 8-pixel cells, 16-pixel patches;
-    a 4-pixel patch of a 28-pixel image takes 4-pixel cells)."""
+    """Per-patch HOG of grid tokens (2-D patches; tubelets slice by slice) -> [B, N, slices x cells x
+    channels x bins]. cell_size must divide the patch (MaskFeat: cells of 8 x 8, patches of 16 x 16;
+    a 4 x 4 patch of a 28 x 28 grid takes 4 x 4 cells)."""
 
     def __init__(self, bins: int = 9, cell_size: int = 8, gradient: str = "sobel"):
         super().__init__()
