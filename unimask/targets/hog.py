@@ -54,18 +54,18 @@ class HOGTarget(Target):
         self.bins, self.cell, self.gradient = bins, cell_size, gradient
 
     def layout(self, adapter) -> tuple:
-        """(frames per token, cells per token, channels) from a grid adapter's patch."""
+        """(slices per token, cells per token, channels) from a grid adapter's patch."""
         patch, channels = getattr(adapter, "patch", None), getattr(adapter, "in_chans", None)
         if patch is None or channels is None or len(patch) not in (2, 3):
             raise ValueError(f"HOGTarget needs a 2-D or 3-D grid adapter (patch, in_chans), got {type(adapter).__name__}")
-        frames, (p, q) = (1, patch) if len(patch) == 2 else (patch[0], patch[1:])
+        slices, (p, q) = (1, patch) if len(patch) == 2 else (patch[0], patch[1:])
         if p % self.cell or q % self.cell:
             raise ValueError(f"HOGTarget.cell_size={self.cell} does not divide the patch {tuple(patch)}")
-        return frames, (p // self.cell) * (q // self.cell), channels
+        return slices, (p // self.cell) * (q // self.cell), channels
 
     def dim(self, adapter) -> int:
-        frames, cells, channels = self.layout(adapter)
-        return frames * cells * channels * self.bins
+        slices, cells, channels = self.layout(adapter)
+        return slices * cells * channels * self.bins
 
     @torch.no_grad()
     def forward(self, tokens, adapter):
@@ -75,10 +75,10 @@ class HOGTarget(Target):
             p, q = tokens.patch_shape[0] // self.cell, tokens.patch_shape[1] // self.cell
             return patchify(cells.flatten(1, 2), (p, q)), None  # [B, N, cells * C * bins]
         b, c, t, h, w = x.shape
-        frames = hog_cells(x.transpose(1, 2).reshape(b * t, c, h, w), self.bins, self.cell, self.gradient)
-        frames = frames.view(b, t, c * self.bins, h // self.cell, w // self.cell).transpose(1, 2)  # [B, C*bins, T, h, w]
+        slices = hog_cells(x.transpose(1, 2).reshape(b * t, c, h, w), self.bins, self.cell, self.gradient)
+        slices = slices.view(b, t, c * self.bins, h // self.cell, w // self.cell).transpose(1, 2)  # [B, C*bins, T, h, w]
         u, p, q = tokens.patch_shape[0], tokens.patch_shape[1] // self.cell, tokens.patch_shape[2] // self.cell
-        return patchify(frames, (u, p, q)), None  # [B, N, frames * cells * C * bins]
+        return patchify(slices, (u, p, q)), None  # [B, N, slices * cells * C * bins]
 
     def select(self, tokens, adapter, ids):
         values, _ = self(tokens, adapter)  # the whole picture's gradients, then the scored rows
