@@ -23,3 +23,26 @@ def test_compiled_training_runs_and_saves_plain_keys(tmp_path, recipe):
     assert rows[-1]["step"] == 4 and all(torch.isfinite(torch.tensor(row["loss"])) for row in rows)
     state = torch.load(os.path.join(workdir, "checkpoints", "last.pt"), map_location="cpu", weights_only=False)
     assert not [key for key in state["model"] if "_orig_mod" in key]
+
+
+@pytest.mark.slow
+def test_compiled_stacks_do_not_break_the_graph_on_padding():
+    """Whether a batch pads anything is decided before the compiled forward (None when it pads
+    nothing), so neither an unpadded nor a padded batch breaks the graph; outputs as eager."""
+    from torch._dynamo.utils import counters
+
+    from unimask.encoders import ViTEncoder
+    from unimask.train.compile import compile_stacks
+
+    torch.manual_seed(0)
+    eager = ViTEncoder(dim=32, depth=2, num_heads=2)
+    holder = torch.nn.Module()
+    holder.encoder = ViTEncoder(dim=32, depth=2, num_heads=2)
+    holder.encoder.load_state_dict(eager.state_dict())
+    assert compile_stacks(holder) == 1
+    x = torch.randn(2, 10, 32)
+    for valid in (torch.ones(2, 10, dtype=torch.bool), torch.tensor([[True] * 10, [True] * 6 + [False] * 4])):
+        counters.clear()
+        out = holder.encoder(x, valid)
+        assert not counters["graph_break"], dict(counters["graph_break"])
+        torch.testing.assert_close(out[valid], eager(x, valid)[valid], atol=1e-5, rtol=1e-5)

@@ -38,8 +38,12 @@ def attention_backend(x: torch.Tensor):
 
 
 def key_padding_mask(key_valid: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """[B, K] bool -> [B, 1, 1, K] bool for SDPA, or None when nothing is padded (fast path)."""
-    if key_valid is None or bool(key_valid.all()):
+    """[B, K] bool -> [B, 1, 1, K] bool for SDPA, or None when nothing is padded (fast path).
+    Inside a compiled graph the mask is used as given: the compiled stacks get None for an
+    unpadded batch from unimask/train/compile.py, and the check would break the graph."""
+    if key_valid is None:
+        return None
+    if not torch.compiler.is_compiling() and bool(key_valid.all()):
         return None
     return key_valid[:, None, None, :]
 

@@ -208,9 +208,10 @@ def run_pair(args, what: str) -> float:
     if args.compile:
         import time
 
+        from unimask.train.compile import compile_stacks
+
         for _, model in models:
-            model.encoder.compile()
-            model.decoder.compile()
+            compile_stacks(model)  # as train.compile=True does
         start = time.perf_counter()
         for side in sides:
             if side.name != "hf":

@@ -106,11 +106,9 @@ class Trainer:
     # ---- setup ---------------------------------------------------------------------------
     def _wrap(self, model, compile: bool, fsdp: bool):
         if compile:  # the transformer stacks; adapters and maskers run eagerly
-            from unimask.interfaces import Decoder, Encoder
+            from unimask.train.compile import compile_stacks
 
-            for module in model.modules():
-                if isinstance(module, (Encoder, Decoder)):
-                    module.compile()
+            compile_stacks(model)
         if self.dist.world > 1:
             if fsdp:
                 from torch.distributed.fsdp import fully_shard
