@@ -92,6 +92,9 @@ def test_pyav_reader_decodes_only_up_to_the_last_wanted_frame():
 def test_repeated_sampling_gives_several_clips():
     ds = VideoDataset(root=CLIPS, num_frames=4, sampling_rate=2, img_size=32, repeats=3)
     assert ds[(0, 1)]["video"].shape == (3, 3, 4, 32, 32)
+    two = VideoDataset(root=CLIPS, num_frames=4, sampling_rate=2, img_size=32, repeats=2)
+    for seed in range(8):  # windows that overlap, and windows that do not (their frames then read as one run)
+        assert two[(1, seed)]["video"].shape == (2, 3, 4, 32, 32)
 
 
 def test_repeats_decode_once_and_each_repeat_is_its_own_window(monkeypatch):
