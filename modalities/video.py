@@ -165,10 +165,7 @@ class VideoDataset(SampleDataset):
         # every repeat's frames in one pass over the file: decoded once, in order (no seeking back)
         wanted, where = np.unique(np.concatenate(windows), return_inverse=True)
         frames = reader.get(wanted)  # [U, H, W, 3]
-        if self.repeats == 1 and np.array_equal(where, np.arange(len(wanted))):  # one window in order: no copy
-            clips = [self.frames_to_clip(frames)]
-        else:
-            clips = [self.frames_to_clip(frames[rows]) for rows in np.split(where, self.repeats)]
+        clips = [self.frames_to_clip(frames[rows]) for rows in np.split(where, self.repeats)]
         video = clips[0] if self.repeats == 1 else torch.stack(clips)
         return {"video": video, "label": -1 if label is None else label}
 
