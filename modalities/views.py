@@ -45,7 +45,7 @@ class FramePairs(SampleDataset):
         if self.probe_windows:
             sample = self.dataset.load(index)  # {'video': [3, T, S, S], 'label'}
             return {"image": sample["video"][:, 0], "image_2": sample["video"][:, -1], "label": sample["label"]}
-        path, label = self.items[index][:2]
+        path, label = self.items[index]
         reader = VideoReader(path, self.dataset.backend)
         if len(reader) <= self.min_gap:
             raise ValueError(f"{path}: {len(reader)} frames, too few for two frames {self.min_gap} apart")
