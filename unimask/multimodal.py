@@ -24,6 +24,7 @@ from torch import nn
 
 from unimask.encoders import embed_ids, position_codes
 from unimask.model import decode_latent, init_model_weights, score_decoded
+from unimask.probe.features import pool_rows
 from unimask.targets import Target
 from unimask.tokens import Mask, Tokens, select_ids
 
@@ -214,8 +215,7 @@ class MultiModalModel(nn.Module):
             ids[name], valid[name] = select_ids(t.valid_mask())
         latent = self.encode(tokens, ids, valid)
         if self.features_per_modality:
-            weights = {n: valid[n].to(latent[n].dtype)[..., None] for n in tokens}  # [B, K_m, 1]
-            rows = [(latent[n] * weights[n]).sum(1) / weights[n].sum(1).clamp(min=1) for n in tokens]
+            rows = [pool_rows(latent[n], valid[n], "mean") for n in tokens]  # [B, D] each
             return torch.stack(rows, 1), torch.stack([valid[n].any(1) for n in tokens], 1)
         return torch.cat([latent[n] for n in tokens], 1), torch.cat([valid[n] for n in tokens], 1)
 
