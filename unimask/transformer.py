@@ -39,8 +39,8 @@ def attention_backend(x: torch.Tensor):
 
 def key_padding_mask(key_valid: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """[B, K] bool -> [B, 1, 1, K] bool for SDPA, or None when nothing is padded (fast path).
-    Inside a compiled graph the mask is used as given: the compiled stacks get None for an
-    unpadded batch from unimask/train/compile.py, and the check would break the graph."""
+    While compiling, the mask is used as given: the compiled stacks get None for an unpadded
+    batch from unimask/train/compile.py, and the check would split the trace (a dynamo break)."""
     if key_valid is None:
         return None
     if not torch.compiler.is_compiling() and bool(key_valid.all()):

@@ -1,10 +1,10 @@
 """train.compile=True: torch.compile every Encoder and Decoder of a model, in place.
 
 Why not `module.compile()` alone: whether a batch pads anything (`key_valid` all True) is a
-question about the data, and asked inside the compiled graph (transformer.key_padding_mask's
-fast path) it breaks the graph. Here it is asked once, eagerly, before the compiled forward:
-an unpadded batch passes key_valid=None (SDPA without a mask, the flash kernel on CUDA), a
-padded one its mask; each gets its own graph, with no break. Adapters and maskers stay eager.
+question about the data, and asked inside the compiled code (transformer.key_padding_mask's
+fast path) it splits the trace in two (a dynamo break). Here it is asked once, eagerly, before
+the compiled forward: an unpadded batch passes key_valid=None (SDPA without a mask, the flash
+kernel on CUDA), a padded one its mask; each is traced whole. Adapters and maskers stay eager.
 The modules keep their parameters and names, so checkpoints carry no `_orig_mod.` prefixes.
 """
 from __future__ import annotations
