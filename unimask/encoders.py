@@ -102,9 +102,15 @@ class ViTEncoder(Encoder, TransformerStack):
             sin = torch.cat([torch.zeros_like(sin[:, :, :1]), sin], 2)
         return cos, sin, coords.shape[-1]
 
-    def forward(self, x, key_valid=None, tokens=None, ids=None, pos=None):  # [B, K, D] -> [B, K, D]
+    def forward(self, x, key_valid=None, tokens=None, ids=None, pos=None, block_masks=None):  # [B, K, D] -> [B, K, D]
+        """block_masks: one [B, 1, K, K] bool attention mask per block (True = may attend), e.g.
+        who may see whom when hidden tokens ride along (unimask/position_prediction.py)."""
         if self.cls_token is None:
-            return TransformerStack.forward(self, x, key_valid, pos=pos, rope=self.rotary(tokens, ids, False))
+            return TransformerStack.forward(self, x, key_valid, pos=pos, block_masks=block_masks,
+                                            rope=self.rotary(tokens, ids, False))
+        if block_masks is not None:
+            raise ValueError("ViTEncoder: block_masks with class_token=True are not supported (the masks "
+                             "would need a [CLS] row and column)")
         return self.forward_with_cls(x, key_valid, pos=pos, tokens=tokens, ids=ids)[:, 1:]
 
     def forward_with_cls(self, x, key_valid=None, pos=None, tokens=None, ids=None):  # -> [B, 1 + K, D], [CLS] first

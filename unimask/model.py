@@ -71,7 +71,9 @@ class MaskedModel(OneEncoderModel):
     def __init__(self, adapter, masker, schedule, encoder, decoder, target: Optional[Target] = None,
                  loss=None, mode: str = "drop", decoder_masker=None, decoder_ratio: float = 0.5,
                  replace_probs: Sequence[float] = (1.0, 0.0, 0.0), aux_objectives: Sequence[nn.Module] = (),
-                 loss_weighting: str = "tokens"):
+                 loss_weighting: str = "tokens", position_predictor: Optional[nn.Module] = None):
+        """position_predictor: PCP-MAE's (unimask/position_prediction.py): the decoder reads the
+        encoder's predicted positions of the hidden tokens instead of their true ones (drop mode)."""
         super().__init__()
         if isinstance(adapter, dict):
             raise TypeError("MaskedModel takes one adapter; for several modalities and one encoder use "
@@ -93,6 +95,12 @@ class MaskedModel(OneEncoderModel):
         init_model_weights(self, [self.target])
         if self.enc_mask_token is not None:
             nn.init.normal_(self.enc_mask_token, std=0.02)
+        if position_predictor is not None and mode != "drop":
+            raise ValueError("MaskedModel.position_predictor needs mode='drop' (the hidden tokens ride along "
+                             "through the encoder without their positions)")
+        self.position_predictor = position_predictor
+        if position_predictor is not None:
+            position_predictor.reset_token()
         self.aux_objectives = nn.ModuleList(aux_objectives)  # objective(out, src_ids, src_valid) -> scalar
         self.target.attach(self)  # a teacher copies the student once its weights are initialized
 
@@ -179,11 +187,19 @@ class MaskedModel(OneEncoderModel):
             mask = self.make_mask(tokens, progress, generator)
         if mask_only:
             return {"tokens": tokens, "mask": mask}
-        latent, src_ids, src_valid = self.encode(tokens, mask, generator)
-        decoded = self.decode(latent, src_ids, src_valid, tokens, mask)
+        decoder_tokens, position_loss = tokens, None
+        if self.position_predictor is not None:  # PCP-MAE: the decoder reads predicted positions
+            latent, decoder_tokens, position_loss = self.position_predictor(self.adapter, self.encoder, tokens, mask)
+            src_ids, src_valid = mask.ids_keep, mask.keep_valid
+        else:
+            latent, src_ids, src_valid = self.encode(tokens, mask, generator)
+        decoded = self.decode(latent, src_ids, src_valid, decoder_tokens, mask)
         loss, token_loss = self.score(decoded, tokens, mask)
         out = {"loss": loss, "pred": decoded.pred, "dec_ids": decoded.ids, "mask": mask, "tokens": tokens,
                "latent": latent, "token_loss": token_loss}
+        if position_loss is not None:
+            out["terms"] = {"recon": loss.detach(), "position": position_loss.detach()}
+            out["loss"] = loss + self.position_predictor.weight * position_loss
         for i, objective in enumerate(self.aux_objectives):  # extra terms (edge reconstruction...)
             term = objective(out, src_ids, src_valid)
             out[f"aux_{i}_{type(objective).__name__}"] = term.detach()
