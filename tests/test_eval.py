@@ -324,8 +324,56 @@ def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_
     assert (result["n_train"], result["n_test"]) == (16, 16) and 0.0 <= result["top1_acc"] <= 100.0
 
 
-def test_point_sets_from_images_probe_end_to_end():
+def test_point_sets_from_images_probe_end_to_end(capsys):
     evaluator = load_tool("eval")
     result = evaluator.evaluate(["--gin", "gin/point_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",
                                  "--k", "3", "--gin_param", "ImagePointSetDataset.limit=40"])
     assert "train split (40) / test split (40)" in result["data"] and result["dim"] == 64
+    recomputed = evaluator.evaluate(["--gin", "gin/point_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol",
+                                     "knn", "--k", "3", "--gin_param", "ImagePointSetDataset.limit=40",
+                                     "--norm-stats", "recompute", "--pool", "max+mean"])
+    assert recomputed["dim"] == 128  # max- and mean-pooled side by side
+    assert "norm stats: 2 BatchNorm layers recomputed on the train split" in capsys.readouterr().out
+
+
+def test_max_mean_pool_ignores_padding():
+    from unimask.probe import pool_rows
+
+    feats = torch.tensor([[[1.0, -2.0], [3.0, 0.0], [9.0, 9.0]]])  # token 2 is padding
+    valid = torch.tensor([[True, True, False]])
+    assert torch.equal(pool_rows(feats, valid, "max+mean"), torch.tensor([[3.0, 0.0, 2.0, -1.0]]))
+
+
+def test_norm_stats_are_recomputed_on_the_data_for_any_encoder():
+    """recompute_norm_stats: every BatchNorm gets the data's mean and variance (equal batches: the
+    plain average), momentum and eval mode come back; a model without BatchNorm is left alone and
+    its loader is not read."""
+    from modalities.points import PointAdapter
+    from unimask.decoders import MAEDecoder
+    from unimask.encoders import ViTEncoder
+    from unimask.masking import ConstantRatio, RandomMasker
+    from unimask.model import MaskedModel
+    from unimask.probe import recompute_norm_stats
+
+    torch.manual_seed(0)
+    adapter = PointAdapter(num_groups=8, group_size=8, dim=16, pos_dims=(16,))
+    model = MaskedModel(adapter, RandomMasker(), ConstantRatio(0.5), ViTEncoder(dim=16, depth=1, num_heads=2),
+                        MAEDecoder(in_dim=16, dim=16, depth=1, num_heads=2)).eval()
+    batches = [{"points": torch.randn(2, 64, 3)} for _ in range(3)]
+    norm = adapter.group_embed.first_conv[1]
+    assert torch.equal(norm.running_var, torch.ones(128))  # untrained: the initial statistics
+    assert recompute_norm_stats(model, batches, "cpu") == 2
+    pre_norm = []
+    for batch in batches:
+        groups = adapter.tokenize(batch).patches.reshape(-1, 8, 3)
+        pre_norm.append(adapter.group_embed.first_conv[0](groups.transpose(1, 2)).transpose(1, 2).reshape(-1, 128))
+    pre_norm = torch.cat(pre_norm)
+    assert torch.allclose(norm.running_mean, pre_norm.mean(0), atol=1e-5)
+    assert not torch.allclose(norm.running_var, torch.ones(128), atol=0.1)
+    assert norm.momentum == 0.1 and not norm.training and not model.training
+
+    class Unreadable:
+        def __iter__(self):
+            raise AssertionError("read a loader for a model without BatchNorm")
+
+    assert recompute_norm_stats(tiny_image_model(), Unreadable(), "cpu") == 0

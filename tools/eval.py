@@ -2,7 +2,7 @@
 """Probe what an encoder learned: linear probe, kNN or short fine-tuning on labeled data.
 
 python tools/eval.py --checkpoint runs/x/checkpoints/last.pt --protocol linear|knn|finetune
-    [--random-init] [--gin f.gin] [--gin_param 'a.b=1'] [--pool mean|cls|tokens|flatten] [--layer K] [--features raw]
+    [--random-init] [--gin f.gin] [--gin_param 'a.b=1'] [--pool mean|cls|tokens|flatten|max+mean] [--layer K] [--features raw]
 python tools/eval.py --gin gin/image_mae_cpu.gin --random-init --protocol linear
 
 The model and data come from the checkpoint's own gin config (`--gin`/`--gin_param` only add
@@ -41,8 +41,12 @@ def parse_args(argv=None):
     parser.add_argument("--random-init", action="store_true", help="same architecture, untrained weights")
     parser.add_argument("--features", choices=("encoder", "raw"), default="encoder",
                         help="raw = the input tokens themselves, the no-learning baseline")
-    parser.add_argument("--pool", choices=("mean", "cls", "tokens", "flatten"), default=None,
-                        help="mean (encoder default), cls, tokens; flatten (raw default) concatenates tokens")
+    parser.add_argument("--pool", choices=("mean", "cls", "tokens", "flatten", "max+mean"), default=None,
+                        help="mean (encoder default), cls, tokens; flatten (raw default) concatenates tokens; "
+                             "max+mean: max- and mean-pooled side by side (Point-BERT / Point-MAE set features)")
+    parser.add_argument("--norm-stats", choices=("checkpoint", "recompute"), default="checkpoint",
+                        help="BatchNorm statistics: the model's own, or recomputed on the probe's train split "
+                             "(label-free; an untrained BatchNorm otherwise keeps mean 0 / variance 1)")
     parser.add_argument("--layer", type=int, default=None,
                         help="probe the output of this encoder block (0 = first, -1 = last before the final "
                              "norm) instead of the encoder's output")
@@ -257,6 +261,11 @@ def features(model, data: EvalData, args, device):
     else:
         extract = functools.partial(extract_features, layer=args.layer)
     train_loader, test_loader = loaders(data, args)
+    if args.norm_stats == "recompute" and args.features == "encoder":
+        from unimask.probe import recompute_norm_stats
+
+        print(f"norm stats: {recompute_norm_stats(model, train_loader, device)} BatchNorm layers recomputed "
+              "on the train split", flush=True)
     if data.rows_holdout:
         x, y = extract(model, train_loader, device, pool=pool)
         test = holdout_mask(len(y), TEST_FRACTION, args.seed)

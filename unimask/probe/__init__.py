@@ -16,5 +16,6 @@ from unimask.probe.classifiers import (accuracy, choose_wd, fit_logistic, knn_pr
                                        linear_probe, standardize)
 from unimask.probe.data import HoldOutLabels, IndexBatches, holdout_mask, make_loader  # noqa: F401
 from unimask.probe.features import (POOLS, NoLabelsError, encode_all, extract_features, extract_raw,  # noqa: F401
-                                    labeled_batches, no_labels_error, pool_rows, rows_and_labels, token_labels_for)
+                                    labeled_batches, no_labels_error, pool_rows, recompute_norm_stats,
+                                    rows_and_labels, token_labels_for)
 from unimask.probe.finetune import batch_logits, finetune  # noqa: F401

@@ -11,7 +11,7 @@ from unimask.data import to_device
 from unimask.encoders import all_visible, encode_layers
 from unimask.tokens import gather_tokens, select_ids
 
-POOLS = ("mean", "cls", "tokens", "flatten")
+POOLS = ("mean", "cls", "tokens", "flatten", "max+mean")
 
 
 class NoLabelsError(ValueError):
@@ -44,16 +44,20 @@ def block_features(model, batch, layer: int) -> tuple:
 
 
 def pool_rows(feats: torch.Tensor, valid: torch.Tensor, pool: str) -> tuple:
-    """[B, M, D], [B, M] -> per-sample rows [B, D] ('mean' over valid tokens, 'cls' = first token)
+    """[B, M, D], [B, M] -> per-sample rows [B, D] ('mean' over valid tokens, 'cls' = first token;
+    'max+mean' [B, 2D])
     or per-token rows [B, M, D] ('tokens', rows where valid)."""
     if pool == "mean":
         w = valid.to(feats.dtype)[..., None]
         return (feats * w).sum(1) / w.sum(1).clamp(min=1)
     if pool == "cls":
         return feats[:, 0]
+    if pool == "max+mean":  # max- and mean-pooled side by side [B, 2D]: Point-BERT's and Point-MAE's set features
+        peak = feats.masked_fill(~valid[..., None], float("-inf")).amax(1)
+        return torch.cat([peak, pool_rows(feats, valid, "mean")], 1)
     if pool == "tokens":
         return feats
-    if pool == "flatten":  # every token's features side by side, as raw pixels are for the raw baseline
+    if pool == "flatten":  # every token's features side by side, as the raw input is for the raw baseline
         if not bool(valid.all()):
             raise ValueError("pool 'flatten' needs the same unpadded token count in every sample; use pool='mean'")
         return feats.flatten(1)
@@ -104,6 +108,31 @@ def labeled_batches(model, loader, device, labels_fn: Optional[Callable] = None)
         if labels is None:
             raise no_labels_error(model)
         yield batch, labels
+
+
+@torch.no_grad()
+def recompute_norm_stats(model, loader, device) -> int:
+    """Re-estimate every BatchNorm's running mean and variance on `loader` (a plain average over
+    its batches, no labels, no gradient), everything else in eval mode -> how many layers.
+    Why: an untrained network's BatchNorm keeps its initial statistics (mean 0, variance 1), and
+    in eval mode those can leave an untrained embedding's outputs near zero (a small-init conv
+    stack), so a random-init probe would read little but the position codes; with the statistics of the data it is the
+    network as it would run. Applied alike to pretrained and random-init encoders."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    model.eval().to(device)
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+        m.train()
+    for batch in loader:
+        model.features(to_device(batch, device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+        m.eval()
+    return len(norms)
 
 
 @torch.no_grad()
