@@ -195,7 +195,9 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
     if raw:
         args += ["--features", "raw"] + (["--pool", spec.raw_pool] if spec.raw_pool else [])
     else:
-        args += ["--pool", spec.pool] + (["--random-init"] if random_init else [])
+        # BatchNorm statistics of the probe's train split for every encoder, pretrained or not: an
+        # untrained BatchNorm's mean 0 / variance 1 silence an untrained mini-PointNet (no-op without BN)
+        args += ["--pool", spec.pool, "--norm-stats", "recompute"] + (["--random-init"] if random_init else [])
         args += ["--layer", str(spec.layer)] if spec.layer is not None else []
     evaluator = load_eval()
     try:

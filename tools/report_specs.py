@@ -94,6 +94,11 @@ ROWS = [
          finetune_params=["train.steps=1200", "train.warmup_steps=60", "train.eval_every=200"],
          how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
     Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point2vec_cpu.gin"]),
+    # PCP-MAE: Point-MAE whose decoder reads predicted, not given, centres of the hidden groups.
+    Spec("points-pcp", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/pcp_mae_cpu.gin"]),
+    Spec("points3d-pcp", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
+         ["gin/point_mae_kicad_cpu.gin", "gin/pcp_centres.gin"], needs=["data/kicad3d"],
+         how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
     Spec("graphs", "Drosophila connectome sample, node labels, labeled nodes split 80/20", ["gin/graph_mae.gin"]),
     # The probe learns the word on 6 voices and is tested on the 2 held-out ones; the raw baseline
     # is the flattened normalized fbank (time order kept), which mean-pooled features do not have.
