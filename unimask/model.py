@@ -280,7 +280,7 @@ def score_decoded(adapter, target, loss_fn, decoded: Decoded, tokens: Tokens, ma
     pred, ids, valid = decoded.pred, decoded.ids, decoded.valid
     if decoded.rows is not None:
         pred, ids, valid = gather_rows(pred, decoded.rows), gather_tokens(ids, decoded.rows), decoded.rows_valid
-    if ids.shape[1] == 0:  # no sample scores a token (a modality absent from the whole batch): zero, still a graph
+    if ids.shape[1] == 0:  # no sample scores a token (a modality absent from the whole batch): zero, still differentiable
         return pred.sum() * 0.0, pred.new_zeros(decoded.valid.shape)
     if target.needs_mask:  # a target that depends on what was hidden (MFM's removed band)
         values, weight = target.select(tokens, adapter, ids, mask=mask)  # [B, S, T]
