@@ -14,6 +14,7 @@ from unimask.tokens import Tokens
 
 GIN_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "gin", "*.gin")))
 RECIPES = [f for f in GIN_FILES if os.path.basename(f) != "smoke.gin" and not os.path.basename(f).endswith("_arch.gin")]
+MIXINS = {"pcp_centres.gin": "gin/point_mae_kicad_cpu.gin"}  # mix-ins build on top of a recipe
 BUILD_ONLY = {  # their frozen parts come from checkpoints of the full-size recipes
     "distill_mae.gin": ["TeacherTarget.checkpoint=None", "TEACHER_DIM=64", "TEACHER_DEPTH=2", "TEACHER_HEADS=2"],
     "beit_v2_tiny.gin": ["TokenTarget.checkpoint=None"],  # the shipped tokenizer: patch 4, not smoke's 8
@@ -210,7 +211,9 @@ def test_every_recipe_builds_under_smoke(recipe):
     from unimask.siamese import SiameseModel
     from unimask.vq import VQTokenizer
 
-    parse_gin([recipe, SMOKE], ["train.num_workers=0", *BUILD_ONLY.get(os.path.basename(recipe), [])])
+    base = MIXINS.get(os.path.basename(recipe))
+    parse_gin(([base] if base else []) + [recipe, SMOKE],
+              ["train.num_workers=0", *BUILD_ONLY.get(os.path.basename(recipe), [])])
     model = gin.query_parameter("train.model").scoped_configurable_fn()
     assert isinstance(model, (MaskedModel, MultiModalModel, SiameseModel, VQTokenizer, Classifier))  # the pipelines
     assert sum(p.numel() for p in model.parameters()) < 2_000_000  # smoke really shrinks it
