@@ -107,3 +107,24 @@ def test_pcp_recipe_trains_under_smoke_and_logs_both_terms(tmp_path):
     rows = [row for row in read_metrics(workdir) if "loss" in row]
     assert rows[-1]["step"] == 20 and rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert {"loss_recon", "loss_position"} <= set(rows[-1])
+
+
+def test_a_pcp_checkpoint_fine_tunes_and_a_plain_one_starts_a_pcp_run(tmp_path):
+    """The centre head is pretraining-only: a classifier drops it, a PCP model starts it fresh
+    from a plain Point-MAE file."""
+    from unimask.classifier import Classifier
+    from unimask.weights.load import load_pretrained
+
+    path = str(tmp_path / "pcp.pt")
+    torch.save({"model": pcp_model().state_dict()}, path)
+    adapter = PointAdapter(num_groups=16, group_size=8, dim=32, pos_dims=(32, 32))
+    classifier = Classifier(adapter, ViTEncoder(dim=32, depth=2, num_heads=2, pos_every_block=True), num_classes=3,
+                            layer_decay=None)
+    report = load_pretrained(classifier, path, verbose=False)
+    assert any(key.startswith("position_predictor.") for key in report.dropped) and not report.missing
+    plain = str(tmp_path / "plain.pt")
+    model = pcp_model()
+    model.position_predictor = None
+    torch.save({"model": model.state_dict()}, plain)
+    report = load_pretrained(pcp_model(), plain, verbose=False)
+    assert any(key.startswith("position_predictor.") for key in report.new) and not report.missing

@@ -27,7 +27,8 @@ from unimask.optim import layer_decay_scales
 @gin.configurable
 class Classifier(nn.Module):
     init_from_fresh = ("head.", "fc_norm.")  # a pretraining checkpoint has no classifier
-    init_from_drop = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.")  # pretraining only
+    init_from_drop = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.",
+                      "position_predictor.")  # pretraining only
 
     def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, num_classes: int = gin.REQUIRED,
                  pool: str = "mean", head_dropout: float = 0.0, head_init_std: float = 2e-5,

@@ -57,7 +57,7 @@ class OneEncoderModel(nn.Module):
 @gin.configurable
 class MaskedModel(OneEncoderModel):
     # train.init_from (unimask/weights): parts an encoder-only file (timm) lacks, and a classifier's parts
-    init_from_fresh = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.")
+    init_from_fresh = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.", "position_predictor.")
     init_from_drop = ("head.", "fc_norm.")
 
     @classmethod

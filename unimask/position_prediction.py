@@ -51,7 +51,8 @@ class PositionPredictor(nn.Module):
         self.reset_token()
 
     def reset_token(self):
-        """PCP-MAE's init of the position token (the model's xavier init covers the head)."""
+        """PCP-MAE's init of the position token. The head keeps torch's default Linear init, as
+        PCP-MAE's pred_pos_proj does (its _init_weights covers the encoder and decoder only)."""
         nn.init.trunc_normal_(self.mask_pos_token, std=0.02)
 
     def forward(self, adapter, encoder, tokens: Tokens, mask: Mask) -> tuple:
