@@ -346,8 +346,8 @@ def test_max_mean_pool_ignores_padding():
 
 def test_norm_stats_are_recomputed_on_the_data_for_any_encoder():
     """recompute_norm_stats: every BatchNorm gets the data's mean and variance (equal batches: the
-    plain average), momentum and eval mode come back; a model without BatchNorm is left alone and
-    its loader is not read."""
+    plain average), momentum and eval mode come back; one off the features' path keeps its own;
+    a model without BatchNorm is left alone and its loader is not read."""
     from modalities.points import PointAdapter
     from unimask.decoders import MAEDecoder
     from unimask.encoders import ViTEncoder
@@ -360,6 +360,8 @@ def test_norm_stats_are_recomputed_on_the_data_for_any_encoder():
     model = MaskedModel(adapter, RandomMasker(), ConstantRatio(0.5), ViTEncoder(dim=16, depth=1, num_heads=2),
                         MAEDecoder(in_dim=16, dim=16, depth=1, num_heads=2)).eval()
     batches = [{"points": torch.randn(2, 64, 3)} for _ in range(3)]
+    model.aside = torch.nn.BatchNorm1d(4)  # off the features' path, as a teacher's copy is
+    model.aside.running_mean.fill_(0.5)
     norm = adapter.group_embed.first_conv[1]
     assert torch.equal(norm.running_var, torch.ones(128))  # untrained: the initial statistics
     assert recompute_norm_stats(model, batches, "cpu") == 2
@@ -371,6 +373,7 @@ def test_norm_stats_are_recomputed_on_the_data_for_any_encoder():
     assert torch.allclose(norm.running_mean, pre_norm.mean(0), atol=1e-5)
     assert not torch.allclose(norm.running_var, torch.ones(128), atol=0.1)
     assert norm.momentum == 0.1 and not norm.training and not model.training
+    assert torch.equal(model.aside.running_mean, torch.full((4,), 0.5))  # kept, and not counted above
 
     class Unreadable:
         def __iter__(self):

@@ -33,6 +33,8 @@ TEST_FRACTION = 0.2
 
 
 def parse_args(argv=None):
+    from unimask.probe.features import POOLS  # the probes' own list of poolings
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="<run>/checkpoints/last.pt (its config rebuilds the model)")
     parser.add_argument("--gin", action="append", default=[], help="gin file, applied after the checkpoint's config")
@@ -41,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--random-init", action="store_true", help="same architecture, untrained weights")
     parser.add_argument("--features", choices=("encoder", "raw"), default="encoder",
                         help="raw = the input tokens themselves, the no-learning baseline")
-    parser.add_argument("--pool", choices=("mean", "cls", "tokens", "flatten", "max+mean"), default=None,
+    parser.add_argument("--pool", choices=POOLS, default=None,
                         help="mean (encoder default), cls, tokens; flatten (raw default) concatenates tokens; "
                              "max+mean: max- and mean-pooled side by side (Point-BERT / Point-MAE set features)")
     parser.add_argument("--norm-stats", choices=("checkpoint", "recompute"), default="checkpoint",

@@ -112,27 +112,36 @@ def labeled_batches(model, loader, device, labels_fn: Optional[Callable] = None)
 
 @torch.no_grad()
 def recompute_norm_stats(model, loader, device) -> int:
-    """Re-estimate every BatchNorm's running mean and variance on `loader` (a plain average over
-    its batches, no labels, no gradient), everything else in eval mode -> how many layers.
+    """Re-estimate the running mean and variance of every BatchNorm the features pass through, on
+    `loader` (a plain average over its batches, no labels, no gradient), everything else in eval
+    mode -> how many layers. One the features never reach (a teacher's copy) keeps its own.
     Why: an untrained network's BatchNorm keeps its initial statistics (mean 0, variance 1), and
     in eval mode those can leave an untrained embedding's outputs near zero (a small-init conv
-    stack), so a random-init probe would read little but the position codes; with the statistics of the data it is the
-    network as it would run. Applied alike to pretrained and random-init encoders."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    stack), so a random-init probe would read little but the position codes; with the statistics
+    of the data it is the network as it would run. Applied alike to pretrained and random-init
+    encoders."""
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
     model.eval().to(device)
-    saved = [m.momentum for m in norms]
+    saved = [(m.momentum, {name: b.clone() for name, b in m.named_buffers()}) for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
         m.train()
     for batch in loader:
         model.features(to_device(batch, device))
-    for m, momentum in zip(norms, saved):
+    reached = 0
+    for m, (momentum, buffers) in zip(norms, saved):
         m.momentum = momentum
         m.eval()
-    return len(norms)
+        if int(m.num_batches_tracked) == 0:  # not on the features' path: as it was
+            for name, value in buffers.items():
+                getattr(m, name).copy_(value)
+        else:
+            reached += 1
+    return reached
 
 
 @torch.no_grad()
