@@ -315,6 +315,44 @@ def test_report_seeds_row_gives_means_and_the_seed_spread(tmp_path):
     assert "seeds sd 2.0 (pretrained 75.0 / 73.0 / 77.0" in cells[9] and cells[9].startswith("±2.2 (n=400)")
 
 
+def test_report_fixed_steps_skip_the_timing_run_and_a_finetune_row_reuses_its_pretraining(tmp_path, monkeypatch):
+    """--steps N: no timing run, exactly N steps with 5% warmup and no budget to stop them; a row
+    with pretrained_by (points3d-finetune) fine-tunes the checkpoint of that row's run of the same
+    seed and budget instead of pretraining again, and pretrains when the budgets differ."""
+    report = load_tool("report")
+    calls = []
+
+    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
+        calls.append((spec.key, params, cpu_limit_s, wall_limit_s))
+        os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+        open(os.path.join(workdir, "checkpoints", "last.pt"), "w").close()
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": 400, "loss": 0.5, "eval_top1": 70.0}) + "\n")
+        return {"wall_s": 1.0, "cpu_s": 2.0, "terminated": False, "row_cpu": []}
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a fixed schedule must not time steps")
+
+    monkeypatch.setattr(report, "run_training", fake_training)
+    monkeypatch.setattr(report, "time_steps", no_timing)
+    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: {"top1_acc": 20.0, "n_test": 288})
+    monkeypatch.setattr(report.SPECS["points3d-finetune"], "needs", [])  # data/kicad3d need not be here
+    run = report.pretrain(report.SPECS["points3d"], 10, str(tmp_path / "p"), steps=400)
+    assert calls[-1][1][-2:] == ["train.steps=400", "train.warmup_steps=20"] and calls[-1][2:] == (None, None)
+    assert run["fixed_steps"] and run["planned_steps"] == 400 and run["budget_cpu_min"] is None
+    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
+    report.save_json(os.path.join(runs, "report.json"), "points3d", {"run": run, "minutes": 10})
+    calls.clear()
+    result = report.run_modality("points3d-finetune", 10, runs, md, steps=400)
+    assert [c[0] for c in calls] == ["points3d-finetune"] * 2  # two fine-tunes, no pretraining
+    assert f"train.init_from={run['checkpoint']!r}" in calls[1][1]
+    assert result["command"] == "python tools/report.py points3d-finetune --steps 400"
+    assert "| points3d-finetune |" in open(md).read() and "400 steps (fixed)" in open(md).read()
+    calls.clear()
+    report.run_modality("points3d-finetune", 10, runs, md, steps=800)  # another budget: pretrain first
+    assert any("train.steps=800" in c[1] for c in calls)
+
+
 def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_test():
     evaluator = load_tool("eval")
     result = evaluator.evaluate(["--gin", "gin/video_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",

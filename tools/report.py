@@ -149,17 +149,23 @@ def cpu_budget(minutes: float) -> float:
     return minutes * 60 * (os.cpu_count() or 1)
 
 
-def pretrain(spec: Spec, minutes: float, workdir: str, params: List[str] = ()) -> dict:
-    """Pretrain on a CPU budget of `minutes` x all cores; -> timing and step facts of the run."""
+def pretrain(spec: Spec, minutes: float, workdir: str, params: List[str] = (), steps: Optional[int] = None) -> dict:
+    """Pretrain on a CPU budget of `minutes` x all cores, or for exactly `steps` steps (the same
+    schedule on any CPU, so the figure reproduces where a CPU budget would buy other steps);
+    -> timing and step facts of the run."""
     params = list(params)
-    per_step, startup = time_steps(spec, workdir + "_speed", params)
     budget = cpu_budget(minutes)
-    steps = steps_for(budget, per_step, startup)
+    if steps is None:
+        per_step, startup = time_steps(spec, workdir + "_speed", params)
+        steps = steps_for(budget, per_step, startup)
+        caps = {"cpu_limit_s": OVERRUN * budget, "wall_limit_s": WALL_CAP * minutes * 60 + 120}
+        print(f"[{spec.key}] {per_step:.2f} CPU-s/step + {startup:.0f} CPU-s start-up -> {steps} steps for "
+              f"{budget / 60:.0f} CPU-min ({minutes:g} min x {os.cpu_count()} cores)", flush=True)
+    else:  # a fixed schedule runs to its end: no budget to stop it
+        per_step, caps = None, {}
+        print(f"[{spec.key}] {steps} steps, fixed", flush=True)
     warmup = max(1, round(0.05 * steps))
-    print(f"[{spec.key}] {per_step:.2f} CPU-s/step + {startup:.0f} CPU-s start-up -> {steps} steps ({warmup} "
-          f"warmup) for {budget / 60:.0f} CPU-min ({minutes:g} min x {os.cpu_count()} cores)", flush=True)
-    timing = run_training(spec, workdir, params + [f"train.steps={steps}", f"train.warmup_steps={warmup}"],
-                          cpu_limit_s=OVERRUN * budget, wall_limit_s=WALL_CAP * minutes * 60 + 120)
+    timing = run_training(spec, workdir, params + [f"train.steps={steps}", f"train.warmup_steps={warmup}"], **caps)
     rows = read_rows(workdir)
     done = rows[-1]["step"]
     print(f"[{spec.key}] trained {done}/{steps} steps in {timing['wall_s'] / 60:.1f} min wall, "
@@ -170,7 +176,8 @@ def pretrain(spec: Spec, minutes: float, workdir: str, params: List[str] = ()) -
     except Exception as err:  # curves are a convenience, never a reason to lose the numbers
         print(f"[{spec.key}] no curves: {err}")
     return {"steps": done, "planned_steps": steps, "cpu_s_per_step": per_step, "wall_min": timing["wall_s"] / 60,
-            "cpu_min": timing["cpu_s"] / 60, "budget_cpu_min": budget / 60, "cores": os.cpu_count(),
+            "cpu_min": timing["cpu_s"] / 60, "budget_cpu_min": None if per_step is None else budget / 60,
+            "fixed_steps": per_step is None, "cores": os.cpu_count(),
             "load_avg_1min_after": os.getloadavg()[0], "terminated": timing["terminated"],
             "final_loss": rows[-1]["loss"], "final_eval_loss": rows[-1].get("eval_loss"),
             "checkpoint": os.path.join(workdir, "checkpoints", "last.pt")}
@@ -300,7 +307,8 @@ def save_json(path: str, key: str, value: dict):
 def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
     random_acc, pre_acc = probes["random_init"]["top1_acc"], probes["pretrained"]["top1_acc"]
     recipe = " + ".join(f"`{r}`" for r in spec.recipe)
-    time_cell = (f"{run['steps']} steps, {run['cpu_min']:.1f} CPU-min ({run['wall_min']:.1f} min wall on "
+    fixed = " (fixed)" if run.get("fixed_steps") else ""
+    time_cell = (f"{run['steps']} steps{fixed}, {run['cpu_min']:.1f} CPU-min ({run['wall_min']:.1f} min wall on "
                  f"{run['cores']} shared cores)")
     protocol = f"{spec.protocol}, {spec.pool}-pool" + (f", block {spec.layer}" if spec.layer is not None else "")
     if spec.finetune:
@@ -324,10 +332,25 @@ def seed_key(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}_seed{seed}"
 
 
+def budget_args(minutes: float, steps: Optional[int]) -> str:
+    """The command-line words of a run's budget: a fixed schedule or CPU minutes."""
+    return f"--steps {steps}" if steps else f"--minutes {minutes:g}"
+
+
+def same_budget(result: dict, minutes: float, steps: Optional[int]) -> bool:
+    """Was this earlier result pretrained with this budget (the same fixed steps, or the same CPU minutes)?"""
+    if steps:
+        return bool(result["run"].get("fixed_steps")) and result["run"]["planned_steps"] == steps
+    return not result["run"].get("fixed_steps") and result.get("minutes") == minutes
+
+
 def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = (),
-                 probe_only: bool = False, seed: int = 0, write_row: bool = True) -> Optional[dict]:
+                 probe_only: bool = False, seed: int = 0, write_row: bool = True,
+                 steps: Optional[int] = None) -> Optional[dict]:
     """Pretrain row `name` with train.seed=seed (runs/<name>, or runs/<name>_seed<k>), probe it
-    with the same seed for the random init and the splits; write its row unless told not to."""
+    with the same seed for the random init and the splits; write its row unless told not to.
+    A row with `pretrained_by` reuses that row's run of the same seed and budget when
+    report.json has one (a fine-tune row fine-tunes the checkpoint the linear probe read)."""
     spec = SPECS[name].copy()
     spec.params += list(params) + ([f"train.seed={seed}"] if seed else [])
     missing = [p for p in spec.required() if not os.path.exists(os.path.join(ROOT, p))]
@@ -340,12 +363,18 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
         spec.eval_params += list(params)
         earlier = load_json(os.path.join(runs, "report.json"))[key]
         run, minutes = earlier["run"], earlier["minutes"]
+        steps = earlier["run"]["planned_steps"] if earlier["run"].get("fixed_steps") else None
     else:
-        run = pretrain(spec, minutes, workdir)
+        source = load_json(os.path.join(runs, "report.json")).get(seed_key(spec.pretrained_by or "", seed))
+        if source and same_budget(source, minutes, steps) and os.path.exists(source["run"]["checkpoint"]):
+            print(f"[{key}] reusing the pretraining run of {seed_key(spec.pretrained_by, seed)} (same budget)")
+            run = source["run"]
+        else:
+            run = pretrain(spec, minutes, workdir, steps=steps)
     probes = (finetune_all(spec, run["checkpoint"], runs, key, seed) if spec.finetune
               else probe_all(spec, run["checkpoint"], seed))
     result = {"run": run, "probes": probes, "minutes": minutes, "seed": seed,
-              "command": f"python tools/report.py {name} --minutes {minutes:g}" + (f" --seeds {seed}" if seed else "")}
+              "command": f"python tools/report.py {name} {budget_args(minutes, steps)}" + (f" --seeds {seed}" if seed else "")}
     save_json(os.path.join(runs, "report.json"), key, result)
     if write_row:
         update_markdown("pretraining", TABLE_HEADER, report_row(spec, run, probes), md_path)
@@ -356,7 +385,7 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
 
 
 def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[str], seeds: List[int],
-              probe_only: bool = False) -> Optional[dict]:
+              probe_only: bool = False, steps: Optional[int] = None) -> Optional[dict]:
     """The row over several pretraining seeds: each seed's run and probes (reusing a seed's earlier
     result in report.json when it has the same budget), then one row with the means and the
     seeds' spread next to the test-set standard error."""
@@ -365,11 +394,11 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
     for seed in seeds:
         key = seed_key(name, seed)
         done = earlier.get(key)
-        if done and done.get("minutes") == minutes and not probe_only:
+        if done and same_budget(done, minutes, steps) and not probe_only:
             print(f"[{key}] reusing the earlier run of the same budget in report.json")
             results.append(done)
             continue
-        result = run_modality(name, minutes, runs, md_path, params, probe_only, seed=seed, write_row=False)
+        result = run_modality(name, minutes, runs, md_path, params, probe_only, seed=seed, write_row=False, steps=steps)
         if result is None:
             return None
         results.append(result)
@@ -390,7 +419,8 @@ def seeds_row(spec: Spec, results: List[dict]) -> List[str]:
         "random_init": {"top1_acc": statistics.mean(rnd)}, "raw": results[0]["probes"]["raw"],
         "pretrained": dict(results[0]["probes"]["pretrained"], top1_acc=statistics.mean(pre))})
     steps = ", ".join(str(r["run"]["steps"]) for r in results)
-    cells[3] = f"{len(results)} seeds, {steps} steps, {results[0]['run']['cpu_min']:.1f} CPU-min each"
+    fixed = " (fixed)" if results[0]["run"].get("fixed_steps") else ""
+    cells[3] = f"{len(results)} seeds, {steps} steps{fixed}, {results[0]['run']['cpu_min']:.1f} CPU-min each"
     spread = statistics.stdev(pre) if len(pre) > 1 else float("nan")
     cells[-1] = (f"{cells[-1]}; seeds sd {spread:.1f} (pretrained {' / '.join(f'{a:.1f}' for a in pre)}, "
                  f"random {' / '.join(f'{a:.1f}' for a in rnd)})")
@@ -467,6 +497,9 @@ def main(argv=None) -> int:
                         help="data of the sweep: the 4k sample or all of Fashion-MNIST")
     parser.add_argument("--runs", default=RUNS, help="where runs and report.json go")
     parser.add_argument("--md", default=REPORT_MD, help="markdown file whose tables are updated")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="pretrain exactly this many steps instead of a CPU budget (5%% warmup): the same "
+                             "schedule, so the same figure within noise, on any CPU")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="pretraining seeds (train.seed): one run each, the row shows their means and spread")
     parser.add_argument("--probe-only", action="store_true",
@@ -482,9 +515,11 @@ def main(argv=None) -> int:
         return 0
     for name in (list(SPECS) if args.what == "all" else [args.what]):
         if args.seeds:
-            run_seeds(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.seeds, args.probe_only)
+            run_seeds(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.seeds, args.probe_only,
+                      steps=args.steps)
         else:
-            run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only)
+            run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only,
+                         steps=args.steps)
     return 0
 
 

@@ -30,6 +30,7 @@ class Spec:
     eval_args: List[str] = field(default_factory=list)  # extra tools/eval.py arguments (--modality image)
     finetune: Optional[str] = None  # a fine-tuning recipe: the row fine-tunes (from pretrained vs random init)
     finetune_params: List[str] = field(default_factory=list)  # its bindings (steps)
+    pretrained_by: Optional[str] = None  # the row whose pretraining run (same seed and budget) this row reuses
 
     def required(self) -> List[str]:
         return list(self.recipe) + list(self.needs)
@@ -92,6 +93,7 @@ ROWS = [
          ["gin/point_mae_kicad_cpu.gin"], needs=["data/kicad3d"], protocol="finetune",
          finetune="gin/finetune_points.gin",  # 400 steps (11 epochs) left both still climbing steeply
          finetune_params=["train.steps=1200", "train.warmup_steps=60", "train.eval_every=200"],
+         pretrained_by="points3d",
          how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
     Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point2vec_cpu.gin"]),
     # PCP-MAE: Point-MAE whose decoder reads predicted, not given, centres of the hidden groups.
