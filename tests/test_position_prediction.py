@@ -95,6 +95,9 @@ def test_errors_name_the_parameter():
     model = MaskedModel(adapter, *parts, position_predictor=PositionPredictor(dim=32, coord_dim=2))
     with pytest.raises(ValueError, match="coord_dim=2"):
         model({"points": clouds()})
+    with pytest.raises(ValueError, match="transformer blocks and per-block attention masks"):
+        MaskedModel(adapter, parts[0], parts[1], torch.nn.Linear(32, 32), parts[3],
+                    position_predictor=PositionPredictor(dim=32, coord_dim=3))
     rotary = pcp_model(rope=True)
     with pytest.raises(ValueError, match="rope=True"):
         rotary({"points": clouds()})

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, encode_all, encode_ids, position_codes
+from unimask.position_prediction import accepts_block_masks
 from unimask.targets import Target
 from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
 
@@ -98,6 +99,10 @@ class MaskedModel(OneEncoderModel):
         if position_predictor is not None and mode != "drop":
             raise ValueError("MaskedModel.position_predictor needs mode='drop' (the hidden tokens ride along "
                              "through the encoder without their positions)")
+        if position_predictor is not None and not accepts_block_masks(encoder):
+            raise ValueError(f"MaskedModel.position_predictor needs an encoder with transformer blocks and "
+                             f"per-block attention masks (ViTEncoder: forward(..., block_masks=)); "
+                             f"got {type(encoder).__name__}")
         self.position_predictor = position_predictor
         if position_predictor is not None:
             position_predictor.reset_token()

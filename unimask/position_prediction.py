@@ -24,6 +24,15 @@ from unimask.encoders import embed_ids, position_codes
 from unimask.tokens import Mask, Tokens, gather_tokens, select_ids
 
 
+
+def accepts_block_masks(encoder: nn.Module) -> bool:
+    """Can this encoder carry the hidden tokens along (transformer blocks, forward(block_masks=))?
+    A GNN or another encoder without them would fail deep inside forward otherwise."""
+    import inspect
+
+    return hasattr(encoder, "blocks") and "block_masks" in inspect.signature(encoder.forward).parameters
+
+
 def ride_along_masks(keep_valid: torch.Tensor, hidden_valid: torch.Tensor) -> torch.Tensor:
     """Who may attend to whom in [visible K | hidden M]: visible queries see valid visible keys
     only, hidden queries see every valid key. keep_valid [B, K], hidden_valid [B, M] -> [B, 1, K+M, K+M]."""
