@@ -154,17 +154,17 @@ def pretrain(spec: Spec, minutes: float, workdir: str, params: List[str] = (), s
     schedule on any CPU, so the figure reproduces where a CPU budget would buy other steps);
     -> timing and step facts of the run."""
     params = list(params)
-    budget = cpu_budget(minutes)
-    if steps is None:
+    budget, fixed = cpu_budget(minutes), steps is not None
+    if fixed:  # a fixed schedule runs to its end: no budget to stop it
+        per_step, caps, why = None, {}, "fixed"
+    else:
         per_step, startup = time_steps(spec, workdir + "_speed", params)
         steps = steps_for(budget, per_step, startup)
         caps = {"cpu_limit_s": OVERRUN * budget, "wall_limit_s": WALL_CAP * minutes * 60 + 120}
-        print(f"[{spec.key}] {per_step:.2f} CPU-s/step + {startup:.0f} CPU-s start-up -> {steps} steps for "
-              f"{budget / 60:.0f} CPU-min ({minutes:g} min x {os.cpu_count()} cores)", flush=True)
-    else:  # a fixed schedule runs to its end: no budget to stop it
-        per_step, caps = None, {}
-        print(f"[{spec.key}] {steps} steps, fixed", flush=True)
+        why = (f"{per_step:.2f} CPU-s/step + {startup:.0f} CPU-s start-up, for {budget / 60:.0f} CPU-min "
+               f"({minutes:g} min x {os.cpu_count()} cores)")
     warmup = max(1, round(0.05 * steps))
+    print(f"[{spec.key}] {steps} steps ({warmup} warmup): {why}", flush=True)
     timing = run_training(spec, workdir, params + [f"train.steps={steps}", f"train.warmup_steps={warmup}"], **caps)
     rows = read_rows(workdir)
     done = rows[-1]["step"]
@@ -176,8 +176,8 @@ def pretrain(spec: Spec, minutes: float, workdir: str, params: List[str] = (), s
     except Exception as err:  # curves are a convenience, never a reason to lose the numbers
         print(f"[{spec.key}] no curves: {err}")
     return {"steps": done, "planned_steps": steps, "cpu_s_per_step": per_step, "wall_min": timing["wall_s"] / 60,
-            "cpu_min": timing["cpu_s"] / 60, "budget_cpu_min": None if per_step is None else budget / 60,
-            "fixed_steps": per_step is None, "cores": os.cpu_count(),
+            "cpu_min": timing["cpu_s"] / 60, "budget_cpu_min": None if fixed else budget / 60,
+            "fixed_steps": fixed, "cores": os.cpu_count(),
             "load_avg_1min_after": os.getloadavg()[0], "terminated": timing["terminated"],
             "final_loss": rows[-1]["loss"], "final_eval_loss": rows[-1].get("eval_loss"),
             "checkpoint": os.path.join(workdir, "checkpoints", "last.pt")}
@@ -334,12 +334,12 @@ def seed_key(name: str, seed: int) -> str:
 
 def budget_args(minutes: float, steps: Optional[int]) -> str:
     """The command-line words of a run's budget: a fixed schedule or CPU minutes."""
-    return f"--steps {steps}" if steps else f"--minutes {minutes:g}"
+    return f"--steps {steps}" if steps is not None else f"--minutes {minutes:g}"
 
 
 def same_budget(result: dict, minutes: float, steps: Optional[int]) -> bool:
     """Was this earlier result pretrained with this budget (the same fixed steps, or the same CPU minutes)?"""
-    if steps:
+    if steps is not None:
         return bool(result["run"].get("fixed_steps")) and result["run"]["planned_steps"] == steps
     return not result["run"].get("fixed_steps") and result.get("minutes") == minutes
 
@@ -365,7 +365,8 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
         run, minutes = earlier["run"], earlier["minutes"]
         steps = earlier["run"]["planned_steps"] if earlier["run"].get("fixed_steps") else None
     else:
-        source = load_json(os.path.join(runs, "report.json")).get(seed_key(spec.pretrained_by or "", seed))
+        source = (load_json(os.path.join(runs, "report.json")).get(seed_key(spec.pretrained_by, seed))
+                  if spec.pretrained_by else None)
         if source and same_budget(source, minutes, steps) and os.path.exists(source["run"]["checkpoint"]):
             print(f"[{key}] reusing the pretraining run of {seed_key(spec.pretrained_by, seed)} (same budget)")
             run = source["run"]

@@ -15,6 +15,8 @@ adapter's position code reads), not their sin-cos embedding.
 """
 from __future__ import annotations
 
+import inspect
+
 import gin
 import torch
 import torch.nn.functional as F
@@ -24,12 +26,9 @@ from unimask.encoders import embed_ids, position_codes
 from unimask.tokens import Mask, Tokens, gather_tokens, select_ids
 
 
-
 def accepts_block_masks(encoder: nn.Module) -> bool:
     """Can this encoder carry the hidden tokens along (transformer blocks, forward(block_masks=))?
     A GNN or another encoder without them would fail deep inside forward otherwise."""
-    import inspect
-
     return hasattr(encoder, "blocks") and "block_masks" in inspect.signature(encoder.forward).parameters
 
 
