@@ -51,6 +51,19 @@ def test_visible_latents_equal_the_plain_encoders(pos_every_block):
     assert torch.allclose(latent, plain, atol=1e-5)
 
 
+def test_visible_and_hidden_groups_are_embedded_in_one_batch():
+    """As PCP-MAE embeds every group at once: in training, the mini-PointNet's BatchNorm
+    normalizes the visible and hidden groups with one set of batch statistics."""
+    model = pcp_model().train()
+    tokens = model.adapter.tokenize({"points": clouds()})
+    mask = model.make_mask(tokens, 0.0, torch.Generator().manual_seed(1))
+    rows = []
+    hook = model.adapter.group_embed.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    model.position_predictor(model.adapter, model.encoder, tokens, mask)
+    hook.remove()
+    assert rows == [3 * 16]  # one call over 3 clouds x (6 visible + 10 hidden) groups
+
+
 def test_decoder_never_reads_the_hidden_true_positions():
     """Moving the hidden tokens' centres changes the position loss, not the reconstruction."""
     model = pcp_model().eval()

@@ -74,17 +74,17 @@ class PositionPredictor(nn.Module):
                              f"{tokens.coords.dtype}: grid indices, whose position codes are table lookups)")
         hidden_ids, hidden_valid = select_ids(mask.masked)  # [B, M]
         ids, keep_valid = mask.ids_keep, mask.keep_valid  # [B, K]
-        x_visible = embed_ids(adapter, tokens, ids)
-        pos_visible = position_codes(adapter, tokens, ids, x_visible)  # [B, K, D]
-        x_hidden = embed_ids(adapter, tokens, hidden_ids)  # [B, M, D]: content only
-        pos_hidden = self.mask_pos_token.to(x_hidden.dtype).expand_as(x_hidden)
+        k, all_ids = ids.shape[1], torch.cat([ids, hidden_ids], 1)  # [B, K+M]
+        x = embed_ids(adapter, tokens, all_ids)  # [B, K+M, D]: content only; one call, as PCP-MAE embeds
+        # every group at once (a BatchNorm in the embedding sees one batch, not two)
+        pos_visible = position_codes(adapter, tokens, ids, x[:, :k])  # [B, K, D]
+        pos_hidden = self.mask_pos_token.to(x.dtype).expand(x.shape[0], all_ids.shape[1] - k, -1)
         pos = torch.cat([pos_visible, pos_hidden], 1)
-        x = torch.cat([x_visible, x_hidden], 1) + pos
+        x = x + pos
         valid = torch.cat([keep_valid, hidden_valid], 1)
         masks = [ride_along_masks(keep_valid, hidden_valid)] * len(encoder.blocks)
-        out = encoder(x, valid, tokens, torch.cat([ids, hidden_ids], 1),
+        out = encoder(x, valid, tokens, all_ids,
                       pos=pos if encoder.pos_every_block else None, block_masks=masks)  # [B, K+M, D]
-        k = ids.shape[1]
         predicted = self.head(out[:, k:]).float()  # [B, M, coord_dim]
         true = gather_tokens(tokens.coords, hidden_ids).float()
         if predicted.shape[-1] != true.shape[-1]:
