@@ -2,8 +2,10 @@
 run_class_finetuning.py), trained by the same trainer as pretraining.
 
 Every token is visible; the encoder's output is pooled (mean over the valid tokens then a
-LayerNorm, MAE's global_pool, or the [CLS] token), dropped out and classified by a linear head
-initialized small (MAE: trunc-normal, std 2e-5). mixup / cutmix come from timm's Mixup over the
+LayerNorm, MAE's global_pool; the [CLS] token; or max- and mean-pooled side by side, the set
+features of Point-BERT / Point-MAE), dropped out and classified by a linear head initialized
+small (MAE: trunc-normal, std 2e-5), or by Point-MAE's MLP head (`head_hidden=(256, 256)`: each
+hidden layer Linear, BatchNorm, ReLU, Dropout). mixup / cutmix come from timm's Mixup over the
 adapter's input tensor (dims between the batch and the last two folded into channels, so a clip
 gets one box through all its frames), soft targets from timm's SoftTargetCrossEntropy, label
 smoothing from torch's cross-entropy when mixing is off. Layer-wise lr decay is `lr_scale`,
@@ -22,6 +24,9 @@ from torch import nn
 from unimask.encoders import encode_all
 from unimask.model import init_weights
 from unimask.optim import layer_decay_scales
+from unimask.probe.features import pool_rows
+
+POOLS = ("mean", "cls", "max+mean")
 
 
 @gin.configurable
@@ -32,24 +37,32 @@ class Classifier(nn.Module):
 
     def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, num_classes: int = gin.REQUIRED,
                  pool: str = "mean", head_dropout: float = 0.0, head_init_std: float = 2e-5,
-                 layer_decay: Optional[float] = 0.75, label_smoothing: float = 0.1, mixup: float = 0.0,
+                 head_hidden: tuple = (), layer_decay: Optional[float] = 0.75, label_smoothing: float = 0.1, mixup: float = 0.0,
                  cutmix: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5):
-        """pool: 'mean' (mean + fc_norm, MAE's default) or 'cls' (needs ViTEncoder.class_token);
+        """pool: 'mean' (mean + fc_norm, MAE's default), 'cls' (needs ViTEncoder.class_token) or
+        'max+mean' (max and mean over the valid tokens, [B, 2D], + fc_norm: Point-MAE's head reads
+        max-pooled tokens beside its [CLS]; a pretraining checkpoint without a [CLS] has the mean);
+        head_hidden: widths of an MLP head (Point-MAE: (256, 256)); head_dropout then sits after
+        each hidden layer, as Point-MAE's, instead of before a linear head;
         layer_decay: lr x decay^(depth + 1 - layer) (MAE: 0.75 ViT-B/L, 0.65 in its ViT-B recipe);
         None = one lr. mixup / cutmix: timm's alphas (0.8 / 1.0 in MAE and VideoMAE; 0 = off)."""
         super().__init__()
-        if pool not in ("mean", "cls"):
-            raise ValueError(f"Classifier.pool must be 'mean' or 'cls', got {pool!r}")
+        if pool not in POOLS:
+            raise ValueError(f"Classifier.pool must be one of {POOLS}, got {pool!r}")
+        if any(int(width) < 1 for width in head_hidden):
+            raise ValueError(f"Classifier.head_hidden={tuple(head_hidden)}: every width must be >= 1")
         if pool == "cls" and getattr(encoder, "cls_token", None) is None:
             raise ValueError("Classifier.pool='cls' needs an encoder with a [CLS] token (ViTEncoder.class_token=True)")
         if num_classes < 2:
             raise ValueError(f"Classifier.num_classes={num_classes}: at least 2 classes")
         self.adapter, self.encoder, self.pool, self.num_classes = adapter, encoder, pool, num_classes
-        self.fc_norm = nn.LayerNorm(encoder.dim, eps=1e-6) if pool == "mean" else nn.Identity()
-        self.head_dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(encoder.dim, num_classes)
+        width = encoder.dim * (2 if pool == "max+mean" else 1)
+        self.fc_norm = nn.LayerNorm(width, eps=1e-6) if pool != "cls" else nn.Identity()
+        self.head_dropout = nn.Dropout(0.0 if head_hidden else head_dropout)
+        self.head = mlp_head(width, tuple(int(w) for w in head_hidden), num_classes, head_dropout)
         self.apply(init_weights)
-        nn.init.trunc_normal_(self.head.weight, std=head_init_std)
+        last = self.head[-1] if isinstance(self.head, nn.Sequential) else self.head
+        nn.init.trunc_normal_(last.weight, std=head_init_std)
         self.label_smoothing = label_smoothing
         self.mixer = None
         if mixup > 0 or cutmix > 0:
@@ -72,12 +85,11 @@ class Classifier(nn.Module):
 
     # ---- forward ---------------------------------------------------------------------------
     def pooled_features(self, batch) -> torch.Tensor:
-        """batch -> pooled features [B, D] (before fc_norm), every token visible."""
+        """batch -> pooled features [B, D] ([B, 2D] for 'max+mean'; before fc_norm), every token visible."""
         if self.pool == "cls":
             return encode_all(self.adapter, self.encoder, batch, with_cls=True)[0][:, 0]
         latent, valid = encode_all(self.adapter, self.encoder, batch)  # [B, K, D], [B, K]
-        weights = valid.unsqueeze(-1).to(latent.dtype)
-        return (latent * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return pool_rows(latent, valid, self.pool)
 
     def logits(self, batch) -> torch.Tensor:  # -> [B, num_classes]
         return self.head(self.head_dropout(self.fc_norm(self.pooled_features(batch))))
@@ -133,3 +145,15 @@ class Classifier(nn.Module):
 
     def render(self, out, path):
         raise NotImplementedError("a classifier draws no reconstruction")
+
+
+def mlp_head(width: int, hidden: tuple, num_classes: int, dropout: float) -> nn.Module:
+    """[B, width] -> [B, num_classes]: a linear layer, or Point-MAE's cls_head_finetune (each
+    hidden width: Linear, BatchNorm1d, ReLU, Dropout) ending in one."""
+    if not hidden:
+        return nn.Linear(width, num_classes)
+    layers = []
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
