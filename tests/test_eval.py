@@ -380,6 +380,8 @@ def test_max_mean_pool_ignores_padding():
     feats = torch.tensor([[[1.0, -2.0], [3.0, 0.0], [9.0, 9.0]]])  # token 2 is padding
     valid = torch.tensor([[True, True, False]])
     assert torch.equal(pool_rows(feats, valid, "max+mean"), torch.tensor([[3.0, 0.0, 2.0, -1.0]]))
+    empty = pool_rows(feats, torch.zeros_like(valid), "max+mean")  # no valid token: zeros, not -inf
+    assert torch.equal(empty, torch.zeros(1, 4))
 
 
 def test_norm_stats_are_recomputed_on_the_data_for_any_encoder():

@@ -7,7 +7,9 @@ the hidden tokens from them and the encoder is barely needed, so its features le
 Module runs the hidden tokens through the same encoder blocks: each carries its own content
 embedding plus one learned position token (no position code of its own), attends to the visible
 tokens and to the other hidden ones, and a head predicts its coordinates. The visible tokens never
-attend to the hidden ones, so their latents are exactly the plain MAE's. The loss adds
+attend to the hidden ones, so in eval mode their latents are exactly the plain MAE's (in
+training a BatchNorm in the embedding normalizes visible and hidden groups as one batch, as
+PCP-MAE embeds every group at once). The loss adds
 `weight` x MSE between predicted and true coordinates; the decoder gets the position codes of the
 predicted coordinates, detached (PCP-MAE's `add_detach`), so reconstruction does not pull the
 prediction. One difference from the paper: the head predicts the coordinates themselves (what the

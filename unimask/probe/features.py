@@ -54,6 +54,7 @@ def pool_rows(feats: torch.Tensor, valid: torch.Tensor, pool: str) -> tuple:
         return feats[:, 0]
     if pool == "max+mean":  # max- and mean-pooled side by side [B, 2D]: Point-BERT's and Point-MAE's set features
         peak = feats.masked_fill(~valid[..., None], float("-inf")).amax(1)
+        peak = peak.masked_fill(~valid.any(1)[:, None], 0)  # a sample without valid tokens: 0, as its mean
         return torch.cat([peak, pool_rows(feats, valid, "mean")], 1)
     if pool == "tokens":
         return feats
