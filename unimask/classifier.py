@@ -37,8 +37,8 @@ class Classifier(nn.Module):
 
     def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, num_classes: int = gin.REQUIRED,
                  pool: str = "mean", head_dropout: float = 0.0, head_init_std: float = 2e-5,
-                 head_hidden: tuple = (), layer_decay: Optional[float] = 0.75, label_smoothing: float = 0.1, mixup: float = 0.0,
-                 cutmix: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5):
+                 head_hidden: tuple = (), layer_decay: Optional[float] = 0.75, label_smoothing: float = 0.1,
+                 mixup: float = 0.0, cutmix: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5):
         """pool: 'mean' (mean + fc_norm, MAE's default), 'cls' (needs ViTEncoder.class_token) or
         'max+mean' (max and mean over the valid tokens, [B, 2D], + fc_norm: Point-MAE's head reads
         max-pooled tokens beside its [CLS]; a pretraining checkpoint without a [CLS] has the mean);

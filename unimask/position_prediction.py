@@ -80,7 +80,7 @@ class PositionPredictor(nn.Module):
         x = embed_ids(adapter, tokens, all_ids)  # [B, K+M, D]: content only; one call, as PCP-MAE embeds
         # every group at once (a BatchNorm in the embedding sees one batch, not two)
         pos_visible = position_codes(adapter, tokens, ids, x[:, :k])  # [B, K, D]
-        pos_hidden = self.mask_pos_token.to(x.dtype).expand(x.shape[0], all_ids.shape[1] - k, -1)
+        pos_hidden = self.mask_pos_token.to(x.dtype).expand(*hidden_ids.shape, -1)  # [B, M, D]
         pos = torch.cat([pos_visible, pos_hidden], 1)
         x = x + pos
         valid = torch.cat([keep_valid, hidden_valid], 1)
