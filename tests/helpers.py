@@ -1,6 +1,8 @@
-"""Small builders shared by tests: tiny models and recipe runs."""
+"""Small builders shared by tests: tiny models, recipe runs and tools/ scripts as modules."""
+import importlib.util
 import json
 import os
+import sys
 
 import gin
 import torch
@@ -14,6 +16,15 @@ from unimask.targets import PixelTarget
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "gin", "smoke.gin")
+
+
+def load_tool(name):
+    """tools/<name>.py as a module, imported from its path (tools/eval.py must not shadow eval)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_image_model(mode="drop", ratio=0.75, norm_pix=True, masker=None, dim=32, img_size=16, patch=4, chans=3,

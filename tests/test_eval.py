@@ -1,16 +1,14 @@
 """Evaluation: feature extraction, linear / kNN / fine-tuning probes, tools/eval.py end to end,
 training curves and the report's markdown tables."""
-import importlib.util
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import SMOKE, fast_params, run_train, tiny_image_model
+from helpers import SMOKE, fast_params, load_tool, run_train, tiny_image_model
 from unimask.probe import (HoldOutLabels, NoLabelsError, extract_features, extract_raw, finetune, holdout_mask,
                            knn_predict, linear_probe)
 from unimask.tokens import Tokens
@@ -18,15 +16,6 @@ from unimask.tokens import Tokens
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_RECIPE = os.path.join(ROOT, "gin", "image_mae_cpu.gin")
 SMALL = ["--gin_param", "ImageDataset.limit=300", "--batch-size", "100", "--epochs", "50", "--wd", "1e-3"]
-
-
-def load_tool(name):
-    """tools/<name>.py as a module, imported from its path (tools/eval.py must not shadow eval)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def labeled_batches(n_batches=2, batch=4, size=16, seed=0):

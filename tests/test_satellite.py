@@ -1,10 +1,8 @@
 """Satellite imagery (SatMAE): band groups, group / temporal position codes, channel-group
 masking, no-data weights, GeoTIFF / cube reading and its errors, band statistics, recipes."""
-import importlib.util
 import json
 import os
 import shutil
-import sys
 import warnings
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import tifffile
 import torch
 
-from helpers import ROOT, SMOKE, fast_params, read_metrics, run_train
+from helpers import ROOT, SMOKE, fast_params, load_tool, read_metrics, run_train
 from modalities.satellite import SatelliteAdapter, SatelliteDataset
 from modalities.satellite.encoding import pos_widths
 from unimask.masking import ChannelGroupMasker
@@ -236,9 +234,7 @@ def test_band_stats_tool_writes_beside_the_data_and_the_dataset_reads_them(tmp_p
     folder = tmp_path / "tiles"
     shutil.copytree(TILES, folder)
     shutil.copy(os.path.join(SAT, "bands.json"), tmp_path / "bands.json")
-    spec = importlib.util.spec_from_file_location("tool_band_stats", os.path.join(ROOT, "tools", "band_stats.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("band_stats")
     assert tool.main(["--root", str(folder), "--bands", "B4", "B3"]) == 0
     stats = json.loads((folder / "band_stats.json").read_text())
     assert stats["bands"] == ["B4", "B3"] and stats["files"] == 25 and stats["valid_pixels"] == [25 * 64 * 64] * 2
@@ -279,10 +275,7 @@ def test_recipes_train_under_smoke_with_falling_eval_loss_and_draw_composites(tm
 def test_statlog_linear_probe_reads_its_train_and_test_splits(tmp_path):
     if not os.path.isfile(STATLOG):
         pytest.skip("no Statlog probe set: python tools/make_sample_data.py statlog")
-    spec = importlib.util.spec_from_file_location("tool_eval_sat", os.path.join(ROOT, "tools", "eval.py"))
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool
-    spec.loader.exec_module(tool)
+    tool = load_tool("eval")
     result = tool.evaluate(["--gin", os.path.join(ROOT, "gin", "sat_mae_cpu.gin"), "--gin", SMOKE, "--random-init",
                             "--protocol", "linear", "--epochs", "30", "--wd", "1e-3", "--batch-size", "1000"])
     assert result["n_train"] == 4435 and result["n_test"] == 2000

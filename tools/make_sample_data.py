@@ -8,6 +8,7 @@ Usage::
     python tools/make_sample_data.py fashion-full   # all of Fashion-MNIST -> data/fashion_mnist/
     python tools/make_sample_data.py statlog        # Statlog Landsat probe -> data/satellite_statlog/
     python tools/make_sample_data.py kicad3d        # KiCad 3-D package models as point sets -> data/kicad3d/
+    python tools/make_sample_data.py kicad3d-unlabeled  # the other families, unlabeled -> data/kicad3d_unlabeled/
 
 ``all`` builds every committed sample folder (images video points graphs audio text
 satellite audiovisual), each into ``--out/<target>``. ``fashion-full`` and ``statlog``
@@ -48,6 +49,7 @@ EXTRA_TARGETS = {
     "fashion-full": ("images", "build_fashion_full", "fashion_mnist"),  # ~30 MB
     "statlog": ("satellite", "build_statlog", "satellite_statlog"),  # GPL-2, git-ignored
     "kicad3d": ("kicad3d", "build", "kicad3d"),  # labeled 3-D shapes, ~35 MB, git-ignored
+    "kicad3d-unlabeled": ("kicad3d", "build_unlabeled", "kicad3d_unlabeled"),  # ~50 MB, git-ignored
 }
 
 

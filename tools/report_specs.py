@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 FASHION_FULL = "data/fashion_mnist/fashion_mnist.npz"
+KICAD_UNLABELED = ("KiCad 3-D package models: pretrained on 1178 labeled train + 2141 unlabeled shapes (78 other "
+                   "families); probed on the 12 families' 1178 train / 288 test shapes, 512 points")
+KICAD_LABELED_ONLY = "PointCloudDataset.root='data/kicad3d'"  # probes read the labeled folder only
+KICAD_HOW = ("python tools/make_sample_data.py kicad3d && python tools/make_sample_data.py kicad3d-unlabeled (Debian's kicad-packages3d; CC-BY-SA 4.0, "
+             "git-ignored)")
+POINTS_FINETUNE = ["train.steps=1200", "train.warmup_steps=60", "train.eval_every=200"]
 
 
 @dataclass
@@ -92,9 +98,16 @@ ROWS = [
     Spec("points3d-finetune", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
          ["gin/point_mae_kicad_cpu.gin"], needs=["data/kicad3d"], protocol="finetune",
          finetune="gin/finetune_points.gin",  # 400 steps (11 epochs) left both still climbing steeply
-         finetune_params=["train.steps=1200", "train.warmup_steps=60", "train.eval_every=200"],
-         pretrained_by="points3d",
+         finetune_params=POINTS_FINETUNE, pretrained_by="points3d",
          how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
+    # Point-MAE's setting: pretrain on more (unlabeled) shapes than are labeled, probe and
+    # fine-tune on the labeled ones only; the random init and raw columns are the points3d rows'.
+    Spec("points3d-unlabeled", KICAD_UNLABELED, ["gin/point_mae_kicad_unlabeled_cpu.gin"],
+         needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY], how=KICAD_HOW),
+    Spec("points3d-unlabeled-finetune", KICAD_UNLABELED, ["gin/point_mae_kicad_unlabeled_cpu.gin"],
+         needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY], protocol="finetune",
+         finetune="gin/finetune_points.gin", finetune_params=POINTS_FINETUNE, pretrained_by="points3d-unlabeled",
+         how=KICAD_HOW),
     Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point2vec_cpu.gin"]),
     # PCP-MAE: Point-MAE whose decoder reads predicted, not given, centres of the hidden groups.
     Spec("points-pcp", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/pcp_mae_cpu.gin"]),
