@@ -67,10 +67,12 @@ def test_unlabeled_set_holds_the_other_families_thinned_and_reads_beside_the_lab
     first = {p.name: np.load(p) for p in unlabeled.glob("*.npy")}
     kicad3d.build_unlabeled(unlabeled, src)  # rebuilt from the unpacked cache: the same points
     assert all(np.array_equal(np.load(unlabeled / name), points) for name, points in first.items())
+    monkeypatch.setattr(kicad3d, "MAX_PER_OTHER_FAMILY", 4)  # other parts asked for: unpacked again
+    assert kicad3d.build_unlabeled(unlabeled, src).endswith("5 unlabeled shapes from 2 other families, 1 skipped")
 
     both = PointCloudDataset(root=[str(labeled), str(unlabeled)], num_points=32)
     labels = [label for _, label in both.items]
-    assert len(both) == len(list(labeled.glob("*/train/*.npy"))) + 4 and labels.count(None) == 4
+    assert len(both) == len(list(labeled.glob("*/train/*.npy"))) + 5 and labels.count(None) == 5
     assert set(labels) - {None} <= {0, 1} and both[(len(both) - 1, 0)]["label"] == -1
     with pytest.raises(Exception, match="kicad3d_unlabeled"):  # no test split there: probes must read the labeled root
         PointCloudDataset(root=[str(labeled), str(unlabeled)], split="test")

@@ -26,6 +26,7 @@ of a labeled family is in it, so the labeled test shapes stay unseen.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -47,15 +48,17 @@ LICENSE = ("License: CC-BY-SA 4.0 with the KiCad library exception (KiCad Commun
 
 def extract(src: Path, folder: str, members: list, wildcards: bool = False) -> Path:
     """Members of the cached .deb (exact names, or shell patterns with `wildcards`), unpacked
-    once into src/<folder> -> the 3dmodels folder there (a marker written last, so an
-    interrupted unpack is redone)."""
+    into src/<folder> -> the 3dmodels folder there. Unpacked again when the members asked for
+    differ from the last unpack's or that unpack was interrupted (its marker is written last)."""
     root = src / folder
-    marker = root / ".extracted"
-    if not marker.is_file():
+    marker, wanted = root / ".extracted", root / ".members"  # members in a file, not argv: thousands
+    listing = "".join(f"{m}\n" for m in members)
+    if not (marker.is_file() and wanted.is_file() and wanted.read_text() == listing):
         deb = cached_deb(PACKAGE, src)
-        root.mkdir(parents=True, exist_ok=True)
-        wanted = root / ".members"  # a file, not argv: thousands of names
-        wanted.write_text("".join(f"{m}\n" for m in members))
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        wanted.write_text(listing)
         tar = subprocess.Popen(["tar", "-x", "--wildcards" if wildcards else "--no-wildcards", "-C", str(root),
                                 "--files-from", str(wanted)], stdin=subprocess.PIPE)
         dpkg = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=tar.stdin, check=False)
