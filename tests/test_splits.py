@@ -10,7 +10,7 @@ from helpers import ROOT, fast_params, run_train
 from modalities.image import ImageDataset
 from modalities.points import PointCloudDataset
 from modalities.video import VideoDataset
-from unimask.files import NoSplitError, list_split_files
+from unimask.files import NoSplitError, list_split_files, take_shots
 
 CLIPS = os.path.join(ROOT, "data", "sample", "video", "clips")
 
@@ -64,6 +64,30 @@ def test_modelnet_layout_keeps_train_and_test_apart(tmp_path):
     test = PointCloudDataset(root=str(tmp_path), num_points=32, split="test")
     assert len(train) == 4 and all("_train_" in p for p, _ in train.items)
     assert len(test) == 2 and [label for _, label in test.items] == [0, 1]
+
+
+def test_shots_keep_k_items_per_class_of_the_train_split_only(tmp_path):
+    """Label-scarce fine-tuning: k items per class, chosen by a hash of the file name (so the
+    same ones on every machine and in every listing order), the test split whole."""
+    rng = np.random.default_rng(0)
+    for cls, n in (("chair", 5), ("desk", 2)):
+        for split, count in (("train", n), ("test", 3)):
+            for i in range(count):
+                path = tmp_path / cls / split / f"{cls}_{split}_{i}.xyz"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savetxt(path, rng.normal(size=(16, 3)))
+    few = PointCloudDataset(root=str(tmp_path), num_points=8, shots=3)
+    labels = [label for _, label in few.items]
+    assert labels.count(0) == 3 and labels.count(1) == 2  # a class with fewer keeps all it has
+    assert len(PointCloudDataset(root=str(tmp_path), num_points=8, split="test", shots=3)) == 6
+    items = [(f"/x/{c}/{i}.npy", c) for c in (0, 1) for i in range(6)] + [("/x/unlabeled.npy", None)]
+    chosen = take_shots(items, 2)
+    assert len(chosen) == 4 and all(label is not None for _, label in chosen)
+    assert sorted(take_shots(items[::-1], 2)) == sorted(chosen)  # not the first k listed
+    with pytest.raises(ValueError, match="PointCloudDataset.shots=0"):
+        PointCloudDataset(root=str(tmp_path), shots=0)
+    with pytest.raises(ValueError, match="no labeled items"):
+        take_shots([("/x/a.npy", None)], 1)
 
 
 def test_list_files_side_by_side(tmp_path):

@@ -108,6 +108,14 @@ ROWS = [
          needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY], protocol="finetune",
          finetune="gin/finetune_points.gin", finetune_params=POINTS_FINETUNE, pretrained_by="points3d-unlabeled",
          how=KICAD_HOW),
+    # Label-scarce fine-tuning (Point-MAE's few-shot tables, here 10 labeled shapes per family):
+    # the points3d-unlabeled run vs random init at equal steps; raw: the linear probe on the same 10-shot train split.
+    Spec("points3d-10shot", "KiCad 3-D package models: pretrained as points3d-unlabeled; fine-tuned on 10 labeled "
+         "shapes per family (120), tested on all 288", ["gin/point_mae_kicad_unlabeled_cpu.gin"],
+         needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY, "PointCloudDataset.shots=10"],
+         protocol="finetune", finetune="gin/finetune_points.gin", pretrained_by="points3d-unlabeled", how=KICAD_HOW,
+         finetune_params=["PointCloudDataset.shots=10", "train.steps=600", "train.warmup_steps=30",
+                          "train.eval_every=100"]),
     Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point2vec_cpu.gin"]),
     # PCP-MAE: Point-MAE whose decoder reads predicted, not given, centres of the hidden groups.
     Spec("points-pcp", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/pcp_mae_cpu.gin"]),

@@ -266,6 +266,26 @@ def list_split_files(root: Roots, exts: Tuple[str, ...], split: str = "train",
     return items, f"{split}: " + ", ".join(sources)
 
 
+def take_shots(items: List[Item], shots: int, binding: str = "<Dataset>.shots") -> List[Item]:
+    """k labeled items per class (few-shot / label-scarce fine-tuning, as Point-MAE's few-shot
+    tables): within each class the items whose path hashes lowest, so the choice is the same on
+    every machine and does not depend on listing order; unlabeled items are dropped, a class
+    with fewer than k keeps all it has. Order of the result: the input's."""
+    import hashlib
+
+    if int(shots) < 1:
+        raise ValueError(f"{binding}={shots}: at least 1 item per class")
+    by_class = {}
+    for path, label in items:
+        if label is not None:
+            by_class.setdefault(label, []).append(path)
+    if not by_class:
+        raise ValueError(f"{binding}={shots}: the split has no labeled items")
+    rank = lambda path: hashlib.sha1(os.path.basename(path).encode()).hexdigest()  # noqa: E731
+    chosen = {path for paths in by_class.values() for path in sorted(paths, key=rank)[:int(shots)]}
+    return [(path, label) for path, label in items if path in chosen]
+
+
 def read_npz_split(path: str, split: str, whole_file_ok: bool = None):
     """Arrays of one split of an .npz (x_<split>/y_<split>, else x/y or images/labels)
     -> (x [N, ...], labels [N] | None); a missing file or empty array is named.
