@@ -267,8 +267,8 @@ def list_split_files(root: Roots, exts: Tuple[str, ...], split: str = "train",
 
 
 def take_shots(items: List[Item], shots: int, binding: str = "<Dataset>.shots") -> List[Item]:
-    """k labeled items per class (few-shot / label-scarce fine-tuning, as Point-MAE's few-shot
-    tables): within each class the items whose path hashes lowest, so the choice is the same on
+    """k labeled items per class (few-shot / label-scarce fine-tuning and probes, as the papers'
+    few-shot tables): within each class the items whose file name hashes lowest, so the choice is the same on
     every machine and does not depend on listing order; unlabeled items are dropped, a class
     with fewer than k keeps all it has. Order of the result: the input's."""
     import hashlib
