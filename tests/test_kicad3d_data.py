@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from modalities.points.datasets import PointCloudDataset
+from unimask.files import NoSplitError
 from helpers import ROOT, SMOKE, load_tool
 from tools.sample_data import kicad3d
 
@@ -65,7 +66,10 @@ def test_unlabeled_set_holds_the_other_families_thinned_and_reads_beside_the_lab
     assert cloud.min() >= 0 and cloud.max() <= 1 and np.abs(cloud.sum(1)).max() <= 1 + 1e-5  # on the tetrahedron
 
     first = {p.name: np.load(p) for p in unlabeled.glob("*.npy")}
+    marker = src / f"{kicad3d.PACKAGE}-wrl-unlabeled" / ".extracted"
+    unpacked_at = marker.stat().st_mtime_ns
     kicad3d.build_unlabeled(unlabeled, src)  # rebuilt from the unpacked cache: the same points
+    assert marker.stat().st_mtime_ns == unpacked_at
     assert all(np.array_equal(np.load(unlabeled / name), points) for name, points in first.items())
     monkeypatch.setattr(kicad3d, "MAX_PER_OTHER_FAMILY", 4)  # other parts asked for: unpacked again
     assert kicad3d.build_unlabeled(unlabeled, src).endswith("5 unlabeled shapes from 2 other families, 1 skipped")
@@ -74,7 +78,7 @@ def test_unlabeled_set_holds_the_other_families_thinned_and_reads_beside_the_lab
     labels = [label for _, label in both.items]
     assert len(both) == len(list(labeled.glob("*/train/*.npy"))) + 5 and labels.count(None) == 5
     assert set(labels) - {None} <= {0, 1} and both[(len(both) - 1, 0)]["label"] == -1
-    with pytest.raises(Exception, match="kicad3d_unlabeled"):  # no test split there: probes must read the labeled root
+    with pytest.raises(NoSplitError, match="kicad3d_unlabeled"):  # no test split there: probes must read the labeled root
         PointCloudDataset(root=[str(labeled), str(unlabeled)], split="test")
 
 

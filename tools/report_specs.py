@@ -101,7 +101,7 @@ ROWS = [
          finetune_params=POINTS_FINETUNE, pretrained_by="points3d",
          how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
     # Point-MAE's setting: pretrain on more (unlabeled) shapes than are labeled, probe and
-    # fine-tune on the labeled ones only; the random init and raw columns are the points3d rows'.
+    # fine-tune on the labeled ones only; random init and raw read the same labeled data as points3d.
     Spec("points3d-unlabeled", KICAD_UNLABELED, ["gin/point_mae_kicad_unlabeled_cpu.gin"],
          needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY], how=KICAD_HOW),
     Spec("points3d-unlabeled-finetune", KICAD_UNLABELED, ["gin/point_mae_kicad_unlabeled_cpu.gin"],

@@ -281,7 +281,7 @@ def take_shots(items: List[Item], shots: int, binding: str = "<Dataset>.shots") 
             by_class.setdefault(label, []).append(path)
     if not by_class:
         raise ValueError(f"{binding}={shots}: the split has no labeled items")
-    rank = lambda path: hashlib.sha1(os.path.basename(path).encode()).hexdigest()  # noqa: E731
+    rank = lambda path: (hashlib.sha1(os.path.basename(path).encode()).hexdigest(), path)  # noqa: E731
     chosen = {path for paths in by_class.values() for path in sorted(paths, key=rank)[:int(shots)]}
     return [(path, label) for path, label in items if path in chosen]
 

@@ -41,7 +41,7 @@ FAMILIES = ["Capacitor_THT", "Package_DIP", "Package_SO", "Package_DFN_QFN", "In
 MAX_PER_CLASS = 150
 POINTS = 2048
 TEST_PERCENT = 20
-MAX_PER_OTHER_FAMILY = 60  # the unlabeled set: 8 pin-header families of 278 near-copies would swamp it
+MAX_PER_OTHER_FAMILY = 60  # the unlabeled set: 8 pin header / socket families of 156-278 near-copies would swamp it
 LICENSE = ("License: CC-BY-SA 4.0 with the KiCad library exception (KiCad Community, kicad StepUp and the other "
            "authors named in the package's copyright file).")
 
@@ -49,12 +49,14 @@ LICENSE = ("License: CC-BY-SA 4.0 with the KiCad library exception (KiCad Commun
 def extract(src: Path, folder: str, members: list, wildcards: bool = False) -> Path:
     """Members of the cached .deb (exact names, or shell patterns with `wildcards`), unpacked
     into src/<folder> -> the 3dmodels folder there. Unpacked again when the members asked for
-    differ from the last unpack's or that unpack was interrupted (its marker is written last)."""
+    differ from the last unpack's, the .deb is another one, or that unpack was interrupted (its
+    marker, naming the .deb, is written last)."""
     root = src / folder
     marker, wanted = root / ".extracted", root / ".members"  # members in a file, not argv: thousands
     listing = "".join(f"{m}\n" for m in members)
-    if not (marker.is_file() and wanted.is_file() and wanted.read_text() == listing):
-        deb = cached_deb(PACKAGE, src)
+    deb = cached_deb(PACKAGE, src)
+    if not (marker.is_file() and marker.read_text().strip() == deb.name and wanted.is_file()
+            and wanted.read_text() == listing):
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
@@ -82,7 +84,7 @@ def deb_models(src: Path) -> dict:
     families = {}
     for line in listing.splitlines():
         fields = line.split(None, 5)  # mode owner size date time name
-        name = fields[-1] if len(fields) == 6 else ""
+        name = fields[-1] if len(fields) == 6 and fields[0].startswith("-") else ""  # regular files only
         folder = name.rsplit("/", 2)[-2] if name.count("/") >= 2 else ""
         if name.endswith(".wrl") and folder.endswith(".3dshapes"):
             families.setdefault(folder[:-len(".3dshapes")], []).append(name)
