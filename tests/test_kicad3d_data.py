@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from modalities.points.datasets import PointCloudDataset
-from unimask.files import NoSplitError
 from helpers import ROOT, SMOKE, load_tool
+from modalities.points.datasets import PointCloudDataset
 from tools.sample_data import kicad3d
+from unimask.files import NoSplitError
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+
 
 def tetrahedron(size: float) -> str:
     """A KiCad-style VRML 2.0 part: one IndexedFaceSet, a tetrahedron of edge `size` at the origin."""
@@ -44,16 +45,22 @@ def fake_deb(tmp_path):
     return src
 
 
-def test_unlabeled_set_holds_the_other_families_thinned_and_reads_beside_the_labeled_one(tmp_path, monkeypatch):
+def build_both(tmp_path, monkeypatch, test_percent=kicad3d.TEST_PERCENT):
+    """Both folders from the fake .deb, labeling Capacitor_THT and Package_DIP, 3 other parts a
+    family -> (src, labeled folder, unlabeled folder, the unlabeled build's summary)."""
     monkeypatch.setattr(kicad3d, "FAMILIES", ["Capacitor_THT", "Package_DIP"])
     monkeypatch.setattr(kicad3d, "MAX_PER_OTHER_FAMILY", 3)
+    monkeypatch.setattr(kicad3d, "TEST_PERCENT", test_percent)
     src = fake_deb(tmp_path)
     labeled, unlabeled = tmp_path / "kicad3d", tmp_path / "kicad3d_unlabeled"
     summary = kicad3d.build(labeled, src)
     assert summary.endswith("in 2 families, 0 skipped") and sum(1 for _ in labeled.rglob("*.npy")) == 11  # 6 + 5
-    assert {p.parent.parent.name for p in labeled.rglob("*.npy")} == {"Capacitor_THT", "Package_DIP"}
+    return src, labeled, unlabeled, kicad3d.build_unlabeled(unlabeled, src)
 
-    summary = kicad3d.build_unlabeled(unlabeled, src)
+
+def test_unlabeled_set_holds_the_other_families_thinned_and_reads_beside_the_labeled_one(tmp_path, monkeypatch):
+    src, labeled, unlabeled, summary = build_both(tmp_path, monkeypatch)
+    assert {p.parent.parent.name for p in labeled.rglob("*.npy")} == {"Capacitor_THT", "Package_DIP"}
     names = sorted(p.name for p in unlabeled.glob("*.npy"))
     # 7 pin headers thinned evenly to 3 (first, middle, last); Fuse's part_1 has a Transform: named, skipped
     assert names == ["Connector_PinHeader_2.54mm__part_0.npy", "Connector_PinHeader_2.54mm__part_3.npy",
@@ -78,7 +85,8 @@ def test_unlabeled_set_holds_the_other_families_thinned_and_reads_beside_the_lab
     labels = [label for _, label in both.items]
     assert len(both) == len(list(labeled.glob("*/train/*.npy"))) + 5 and labels.count(None) == 5
     assert set(labels) - {None} <= {0, 1} and both[(len(both) - 1, 0)]["label"] == -1
-    with pytest.raises(NoSplitError, match="kicad3d_unlabeled"):  # no test split there: probes must read the labeled root
+    # no test split there: probes must read the labeled root
+    with pytest.raises(NoSplitError, match="kicad3d_unlabeled"):
         PointCloudDataset(root=[str(labeled), str(unlabeled)], split="test")
 
 
@@ -87,13 +95,7 @@ def test_a_run_pretrained_on_both_folders_is_probed_on_the_labeled_one(tmp_path,
     (the CLI, DataLoader workers on), then tools/eval.py with the labeled root bound for the
     probe; without that binding the probe names the folder that has no test split and holds
     out labeled train items."""
-    monkeypatch.setattr(kicad3d, "FAMILIES", ["Capacitor_THT", "Package_DIP"])
-    monkeypatch.setattr(kicad3d, "MAX_PER_OTHER_FAMILY", 3)
-    monkeypatch.setattr(kicad3d, "TEST_PERCENT", 40)  # a test split in both small families
-    src = fake_deb(tmp_path)
-    labeled, unlabeled = tmp_path / "kicad3d", tmp_path / "kicad3d_unlabeled"
-    kicad3d.build(labeled, src)
-    kicad3d.build_unlabeled(unlabeled, src)
+    _, labeled, unlabeled, _ = build_both(tmp_path, monkeypatch, test_percent=40)  # a test split in both families
     run = tmp_path / "run"
     subprocess.run([sys.executable, "tools/train.py", "--gin", "gin/point_mae_kicad_unlabeled_cpu.gin", "--gin", SMOKE,
                     "--gin_param", f"PointCloudDataset.root=['{labeled}', '{unlabeled}']",

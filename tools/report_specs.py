@@ -14,8 +14,10 @@ FASHION_FULL = "data/fashion_mnist/fashion_mnist.npz"
 KICAD_UNLABELED = ("KiCad 3-D package models: pretrained on 1178 labeled train + 2141 unlabeled shapes (78 other "
                    "families); probed on the 12 families' 1178 train / 288 test shapes, 512 points")
 KICAD_LABELED_ONLY = "PointCloudDataset.root='data/kicad3d'"  # probes read the labeled folder only
-KICAD_HOW = ("python tools/make_sample_data.py kicad3d && python tools/make_sample_data.py kicad3d-unlabeled (Debian's kicad-packages3d; CC-BY-SA 4.0, "
-             "git-ignored)")
+KICAD3D_HOW = "python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"
+KICAD_HOW = ("python tools/make_sample_data.py kicad3d && python tools/make_sample_data.py kicad3d-unlabeled "
+             "(Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)")
+KICAD_NEEDS = ["data/kicad3d", "data/kicad3d_unlabeled"]
 POINTS_FINETUNE = ["train.steps=1200", "train.warmup_steps=60", "train.eval_every=200"]
 
 
@@ -92,27 +94,27 @@ ROWS = [
     Spec("points", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point_mae_cpu.gin"]),
     Spec("points3d", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
          ["gin/point_mae_kicad_cpu.gin"], needs=["data/kicad3d"],
-         how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
+         how=KICAD3D_HOW),
     # Point-MAE's own protocol: fine-tune every weight with a classification head (equal steps
     # from the points3d row's pretrained encoder and from random init); raw: the linear probe.
     Spec("points3d-finetune", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
          ["gin/point_mae_kicad_cpu.gin"], needs=["data/kicad3d"], protocol="finetune",
          finetune="gin/finetune_points.gin",  # 400 steps (11 epochs) left both still climbing steeply
          finetune_params=POINTS_FINETUNE, pretrained_by="points3d",
-         how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
+         how=KICAD3D_HOW),
     # Point-MAE's setting: pretrain on more (unlabeled) shapes than are labeled, probe and
     # fine-tune on the labeled ones only; random init and raw read the same labeled data as points3d.
     Spec("points3d-unlabeled", KICAD_UNLABELED, ["gin/point_mae_kicad_unlabeled_cpu.gin"],
-         needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY], how=KICAD_HOW),
+         needs=KICAD_NEEDS, eval_params=[KICAD_LABELED_ONLY], how=KICAD_HOW),
     Spec("points3d-unlabeled-finetune", KICAD_UNLABELED, ["gin/point_mae_kicad_unlabeled_cpu.gin"],
-         needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY], protocol="finetune",
+         needs=KICAD_NEEDS, eval_params=[KICAD_LABELED_ONLY], protocol="finetune",
          finetune="gin/finetune_points.gin", finetune_params=POINTS_FINETUNE, pretrained_by="points3d-unlabeled",
          how=KICAD_HOW),
     # Label-scarce fine-tuning (Point-MAE's few-shot tables, here 10 labeled shapes per family):
     # the points3d-unlabeled run vs random init at equal steps; raw: the linear probe on the same 10-shot train split.
     Spec("points3d-10shot", "KiCad 3-D package models: pretrained as points3d-unlabeled; fine-tuned on 10 labeled "
          "shapes per family (120), tested on all 288", ["gin/point_mae_kicad_unlabeled_cpu.gin"],
-         needs=["data/kicad3d", "data/kicad3d_unlabeled"], eval_params=[KICAD_LABELED_ONLY, "PointCloudDataset.shots=10"],
+         needs=KICAD_NEEDS, eval_params=[KICAD_LABELED_ONLY, "PointCloudDataset.shots=10"],
          protocol="finetune", finetune="gin/finetune_points.gin", pretrained_by="points3d-unlabeled", how=KICAD_HOW,
          finetune_params=["PointCloudDataset.shots=10", "train.steps=600", "train.warmup_steps=30",
                           "train.eval_every=100"]),
@@ -121,7 +123,7 @@ ROWS = [
     Spec("points-pcp", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/pcp_mae_cpu.gin"]),
     Spec("points3d-pcp", "KiCad 3-D package models (12 families), 1178 train / 288 test shapes, 512 points",
          ["gin/point_mae_kicad_cpu.gin", "gin/pcp_centres.gin"], needs=["data/kicad3d"],
-         how="python tools/make_sample_data.py kicad3d (Debian's kicad-packages3d; CC-BY-SA 4.0, git-ignored)"),
+         how=KICAD3D_HOW),
     Spec("graphs", "Drosophila connectome sample, node labels, labeled nodes split 80/20", ["gin/graph_mae.gin"]),
     # The probe learns the word on 6 voices and is tested on the 2 held-out ones; the raw baseline
     # is the flattened normalized fbank (time order kept), which mean-pooled features do not have.

@@ -15,6 +15,7 @@ never a silent copy of the training data.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -271,8 +272,6 @@ def take_shots(items: List[Item], shots: int, binding: str = "<Dataset>.shots") 
     few-shot tables): within each class the items whose file name hashes lowest, so the choice is the same on
     every machine and does not depend on listing order; unlabeled items are dropped, a class
     with fewer than k keeps all it has. Order of the result: the input's."""
-    import hashlib
-
     if int(shots) < 1:
         raise ValueError(f"{binding}={shots}: at least 1 item per class")
     by_class = {}
