@@ -296,6 +296,50 @@ def test_trainer_applies_the_lr_scales(tmp_path):
     assert len({g["lr_scale"] for g in trainer.optimizer.param_groups}) == 2 + 2  # depth 2: 4 layers
 
 
+def test_thaw_factor_waits_then_warms_up_again():
+    from unimask.optim import thaw_factor
+
+    assert [thaw_factor(step, 10, 0.5, 2) for step in range(4, 9)] == [0.0, 0.5, 1.0, 1.0, 1.0]
+    assert thaw_factor(0, 10, 0.0, 2) == 1.0  # never frozen
+
+
+def test_linear_probe_first_trains_only_the_head_then_everything():
+    """LP-FT through the trainer: while frozen the adapter and encoder keep their weights (no
+    gradient, lr 0), the head moves; after the thaw the encoder moves too, from a fresh warmup."""
+    from common import parse_gin
+
+    import gin
+
+    parse_gin(["gin/finetune_image.gin", SMOKE], ["train.num_workers=0", "train.init_from=None", "train.steps=6",
+                                                  "train.warmup_steps=2", "train.precision='fp32'",
+                                                  "train.progress_bar=False", "Classifier.linear_probe_first=0.5"])
+    trainer = gin.get_configurable("train")()
+    thaws = {g["thaw_at"] for g in trainer.optimizer.param_groups}
+    assert thaws == {0.0, 0.5}
+    batch = next(iter(trainer.make_loader(0)))
+    names = ("encoder.blocks.0.attn.qkv.weight", "adapter.proj.weight", "head.weight")
+    start = {name: trainer.model.state_dict()[name].clone() for name in names}
+    for _ in range(3):  # steps 0, 1, 2: frozen (3 < ceil(0.5 x 6))
+        trainer.train_step([batch])
+    state = trainer.model.state_dict()
+    assert torch.equal(state["encoder.blocks.0.attn.qkv.weight"], start["encoder.blocks.0.attn.qkv.weight"])
+    assert torch.equal(state["adapter.proj.weight"], start["adapter.proj.weight"])
+    assert not torch.equal(state["head.weight"], start["head.weight"])
+    trainer.train_step([batch])  # step 3: thawed, lr x 1/2 of the schedule's
+    encoder_groups = [g for g in trainer.optimizer.param_groups if g["thaw_at"] == 0.5]
+    head_groups = [g for g in trainer.optimizer.param_groups if g["thaw_at"] == 0.0]
+    assert encoder_groups[0]["lr"] == pytest.approx(0.5 * head_groups[0]["lr"] * encoder_groups[0]["lr_scale"]
+                                                    / head_groups[0]["lr_scale"])
+    assert not torch.equal(trainer.model.state_dict()["encoder.blocks.0.attn.qkv.weight"],
+                           start["encoder.blocks.0.attn.qkv.weight"])
+
+
+def test_linear_probe_first_must_be_a_fraction():
+    adapter = ImageAdapter(img_size=16, patch_size=4, in_chans=1, dim=32)
+    with pytest.raises(ValueError, match="linear_probe_first"):
+        Classifier(adapter, ViTEncoder(dim=32, depth=1, num_heads=2), num_classes=4, linear_probe_first=1.0)
+
+
 def test_finetune_recipe_from_a_pretrained_run_reports_top1(tmp_path):
     """The CLI as users run it, workers on: pretrain (smoke), fine-tune from it, top-1 logged."""
     pretrain = str(tmp_path / "pretrain")

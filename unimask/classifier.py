@@ -9,11 +9,16 @@ hidden layer Linear, BatchNorm, ReLU, Dropout). mixup / cutmix come from timm's 
 adapter's input tensor (dims between the batch and the last two folded into channels, so a clip
 gets one box through all its frames), soft targets from timm's SoftTargetCrossEntropy, label
 smoothing from torch's cross-entropy when mixing is off. Layer-wise lr decay is `lr_scale`,
-which unimask/optim.py puts on the parameter groups. `score_batch` gives the trainer top-1 (and
-top-5) on `train.eval_dataset`.
+which unimask/optim.py puts on the parameter groups. `linear_probe_first` is LP-FT (Kumar et al.
+2022, "Fine-tuning can distort pretrained features"): the first part of the run trains the head
+alone on the frozen encoder's features (no backward through the encoder), then every weight
+trains, the encoder from a fresh warmup (`thaw_at` on its parameter groups), so the encoder's
+gradients start from a head that already reads its features instead of a random one.
+`score_batch` gives the trainer top-1 (and top-5) on `train.eval_dataset`.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import gin
@@ -38,14 +43,17 @@ class Classifier(nn.Module):
     def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, num_classes: int = gin.REQUIRED,
                  pool: str = "mean", head_dropout: float = 0.0, head_init_std: float = 2e-5,
                  head_hidden: tuple = (), layer_decay: Optional[float] = 0.75, label_smoothing: float = 0.1,
-                 mixup: float = 0.0, cutmix: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5):
+                 mixup: float = 0.0, cutmix: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5,
+                 linear_probe_first: float = 0.0):
         """pool: 'mean' (mean + fc_norm, MAE's default), 'cls' (needs ViTEncoder.class_token) or
         'max+mean' (max and mean over the valid tokens, [B, 2D], + fc_norm: Point-MAE's head reads
         max-pooled tokens beside its [CLS]; a pretraining checkpoint without a [CLS] has the mean);
         head_hidden: widths of an MLP head (Point-MAE: (256, 256)); head_dropout then sits after
         each hidden layer, as Point-MAE's, instead of before a linear head;
         layer_decay: lr x decay^(depth + 1 - layer) (MAE: 0.75 ViT-B/L, 0.65 in its ViT-B recipe);
-        None = one lr. mixup / cutmix: timm's alphas (0.8 / 1.0 in MAE and VideoMAE; 0 = off)."""
+        None = one lr. mixup / cutmix: timm's alphas (0.8 / 1.0 in MAE and VideoMAE; 0 = off).
+        linear_probe_first: the fraction of the run (0 <= f < 1) that trains only fc_norm and the
+        head, the adapter and encoder frozen (LP-FT); 0 = every weight from the first step."""
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"Classifier.pool must be one of {POOLS}, got {pool!r}")
@@ -53,6 +61,8 @@ class Classifier(nn.Module):
             raise ValueError(f"Classifier.head_hidden={tuple(head_hidden)}: every width must be >= 1")
         if pool == "cls" and getattr(encoder, "cls_token", None) is None:
             raise ValueError("Classifier.pool='cls' needs an encoder with a [CLS] token (ViTEncoder.class_token=True)")
+        if not 0.0 <= linear_probe_first < 1.0:
+            raise ValueError(f"Classifier.linear_probe_first={linear_probe_first}: a fraction of the run in [0, 1)")
         if num_classes < 2:
             raise ValueError(f"Classifier.num_classes={num_classes}: at least 2 classes")
         self.adapter, self.encoder, self.pool, self.num_classes = adapter, encoder, pool, num_classes
@@ -72,6 +82,13 @@ class Classifier(nn.Module):
                                label_smoothing=label_smoothing, num_classes=num_classes)
         depth = len(getattr(encoder, "blocks", ()))
         self.lr_scale = layer_decay_scales(depth, layer_decay, self.layer_of) if layer_decay else None
+        self.linear_probe_first = float(linear_probe_first)
+        self.thaw_at = self.backbone_thaws_at if linear_probe_first > 0 else None
+
+    def backbone_thaws_at(self, name: str) -> float:
+        """The fraction of the run a parameter waits frozen: the adapter's and encoder's wait for
+        the linear probe phase, fc_norm and the head train from the start."""
+        return self.linear_probe_first if name.startswith(("adapter.", "encoder.")) else 0.0
 
     def layer_of(self, name: str) -> int:
         """MAE's get_layer_id_for_vit: 0 = adapter (patch embedding, positions) and [CLS], i + 1 =
@@ -91,8 +108,12 @@ class Classifier(nn.Module):
         latent, valid = encode_all(self.adapter, self.encoder, batch)  # [B, K, D], [B, K]
         return pool_rows(latent, valid, self.pool)
 
-    def logits(self, batch) -> torch.Tensor:  # -> [B, num_classes]
-        return self.head(self.head_dropout(self.fc_norm(self.pooled_features(batch))))
+    def logits(self, batch, frozen_backbone: bool = False) -> torch.Tensor:  # -> [B, num_classes]
+        """frozen_backbone: features without autograd (LP-FT's first phase: the encoder still runs
+        in train mode, its BatchNorm statistics and drop path as when it trains)."""
+        with torch.no_grad() if frozen_backbone else contextlib.nullcontext():
+            features = self.pooled_features(batch)
+        return self.head(self.head_dropout(self.fc_norm(features)))
 
     def labels_of(self, batch) -> torch.Tensor:
         labels = self.adapter.labels(batch)
@@ -108,12 +129,13 @@ class Classifier(nn.Module):
         if bool((labels < 0).any()):
             raise ValueError("Classifier: unlabeled samples (label -1) in a fine-tuning batch; the dataset's "
                              "split has files outside class folders")
+        frozen = self.training and progress < self.linear_probe_first
         if self.training and self.mixer is not None:
             batch, soft = self.mix(batch, labels)
-            logits = self.logits(batch)
+            logits = self.logits(batch, frozen)
             loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()  # timm SoftTargetCE
         else:
-            logits = self.logits(batch)
+            logits = self.logits(batch, frozen)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing if self.training else 0.0)
         accuracy = (logits.argmax(-1) == labels).float().mean()
         return {"loss": loss, "logits": logits, "mask": None, "stats": {"train_top1": accuracy.detach() * 100}}

@@ -24,7 +24,7 @@ from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
 from unimask.train.distributed import all_reduce_mean, barrier, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
-from unimask.optim import lr_at
+from unimask.optim import lr_at, thaw_factor
 from unimask.train.optim import make_optimizer
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.scoring import score_split
@@ -212,7 +212,8 @@ class Trainer:
         progress = self.step / self.steps
         lr = lr_at(self.step, self.steps, self.peak_lr, self.warmup_steps, self.min_lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise decay when fine-tuning
+            group["lr"] = (lr * group.get("lr_scale", 1.0)  # layer-wise decay when fine-tuning
+                           * thaw_factor(self.step, self.steps, group.get("thaw_at", 0.0), self.warmup_steps))
         self.train_model.train()
         total_loss, ratios, finite, terms = 0.0, [], True, {}
         for micro, batch in enumerate(batches):
