@@ -28,7 +28,7 @@ from torch import nn
 
 from unimask.encoders import encode_all
 from unimask.model import init_weights
-from unimask.optim import layer_decay_scales
+from unimask.optim import layer_decay_scales, still_frozen
 from unimask.probe.features import pool_rows
 
 POOLS = ("mean", "cls", "max+mean")
@@ -129,7 +129,7 @@ class Classifier(nn.Module):
         if bool((labels < 0).any()):
             raise ValueError("Classifier: unlabeled samples (label -1) in a fine-tuning batch; the dataset's "
                              "split has files outside class folders")
-        frozen = self.training and progress < self.linear_probe_first
+        frozen = self.training and still_frozen(progress, self.linear_probe_first)
         if self.training and self.mixer is not None:
             batch, soft = self.mix(batch, labels)
             logits = self.logits(batch, frozen)

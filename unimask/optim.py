@@ -41,10 +41,15 @@ def thaw_factor(step: int, total: int, thaw_at: float, warmup: int) -> float:
     group without moments are as large as the lr (LP-FT's second phase starts gently)."""
     if thaw_at <= 0:
         return 1.0
-    start = math.ceil(thaw_at * total)
-    if step < start:
+    if still_frozen(step / total, thaw_at):
         return 0.0
-    return min(1.0, (step - start + 1) / max(1, warmup))
+    return min(1.0, (step - math.ceil(thaw_at * total) + 1) / max(1, warmup))
+
+
+def still_frozen(progress: float, thaw_at: float) -> bool:
+    """The one rule for a frozen start, read by the trainer (lr 0) and by the model (no autograd
+    through the frozen part): frozen while the run's progress (step / steps) is before thaw_at."""
+    return progress < thaw_at
 
 
 def layer_decay_scales(depth: int, decay: float, layer_of) -> "callable":
