@@ -301,7 +301,9 @@ def test_report_seeds_row_gives_means_and_the_seed_spread(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3].startswith("3 seeds, 100, 101, 102 steps")
     assert cells[5] == "59.0" and cells[6] == "**75.0**" and cells[7] == "+16.0"
-    assert "seeds sd 2.0 (pretrained 75.0 / 73.0 / 77.0" in cells[9] and cells[9].startswith("±2.2 (n=400)")
+    # gains 17 / 13 / 18: sd 2.65, so the mean gain's standard error is 2.65 / sqrt(3) = 1.5
+    assert "seeds sd 2.0, mean gain ±1.5 (pretrained 75.0 / 73.0 / 77.0" in cells[9]
+    assert cells[9].startswith("±2.2 (n=400)")
 
 
 def test_report_fixed_steps_skip_the_timing_run_and_a_finetune_row_reuses_its_pretraining(tmp_path, monkeypatch):
@@ -340,6 +342,50 @@ def test_report_fixed_steps_skip_the_timing_run_and_a_finetune_row_reuses_its_pr
     calls.clear()
     report.run_modality("points3d-finetune", 10, runs, md, steps=800)  # another budget: pretrain first
     assert any("train.steps=800" in c[1] for c in calls)
+
+
+def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatch):
+    """--episodes N: a few-shot row fine-tunes both inits once per draw of its shots (the episode
+    binding in the fine-tune and in the raw probe), and its row shows the means, the episodes'
+    spread and every draw; a row without draws refuses --episodes before it trains anything."""
+    report = load_tool("report")
+    calls, probes = [], []
+
+    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
+        calls.append(params)
+        episode = int(next(p for p in params if p.startswith("PointCloudDataset.episode=")).split("=")[1])
+        top1 = 60.0 + episode + (4.0 if "None" not in params[0] else 0.0)  # pretrained: +4 in every draw
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": 600, "eval_top1": top1}) + "\n")
+        return {"wall_s": 1.0, "cpu_s": 2.0, "terminated": False, "row_cpu": []}
+
+    def fake_probe(spec, checkpoint, **kwargs):
+        probes.append(list(spec.eval_params))
+        return {"top1_acc": 10.0, "n_test": 288}
+
+    monkeypatch.setattr(report, "run_training", fake_training)
+    monkeypatch.setattr(report, "eval_probe", fake_probe)
+    monkeypatch.setattr(report.SPECS["points3d-10shot"], "needs", [])
+    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
+    checkpoint = str(tmp_path / "last.pt")
+    open(checkpoint, "w").close()
+    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
+           "checkpoint": checkpoint}
+    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
+    result = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=3)
+    assert len(calls) == 6 and [c[-1] for c in calls[::2]] == [f"PointCloudDataset.episode={e}" for e in range(3)]
+    assert [p[-1] for p in probes] == [f"PointCloudDataset.episode={e}" for e in range(3)]
+    assert result["probes"]["pretrained"]["top1_acc"] == 65.0 and result["probes"]["random_init"]["top1_acc"] == 61.0
+    assert result["command"].endswith("--steps 400 --episodes 3")
+    row = next(line for line in open(md).read().splitlines() if line.startswith("| points3d-10shot |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5:8] == ["61.0", "**65.0**", "+4.0"] and "mean of 3 episodes" in cells[4]
+    assert "episodes sd 1.0, mean gain ±0.0 (pretrained 64.0 / 65.0 / 66.0, random 60.0 / 61.0 / 62.0)" in cells[9]
+    calls.clear()
+    with pytest.raises(SystemExit, match="not a few-shot row"):
+        report.run_modality("points3d-finetune", 10, runs, md, steps=400, episodes=3)
+    assert calls == []
 
 
 def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_test():

@@ -90,6 +90,26 @@ def test_shots_keep_k_items_per_class_of_the_train_split_only(tmp_path):
         take_shots([("/x/a.npy", None)], 1)
 
 
+def test_shot_episodes_draw_other_items_per_class_the_same_way_every_time(tmp_path):
+    """Few-shot results average several draws (episodes) of the k: each episode keeps k per class,
+    is the same on every call and in every listing order, and draws a different set than episode 0."""
+    items = [(f"/x/{c}/{i}.npy", c) for c in (0, 1, 2) for i in range(12)]
+    draws = [sorted(take_shots(items, 2, episode=e)) for e in range(3)]
+    for e, draw in enumerate(draws):
+        assert [label for _, label in draw].count(0) == 2 and len(draw) == 6
+        assert sorted(take_shots(items[::-1], 2, episode=e)) == draw
+    assert draws[0] == sorted(take_shots(items, 2))  # episode 0: the draw the table's row always used
+    assert draws[1] != draws[0] and draws[2] != draws[0] and draws[1] != draws[2]
+    with pytest.raises(ValueError, match="episode=-1"):
+        take_shots(items, 2, "PointCloudDataset.shots", episode=-1)
+    for i in range(6):
+        path = tmp_path / "chair" / "train" / f"chair_{i}.xyz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savetxt(path, np.random.default_rng(i).normal(size=(16, 3)))
+    first, other = (PointCloudDataset(root=str(tmp_path), num_points=8, shots=2, episode=e).items for e in (0, 1))
+    assert len(first) == len(other) == 2 and first != other
+
+
 def test_list_files_side_by_side(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "b.mp4").write_bytes(b"")

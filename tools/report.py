@@ -8,6 +8,7 @@ python tools/report.py video | points | point2vec | graphs | audio   # VideoMAE 
 python tools/report.py sweep [--minutes 3] [--on images-full]   # linear probe vs mask ratio (MAE Fig. 5)
 python tools/report.py video --probe-only [--gin_param ...]   # probe an earlier run again
 python tools/report.py points3d --minutes 10 --seeds 0 1 2   # three pretraining seeds: means and spread
+python tools/report.py points3d-10shot --steps 5000 --episodes 5   # few-shot: five draws of the shots
 
 Each row is one Spec in tools/report_specs.py: the recipe, the data it needs and the probe. The shared pipeline (1) measures the CPU time of a
 few training steps, (2) sets train.steps so the whole warmup + cosine schedule fits the budget
@@ -217,22 +218,39 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
 
 def finetune_all(spec: Spec, checkpoint: str, runs: str, key: Optional[str] = None, seed: int = 0) -> dict:
     """Fine-tune with spec.finetune from random init and from the checkpoint (same steps and
-    seed); top-1 = the last eval_top1 on the test split. Raw: the linear probe on raw input."""
+    seed); top-1 = the last eval_top1 on the test split. Raw: the linear probe on raw input.
+    A few-shot row does this for each of spec.episodes draws of its shots and gives their means,
+    each draw's result under 'episodes'."""
+    if not spec.episode_binding:
+        return finetune_episode(spec, checkpoint, runs, key or spec.key, seed, [])
+    episodes = [finetune_episode(spec, checkpoint, runs, (key or spec.key) + (f"_ep{e}" if e else ""), seed,
+                                 [f"{spec.episode_binding}={e}"]) for e in range(spec.episodes)]
+    mean = lambda which: sum(ep[which]["top1_acc"] for ep in episodes) / len(episodes)  # noqa: E731
+    return {"random_init": dict(episodes[0]["random_init"], top1_acc=mean("random_init")),
+            "pretrained": dict(episodes[0]["pretrained"], top1_acc=mean("pretrained")),
+            "raw": dict(episodes[0]["raw"], top1_acc=mean("raw")), "episodes": episodes}
+
+
+def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int, episode: List[str]) -> dict:
+    """One fine-tune pair (random init, pretrained) and the raw linear probe; `episode`: the
+    bindings of one draw of a few-shot row's shots (empty otherwise)."""
     out = {}
     for name, init in (("random_init", "None"), ("pretrained", repr(checkpoint))):
         run = spec.copy()
         run.recipe, run.params = [spec.finetune], []
-        workdir = os.path.join(runs, f"{key or spec.key}_{name}")
-        timing = run_training(run, workdir, [f"train.init_from={init}", f"train.seed={seed}", *spec.finetune_params])
+        workdir = os.path.join(runs, f"{key}_{name}")
+        timing = run_training(run, workdir, [f"train.init_from={init}", f"train.seed={seed}",
+                                             *spec.finetune_params, *episode])
         scored = [row for row in read_rows(workdir) if "eval_top1" in row]
         out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
                      "curve": [(row["step"], row["eval_top1"]) for row in scored],
                      "wall_min": timing["wall_s"] / 60, "cpu_min": timing["cpu_s"] / 60}
-        print(f"[{spec.key}] fine-tuned from {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
+        print(f"[{key}] fine-tuned from {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
     linear = spec.copy()
     linear.protocol = "linear"
+    linear.eval_params = list(spec.eval_params) + list(episode)
     out["raw"] = eval_probe(linear, checkpoint, raw=True)
-    print(f"[{spec.key}] raw: top1_acc={out['raw']['top1_acc']:.2f}", flush=True)
+    print(f"[{key}] raw: top1_acc={out['raw']['top1_acc']:.2f}", flush=True)
     return out
 
 
@@ -314,9 +332,27 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
     if spec.finetune:
         protocol = f"fine-tune `{spec.finetune}`, {probes['pretrained']['steps']} steps; raw: linear"
     n_test = probes["raw"].get("n_test") or probes["pretrained"].get("n_test")
+    noise = noise_cell(pre_acc, n_test)
+    if probes.get("episodes"):
+        episodes = probes["episodes"]
+        protocol += f"; mean of {len(episodes)} episodes (draws of the shots)"
+        noise = spread_cell(noise, "episodes", [ep["pretrained"]["top1_acc"] for ep in episodes],
+                            [ep["random_init"]["top1_acc"] for ep in episodes])
     return [spec.key, spec.data, recipe, time_cell, protocol, f"{random_acc:.1f}",
-            f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}",
-            noise_cell(pre_acc, n_test)]
+            f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}", noise]
+
+
+def spread_cell(noise: str, what: str, pre: List[float], rnd: List[float]) -> str:
+    """The noise cell of a row averaged over several runs (pretraining seeds, few-shot episodes):
+    the pretrained accuracies' sd, the standard error of the mean gain (each run's gain is paired:
+    same seed or draw for both inits) and every run's accuracies."""
+    import statistics
+
+    gains = [p - r for p, r in zip(pre, rnd)]
+    spread = statistics.stdev(pre) if len(pre) > 1 else float("nan")
+    gain_se = statistics.stdev(gains) / math.sqrt(len(gains)) if len(gains) > 1 else float("nan")
+    return (f"{noise}; {what} sd {spread:.1f}, mean gain ±{gain_se:.1f} (pretrained "
+            f"{' / '.join(f'{a:.1f}' for a in pre)}, random {' / '.join(f'{a:.1f}' for a in rnd)})")
 
 
 def noise_cell(accuracy: float, n_test) -> str:
@@ -346,12 +382,18 @@ def same_budget(result: dict, minutes: float, steps: Optional[int]) -> bool:
 
 def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = (),
                  probe_only: bool = False, seed: int = 0, write_row: bool = True,
-                 steps: Optional[int] = None) -> Optional[dict]:
+                 steps: Optional[int] = None, episodes: Optional[int] = None) -> Optional[dict]:
     """Pretrain row `name` with train.seed=seed (runs/<name>, or runs/<name>_seed<k>), probe it
     with the same seed for the random init and the splits; write its row unless told not to.
     A row with `pretrained_by` reuses that row's run of the same seed and budget when
-    report.json has one (a fine-tune row fine-tunes the checkpoint the linear probe read)."""
+    report.json has one (a fine-tune row fine-tunes the checkpoint the linear probe read).
+    episodes: how many draws of the shots a few-shot row averages (its Spec's number otherwise)."""
     spec = SPECS[name].copy()
+    if episodes is not None:  # refused before any pretraining, not after it
+        if episodes < 1 or episodes > 1 and not spec.episode_binding:
+            raise SystemExit(f"--episodes {episodes}: row {name!r} " + (
+                "takes at least 1" if episodes < 1 else "is not a few-shot row (no episode_binding)"))
+        spec.episodes = episodes
     spec.params += list(params) + ([f"train.seed={seed}"] if seed else [])
     missing = [p for p in spec.required() if not os.path.exists(os.path.join(ROOT, p))]
     if missing:
@@ -375,7 +417,8 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
     probes = (finetune_all(spec, run["checkpoint"], runs, key, seed) if spec.finetune
               else probe_all(spec, run["checkpoint"], seed))
     result = {"run": run, "probes": probes, "minutes": minutes, "seed": seed,
-              "command": f"python tools/report.py {name} {budget_args(minutes, steps)}" + (f" --seeds {seed}" if seed else "")}
+              "command": f"python tools/report.py {name} {budget_args(minutes, steps)}" + (f" --seeds {seed}" if seed else "")
+              + (f" --episodes {episodes}" if episodes is not None else "")}
     save_json(os.path.join(runs, "report.json"), key, result)
     if write_row:
         update_markdown("pretraining", TABLE_HEADER, report_row(spec, run, probes), md_path)
@@ -386,7 +429,7 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
 
 
 def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[str], seeds: List[int],
-              probe_only: bool = False, steps: Optional[int] = None) -> Optional[dict]:
+              probe_only: bool = False, steps: Optional[int] = None, episodes: Optional[int] = None) -> Optional[dict]:
     """The row over several pretraining seeds: each seed's run and probes (reusing a seed's earlier
     result in report.json when it has the same budget), then one row with the means and the
     seeds' spread next to the test-set standard error."""
@@ -399,7 +442,8 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
             print(f"[{key}] reusing the earlier run of the same budget in report.json")
             results.append(done)
             continue
-        result = run_modality(name, minutes, runs, md_path, params, probe_only, seed=seed, write_row=False, steps=steps)
+        result = run_modality(name, minutes, runs, md_path, params, probe_only, seed=seed, write_row=False, steps=steps,
+                              episodes=episodes)
         if result is None:
             return None
         results.append(result)
@@ -422,13 +466,10 @@ def seeds_row(spec: Spec, results: List[dict]) -> List[str]:
     steps = ", ".join(str(r["run"]["steps"]) for r in results)
     fixed = " (fixed)" if results[0]["run"].get("fixed_steps") else ""
     cells[3] = f"{len(results)} seeds, {steps} steps{fixed}, {results[0]['run']['cpu_min']:.1f} CPU-min each"
-    spread = statistics.stdev(pre) if len(pre) > 1 else float("nan")
-    cells[-1] = (f"{cells[-1]}; seeds sd {spread:.1f} (pretrained {' / '.join(f'{a:.1f}' for a in pre)}, "
-                 f"random {' / '.join(f'{a:.1f}' for a in rnd)})")
+    cells[-1] = spread_cell(cells[-1], "seeds", pre, rnd)
     return cells
 
 
-# ---- mask-ratio sweep ---------------------------------------------------------------------
 def plot_sweep(ratios: List[float], accs: List[float], random_acc: float, out: str) -> str:
     """Linear-probe accuracy vs mask ratio, MAE Fig. 5 style, with the random-init level."""
     import matplotlib
@@ -503,6 +544,8 @@ def main(argv=None) -> int:
                              "schedule, so the same figure within noise, on any CPU")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="pretraining seeds (train.seed): one run each, the row shows their means and spread")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="few-shot rows: average this many draws of the shots (the row's default otherwise)")
     parser.add_argument("--probe-only", action="store_true",
                         help="no pretraining: probe the checkpoint of the earlier run in --runs again")
     parser.add_argument("--gin_param", action="append", default=[],
@@ -517,10 +560,10 @@ def main(argv=None) -> int:
     for name in (list(SPECS) if args.what == "all" else [args.what]):
         if args.seeds:
             run_seeds(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.seeds, args.probe_only,
-                      steps=args.steps)
+                      steps=args.steps, episodes=args.episodes)
         else:
             run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only,
-                         steps=args.steps)
+                         steps=args.steps, episodes=args.episodes)
     return 0
 
 

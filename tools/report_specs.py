@@ -39,6 +39,8 @@ class Spec:
     finetune: Optional[str] = None  # a fine-tuning recipe: the row fine-tunes (from pretrained vs random init)
     finetune_params: List[str] = field(default_factory=list)  # its bindings (steps)
     pretrained_by: Optional[str] = None  # the row whose pretraining run (same seed and budget) this row reuses
+    episode_binding: Optional[str] = None  # few-shot rows: the binding that picks a draw of the k shots
+    episodes: int = 1  # how many draws the row averages (tools/report.py --episodes overrides)
 
     def required(self) -> List[str]:
         return list(self.recipe) + list(self.needs)
@@ -116,6 +118,7 @@ ROWS = [
          "shapes per family (120), tested on all 288", ["gin/point_mae_kicad_unlabeled_cpu.gin"],
          needs=KICAD_NEEDS, eval_params=[KICAD_LABELED_ONLY, "PointCloudDataset.shots=10"],
          protocol="finetune", finetune="gin/finetune_points.gin", pretrained_by="points3d-unlabeled", how=KICAD_HOW,
+         episode_binding="PointCloudDataset.episode", episodes=5,
          finetune_params=["PointCloudDataset.shots=10", "train.steps=600", "train.warmup_steps=30",
                           "train.eval_every=100"]),
     Spec("point2vec", "MNIST digits sample as 512-point sets, 4k train / 1k test", ["gin/point2vec_cpu.gin"]),

@@ -267,11 +267,13 @@ def list_split_files(root: Roots, exts: Tuple[str, ...], split: str = "train",
     return items, f"{split}: " + ", ".join(sources)
 
 
-def take_shots(items: List[Item], shots: int, binding: str = "<Dataset>.shots") -> List[Item]:
+def take_shots(items: List[Item], shots: int, binding: str = "<Dataset>.shots", episode: int = 0) -> List[Item]:
     """k labeled items per class (few-shot / label-scarce fine-tuning and probes, as the papers'
     few-shot tables): within each class the items whose file name hashes lowest, so the choice is the same on
     every machine and does not depend on listing order; unlabeled items are dropped, a class
-    with fewer than k keeps all it has. Order of the result: the input's."""
+    with fewer than k keeps all it has. Order of the result: the input's.
+    episode: another draw of the k (the hash is salted with it; episode 0 is the unsalted draw), since
+    one draw of a few shapes per class is noisy and the papers' few-shot tables average ten episodes."""
     if int(shots) < 1:
         raise ValueError(f"{binding}={shots}: at least 1 item per class")
     by_class = {}
@@ -280,7 +282,10 @@ def take_shots(items: List[Item], shots: int, binding: str = "<Dataset>.shots") 
             by_class.setdefault(label, []).append(path)
     if not by_class:
         raise ValueError(f"{binding}={shots}: the split has no labeled items")
-    rank = lambda path: (hashlib.sha1(os.path.basename(path).encode()).hexdigest(), path)  # noqa: E731
+    if int(episode) < 0:
+        raise ValueError(f"episode={episode} (with {binding}): episodes count from 0")
+    salt = f"{int(episode)}:" if int(episode) else ""
+    rank = lambda path: (hashlib.sha1((salt + os.path.basename(path)).encode()).hexdigest(), path)  # noqa: E731
     chosen = {path for paths in by_class.values() for path in sorted(paths, key=rank)[:int(shots)]}
     return [(path, label) for path, label in items if path in chosen]
 

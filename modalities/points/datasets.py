@@ -23,19 +23,20 @@ class PointCloudDataset(SampleDataset):
     unit-sphere normalized and, with `augment`, scaled per axis and translated as Point-MAE.
     split: 'train' | 'val' | 'test' (ModelNet's <class>/train|test/ folders, split folders,
     list files side by side, or `test_root`; see unimask/files.py). shots: k labeled items per
-    class of the train split (label-scarce fine-tuning and probes; unimask.files.take_shots).
+    class of the train split (label-scarce fine-tuning and probes; unimask.files.take_shots), and
+    episode which draw of them (0, 1, ...: few-shot results average several episodes).
     Yields {'points': [num_points, 3] float32, 'label': int, -1 when none}."""
 
     def __init__(self, root=gin.REQUIRED, num_points: int = 1024, resample: str = "random",
                  mesh_samples: int = 8192, augment: bool = True, scale_range: Sequence[float] = (2 / 3, 3 / 2),
                  translate_range: float = 0.2, skip_bad_samples: bool = False, limit: Optional[int] = None,
-                 split: str = "train", test_root=None, shots: Optional[int] = None):
+                 split: str = "train", test_root=None, shots: Optional[int] = None, episode: int = 0):
         if resample not in ("random", "fps"):
             raise ValueError(f"PointCloudDataset.resample must be 'random' or 'fps', got {resample!r}")
         check_split(split, "PointCloudDataset.split")
         self.items, self.source = list_split_files(root, POINT_EXTS, split, test_root)
         if shots is not None and split == "train":  # fewer labels to learn from; val / test stay whole
-            self.items = take_shots(self.items, shots, "PointCloudDataset.shots")
+            self.items = take_shots(self.items, shots, "PointCloudDataset.shots", episode)
         self.items = self.items[:limit] if limit is not None else self.items
         self.num_points, self.resample, self.mesh_samples = num_points, resample, max(mesh_samples, num_points)
         self.augment, self.scale_range, self.translate_range = augment, tuple(scale_range), translate_range
