@@ -383,7 +383,11 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
     assert cells[5:8] == ["61.0", "**65.0**", "+4.0"] and "mean of 3 episodes" in cells[4]
     assert "episodes sd 1.0, mean gain ±0.0 (pretrained 64.0 / 65.0 / 66.0, random 60.0 / 61.0 / 62.0)" in cells[9]
     calls.clear()
-    with pytest.raises(SystemExit, match="not a few-shot row"):
+    one = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=1)  # one draw: a plain row
+    assert len(calls) == 2 and "episodes" not in one["probes"] and one["probes"]["pretrained"]["top1_acc"] == 64.0
+    assert "nan" not in open(md).read() and "mean of" not in open(md).read()
+    calls.clear()
+    with pytest.raises(SystemExit, match="not a few-shot fine-tune row"):
         report.run_modality("points3d-finetune", 10, runs, md, steps=400, episodes=3)
     assert calls == []
 

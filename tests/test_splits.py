@@ -108,6 +108,9 @@ def test_shot_episodes_draw_other_items_per_class_the_same_way_every_time(tmp_pa
         np.savetxt(path, np.random.default_rng(i).normal(size=(16, 3)))
     first, other = (PointCloudDataset(root=str(tmp_path), num_points=8, shots=2, episode=e).items for e in (0, 1))
     assert len(first) == len(other) == 2 and first != other
+    for bad, words in ((3, "needs PointCloudDataset.shots"), (-1, "count from 0")):
+        with pytest.raises(ValueError, match=f"PointCloudDataset.episode={bad}: .*{words}"):
+            PointCloudDataset(root=str(tmp_path), num_points=8, shots=None if bad > 0 else 2, episode=bad)
 
 
 def test_list_files_side_by_side(tmp_path):

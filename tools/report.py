@@ -29,6 +29,7 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -219,16 +220,14 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
 def finetune_all(spec: Spec, checkpoint: str, runs: str, key: Optional[str] = None, seed: int = 0) -> dict:
     """Fine-tune with spec.finetune from random init and from the checkpoint (same steps and
     seed); top-1 = the last eval_top1 on the test split. Raw: the linear probe on raw input.
-    A few-shot row does this for each of spec.episodes draws of its shots and gives their means,
-    each draw's result under 'episodes'."""
-    if not spec.episode_binding:
-        return finetune_episode(spec, checkpoint, runs, key or spec.key, seed, [])
+    A few-shot row with spec.episodes > 1 does this for each draw of its shots and gives their
+    means, each draw's result under 'episodes'."""
+    if spec.episodes == 1:
+        episode = [f"{spec.episode_binding}=0"] if spec.episode_binding else []
+        return finetune_episode(spec, checkpoint, runs, key or spec.key, seed, episode)
     episodes = [finetune_episode(spec, checkpoint, runs, (key or spec.key) + (f"_ep{e}" if e else ""), seed,
                                  [f"{spec.episode_binding}={e}"]) for e in range(spec.episodes)]
-    mean = lambda which: sum(ep[which]["top1_acc"] for ep in episodes) / len(episodes)  # noqa: E731
-    return {"random_init": dict(episodes[0]["random_init"], top1_acc=mean("random_init")),
-            "pretrained": dict(episodes[0]["pretrained"], top1_acc=mean("pretrained")),
-            "raw": dict(episodes[0]["raw"], top1_acc=mean("raw")), "episodes": episodes}
+    return dict(mean_probes(episodes), episodes=episodes)
 
 
 def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int, episode: List[str]) -> dict:
@@ -334,25 +333,37 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
     n_test = probes["raw"].get("n_test") or probes["pretrained"].get("n_test")
     noise = noise_cell(pre_acc, n_test)
     if probes.get("episodes"):
-        episodes = probes["episodes"]
-        protocol += f"; mean of {len(episodes)} episodes (draws of the shots)"
-        noise = spread_cell(noise, "episodes", [ep["pretrained"]["top1_acc"] for ep in episodes],
-                            [ep["random_init"]["top1_acc"] for ep in episodes])
+        protocol += episodes_note(probes)
+        noise = spread_cell(noise, "episodes", probes["episodes"])
     return [spec.key, spec.data, recipe, time_cell, protocol, f"{random_acc:.1f}",
             f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}", noise]
 
 
-def spread_cell(noise: str, what: str, pre: List[float], rnd: List[float]) -> str:
+def spread_cell(noise: str, what: str, probe_sets: List[dict]) -> str:
     """The noise cell of a row averaged over several runs (pretraining seeds, few-shot episodes):
     the pretrained accuracies' sd, the standard error of the mean gain (each run's gain is paired:
     same seed or draw for both inits) and every run's accuracies."""
-    import statistics
-
+    pre, rnd = ([probes[which]["top1_acc"] for probes in probe_sets] for which in ("pretrained", "random_init"))
     gains = [p - r for p, r in zip(pre, rnd)]
     spread = statistics.stdev(pre) if len(pre) > 1 else float("nan")
     gain_se = statistics.stdev(gains) / math.sqrt(len(gains)) if len(gains) > 1 else float("nan")
     return (f"{noise}; {what} sd {spread:.1f}, mean gain ±{gain_se:.1f} (pretrained "
             f"{' / '.join(f'{a:.1f}' for a in pre)}, random {' / '.join(f'{a:.1f}' for a in rnd)})")
+
+
+def mean_probes(probe_sets: List[dict]) -> dict:
+    """Several paired runs' probes (seeds, episodes) as one: each init's and the raw input's mean
+    top-1, with the first run's steps and test size (the same in every run)."""
+    def mean(which):
+        first = probe_sets[0][which]
+        return {"top1_acc": statistics.mean(probes[which]["top1_acc"] for probes in probe_sets),
+                **{k: first[k] for k in ("steps", "n_test") if k in first}}
+    return {which: mean(which) for which in ("random_init", "pretrained", "raw")}
+
+
+def episodes_note(probes: dict) -> str:
+    """The protocol cell's words for a few-shot row averaged over draws of its shots ('' otherwise)."""
+    return f"; mean of {len(probes['episodes'])} episodes (draws of the shots)" if probes.get("episodes") else ""
 
 
 def noise_cell(accuracy: float, n_test) -> str:
@@ -390,9 +401,9 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
     episodes: how many draws of the shots a few-shot row averages (its Spec's number otherwise)."""
     spec = SPECS[name].copy()
     if episodes is not None:  # refused before any pretraining, not after it
-        if episodes < 1 or episodes > 1 and not spec.episode_binding:
+        if episodes < 1 or episodes > 1 and not (spec.episode_binding and spec.finetune):
             raise SystemExit(f"--episodes {episodes}: row {name!r} " + (
-                "takes at least 1" if episodes < 1 else "is not a few-shot row (no episode_binding)"))
+                "takes at least 1" if episodes < 1 else "is not a few-shot fine-tune row (no episode_binding)"))
         spec.episodes = episodes
     spec.params += list(params) + ([f"train.seed={seed}"] if seed else [])
     missing = [p for p in spec.required() if not os.path.exists(os.path.join(ROOT, p))]
@@ -416,7 +427,7 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
             run = pretrain(spec, minutes, workdir, steps=steps)
     probes = (finetune_all(spec, run["checkpoint"], runs, key, seed) if spec.finetune
               else probe_all(spec, run["checkpoint"], seed))
-    result = {"run": run, "probes": probes, "minutes": minutes, "seed": seed,
+    result = {"run": run, "probes": probes, "minutes": minutes, "seed": seed, "episodes": spec.episodes,
               "command": f"python tools/report.py {name} {budget_args(minutes, steps)}" + (f" --seeds {seed}" if seed else "")
               + (f" --episodes {episodes}" if episodes is not None else "")}
     save_json(os.path.join(runs, "report.json"), key, result)
@@ -438,7 +449,8 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
     for seed in seeds:
         key = seed_key(name, seed)
         done = earlier.get(key)
-        if done and same_budget(done, minutes, steps) and not probe_only:
+        wanted_episodes = episodes if episodes is not None else SPECS[name].episodes
+        if done and same_budget(done, minutes, steps) and done.get("episodes", 1) == wanted_episodes and not probe_only:
             print(f"[{key}] reusing the earlier run of the same budget in report.json")
             results.append(done)
             continue
@@ -453,23 +465,19 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
 
 
 def seeds_row(spec: Spec, results: List[dict]) -> List[str]:
-    """Row cells from several seeds: means, the gain's mean, and the pretrained accuracies' sd."""
-    import statistics
-
-    def accs(which):
-        return [r["probes"][which]["top1_acc"] for r in results]
-
-    pre, rnd = accs("pretrained"), accs("random_init")
-    cells = report_row(spec, results[0]["run"], {
-        "random_init": {"top1_acc": statistics.mean(rnd)}, "raw": results[0]["probes"]["raw"],
-        "pretrained": dict(results[0]["probes"]["pretrained"], top1_acc=statistics.mean(pre))})
+    """Row cells from several seeds: the means, and in the noise cell the pretrained accuracies'
+    sd, the mean gain's standard error and every seed's figures (spread_cell)."""
+    probe_sets = [r["probes"] for r in results]
+    cells = report_row(spec, results[0]["run"], mean_probes(probe_sets))
     steps = ", ".join(str(r["run"]["steps"]) for r in results)
     fixed = " (fixed)" if results[0]["run"].get("fixed_steps") else ""
     cells[3] = f"{len(results)} seeds, {steps} steps{fixed}, {results[0]['run']['cpu_min']:.1f} CPU-min each"
-    cells[-1] = spread_cell(cells[-1], "seeds", pre, rnd)
+    cells[4] += episodes_note(probe_sets[0])
+    cells[-1] = spread_cell(cells[-1], "seeds", probe_sets)
     return cells
 
 
+# ---- mask-ratio sweep ---------------------------------------------------------------------
 def plot_sweep(ratios: List[float], accs: List[float], random_acc: float, out: str) -> str:
     """Linear-probe accuracy vs mask ratio, MAE Fig. 5 style, with the random-init level."""
     import matplotlib
@@ -557,13 +565,15 @@ def main(argv=None) -> int:
     if args.what == "sweep":
         run_sweep(args.minutes or 3, args.ratios, args.runs, args.md, args.gin_param, name=args.on)
         return 0
+    # with `all`, --episodes reaches only the few-shot rows
+    episodes_of = lambda name: args.episodes if args.what != "all" or SPECS[name].episode_binding else None  # noqa: E731
     for name in (list(SPECS) if args.what == "all" else [args.what]):
         if args.seeds:
             run_seeds(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.seeds, args.probe_only,
-                      steps=args.steps, episodes=args.episodes)
+                      steps=args.steps, episodes=episodes_of(name))
         else:
             run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only,
-                         steps=args.steps, episodes=args.episodes)
+                         steps=args.steps, episodes=episodes_of(name))
     return 0
 
 

@@ -35,6 +35,9 @@ class PointCloudDataset(SampleDataset):
             raise ValueError(f"PointCloudDataset.resample must be 'random' or 'fps', got {resample!r}")
         check_split(split, "PointCloudDataset.split")
         self.items, self.source = list_split_files(root, POINT_EXTS, split, test_root)
+        if episode and shots is None or int(episode) < 0:
+            raise ValueError(f"PointCloudDataset.episode={episode}: " + (
+                "episodes count from 0" if int(episode) < 0 else "a draw of the shots needs PointCloudDataset.shots"))
         if shots is not None and split == "train":  # fewer labels to learn from; val / test stay whole
             self.items = take_shots(self.items, shots, "PointCloudDataset.shots", episode)
         self.items = self.items[:limit] if limit is not None else self.items
