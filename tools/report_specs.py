@@ -139,4 +139,15 @@ ROWS = [
          how="python tools/make_sample_data.py statlog (reads Satellite.rda of Debian's r-cran-mlbench; GPL-2, "
              "so not committed)"),
 ]
+
+
+def lp_ft_of(spec: Spec) -> Spec:
+    """The same fine-tune row under LP-FT (gin/finetune_points_lpft.gin: the head alone on the
+    frozen encoder for the first quarter of the steps, then every weight), row <key>-lpft."""
+    other = spec.copy()
+    other.key, other.finetune = f"{spec.key}-lpft", "gin/finetune_points_lpft.gin"
+    return other
+
+
+ROWS += [lp_ft_of(spec) for spec in ROWS if spec.key in ("points3d-unlabeled-finetune", "points3d-10shot")]
 SPECS = {spec.key: spec for spec in ROWS}
