@@ -306,6 +306,16 @@ def test_report_seeds_row_gives_means_and_the_seed_spread(tmp_path):
     assert cells[9].startswith("±2.2 (n=400)")
 
 
+def finished_run(workdir: str, step: int, top1: float) -> dict:
+    """What report.run_training leaves behind, without training (a stand-in for it): a checkpoint,
+    one scored metrics row, and the timing it returns."""
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+    open(os.path.join(workdir, "checkpoints", "last.pt"), "w").close()
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"step": step, "loss": 0.5, "eval_top1": top1}) + "\n")
+    return {"wall_s": 1.0, "cpu_s": 2.0, "terminated": False, "row_cpu": []}
+
+
 def test_report_fixed_steps_skip_the_timing_run_and_a_finetune_row_reuses_its_pretraining(tmp_path, monkeypatch):
     """--steps N: no timing run, exactly N steps with 5% warmup and no budget to stop them; a row
     with pretrained_by (points3d-finetune) fine-tunes the checkpoint of that row's run of the same
@@ -315,11 +325,7 @@ def test_report_fixed_steps_skip_the_timing_run_and_a_finetune_row_reuses_its_pr
 
     def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
         calls.append((spec.key, params, cpu_limit_s, wall_limit_s))
-        os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-        open(os.path.join(workdir, "checkpoints", "last.pt"), "w").close()
-        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-            f.write(json.dumps({"step": 400, "loss": 0.5, "eval_top1": 70.0}) + "\n")
-        return {"wall_s": 1.0, "cpu_s": 2.0, "terminated": False, "row_cpu": []}
+        return finished_run(workdir, 400, 70.0)
 
     def no_timing(*args, **kwargs):
         raise AssertionError("a fixed schedule must not time steps")
@@ -355,10 +361,7 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
         calls.append(params)
         episode = int(next(p for p in params if p.startswith("PointCloudDataset.episode=")).split("=")[1])
         top1 = 60.0 + episode + (4.0 if "None" not in params[0] else 0.0)  # pretrained: +4 in every draw
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-            f.write(json.dumps({"step": 600, "eval_top1": top1}) + "\n")
-        return {"wall_s": 1.0, "cpu_s": 2.0, "terminated": False, "row_cpu": []}
+        return finished_run(workdir, 600, top1)
 
     def fake_probe(spec, checkpoint, **kwargs):
         probes.append(list(spec.eval_params))

@@ -222,12 +222,10 @@ def finetune_all(spec: Spec, checkpoint: str, runs: str, key: Optional[str] = No
     seed); top-1 = the last eval_top1 on the test split. Raw: the linear probe on raw input.
     A few-shot row with spec.episodes > 1 does this for each draw of its shots and gives their
     means, each draw's result under 'episodes'."""
-    if spec.episodes == 1:
-        episode = [f"{spec.episode_binding}=0"] if spec.episode_binding else []
-        return finetune_episode(spec, checkpoint, runs, key or spec.key, seed, episode)
-    episodes = [finetune_episode(spec, checkpoint, runs, (key or spec.key) + (f"_ep{e}" if e else ""), seed,
-                                 [f"{spec.episode_binding}={e}"]) for e in range(spec.episodes)]
-    return dict(mean_probes(episodes), episodes=episodes)
+    draws = [finetune_episode(spec, checkpoint, runs, (key or spec.key) + (f"_ep{e}" if e else ""), seed,
+                              [f"{spec.episode_binding}={e}"] if spec.episode_binding else [])
+             for e in range(spec.episodes)]
+    return draws[0] if len(draws) == 1 else dict(mean_probes(draws), episodes=draws)
 
 
 def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int, episode: List[str]) -> dict:
@@ -332,8 +330,8 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
         protocol = f"fine-tune `{spec.finetune}`, {probes['pretrained']['steps']} steps; raw: linear"
     n_test = probes["raw"].get("n_test") or probes["pretrained"].get("n_test")
     noise = noise_cell(pre_acc, n_test)
+    protocol += episodes_note(probes)
     if probes.get("episodes"):
-        protocol += episodes_note(probes)
         noise = spread_cell(noise, "episodes", probes["episodes"])
     return [spec.key, spec.data, recipe, time_cell, protocol, f"{random_acc:.1f}",
             f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}", noise]
@@ -446,10 +444,10 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
     seeds' spread next to the test-set standard error."""
     earlier = load_json(os.path.join(runs, "report.json"))
     results = []
+    wanted_episodes = episodes if episodes is not None else SPECS[name].episodes
     for seed in seeds:
         key = seed_key(name, seed)
         done = earlier.get(key)
-        wanted_episodes = episodes if episodes is not None else SPECS[name].episodes
         if done and same_budget(done, minutes, steps) and done.get("episodes", 1) == wanted_episodes and not probe_only:
             print(f"[{key}] reusing the earlier run of the same budget in report.json")
             results.append(done)
