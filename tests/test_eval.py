@@ -387,11 +387,60 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
     assert "episodes sd 1.0, mean gain ±0.0 (pretrained 64.0 / 65.0 / 66.0, random 60.0 / 61.0 / 62.0)" in cells[9]
     calls.clear()
     one = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=1)  # one draw: a plain row
-    assert len(calls) == 2 and "episodes" not in one["probes"] and one["probes"]["pretrained"]["top1_acc"] == 64.0
+    assert len(calls) == 2 and "draws" not in one["probes"] and one["probes"]["pretrained"]["top1_acc"] == 64.0
     assert "nan" not in open(md).read() and "mean of" not in open(md).read()
     calls.clear()
     with pytest.raises(SystemExit, match="not a few-shot fine-tune row"):
         report.run_modality("points3d-finetune", 10, runs, md, steps=400, episodes=3)
+    assert calls == []
+
+
+def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, monkeypatch):
+    """--finetune-seeds 0 1 2: a fine-tune row fine-tunes both inits from the one pretraining
+    checkpoint once per seed (train.seed=<s>, its own run directory), its row shows the means, the
+    seeds' spread and every seed's figures; run_seeds reuses it only with the same seeds; a row that
+    does not fine-tune, or repeated seeds, are refused before anything trains."""
+    report = load_tool("report")
+    calls = []
+
+    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
+        calls.append((os.path.basename(workdir), params))
+        seed = int(next(p for p in params if p.startswith("train.seed=")).split("=")[1])
+        top1 = 70.0 + 2 * seed + (3.0 if "None" not in params[0] else 0.0)  # pretrained: +3 at every seed
+        return finished_run(workdir, 1200, top1)
+
+    monkeypatch.setattr(report, "run_training", fake_training)
+    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: {"top1_acc": 50.0, "n_test": 288})
+    monkeypatch.setattr(report.SPECS["points3d-unlabeled-finetune-lpft"], "needs", [])
+    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
+    checkpoint = str(tmp_path / "last.pt")
+    open(checkpoint, "w").close()
+    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
+           "checkpoint": checkpoint}
+    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
+    name = "points3d-unlabeled-finetune-lpft"
+    result = report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
+    assert [c[0] for c in calls] == [f"{name}{suffix}_{init}" for suffix in ("", "_ft1", "_ft2")
+                                     for init in ("random_init", "pretrained")]
+    assert all(f"train.init_from={checkpoint!r}" in c[1] for c in calls[1::2])  # one checkpoint, no pretraining
+    assert [c[1][1] for c in calls[::2]] == ["train.seed=0", "train.seed=1", "train.seed=2"]
+    probes = result["results"][0]["probes"]
+    assert probes["pretrained"]["top1_acc"] == 75.0 and probes["random_init"]["top1_acc"] == 72.0
+    assert result["results"][0]["command"].endswith("--steps 400 --finetune-seeds 0 1 2")
+    row = next(line for line in open(md).read().splitlines() if line.startswith(f"| {name} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5:8] == ["72.0", "**75.0**", "+3.0"] and "mean of 3 fine-tune seeds (0 1 2)" in cells[4]
+    assert "fine-tune seeds sd 2.0, mean gain ±0.0 (pretrained 73.0 / 75.0 / 77.0, random 70.0 / 72.0 / 74.0)" in cells[9]
+    calls.clear()
+    report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
+    assert calls == []  # the same seeds: reused from report.json
+    report.run_seeds(name, 10, runs, md, [], [0], steps=400)
+    assert len(calls) == 2  # other draws (the pretraining seed alone): fine-tuned again
+    calls.clear()
+    with pytest.raises(SystemExit, match="not a fine-tune row"):
+        report.run_modality("points3d-unlabeled", 10, runs, md, steps=400, finetune_seeds=[0, 1])
+    with pytest.raises(SystemExit, match="different seeds"):
+        report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[1, 1])
     assert calls == []
 
 

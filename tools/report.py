@@ -9,6 +9,7 @@ python tools/report.py sweep [--minutes 3] [--on images-full]   # linear probe v
 python tools/report.py video --probe-only [--gin_param ...]   # probe an earlier run again
 python tools/report.py points3d --minutes 10 --seeds 0 1 2   # three pretraining seeds: means and spread
 python tools/report.py points3d-10shot --steps 5000 --episodes 5   # few-shot: five draws of the shots
+python tools/report.py points3d-unlabeled-finetune --steps 5000 --finetune-seeds 0 1 2   # 3 fine-tunes per init
 
 Each row is one Spec in tools/report_specs.py: the recipe, the data it needs and the probe. The shared pipeline (1) measures the CPU time of a
 few training steps, (2) sets train.steps so the whole warmup + cosine schedule fits the budget
@@ -220,12 +221,22 @@ def eval_probe(spec: Spec, checkpoint: str, random_init: bool = False, raw: bool
 def finetune_all(spec: Spec, checkpoint: str, runs: str, key: Optional[str] = None, seed: int = 0) -> dict:
     """Fine-tune with spec.finetune from random init and from the checkpoint (same steps and
     seed); top-1 = the last eval_top1 on the test split. Raw: the linear probe on raw input.
-    A few-shot row with spec.episodes > 1 does this for each draw of its shots and gives their
-    means, each draw's result under 'episodes'."""
-    draws = [finetune_episode(spec, checkpoint, runs, (key or spec.key) + (f"_ep{e}" if e else ""), seed,
+    A row with several draws (spec.episodes > 1 draws of a few-shot row's shots, and/or
+    spec.finetune_seeds: fine-tune seeds over this one checkpoint) does this per draw and gives
+    their means, each draw's result under 'draws' and what varied under 'varied'."""
+    seeds = spec.finetune_seeds or [seed]
+    draws = [finetune_episode(spec, checkpoint, runs, (key or spec.key) + draw_suffix(e, s, seed), s,
                               [f"{spec.episode_binding}={e}"] if spec.episode_binding else [])
-             for e in range(spec.episodes)]
-    return draws[0] if len(draws) == 1 else dict(mean_probes(draws), episodes=draws)
+             for e in range(spec.episodes) for s in seeds]
+    if len(draws) == 1:
+        return draws[0]
+    return dict(mean_probes(draws), draws=draws, varied={"episodes": spec.episodes, "finetune_seeds": seeds})
+
+
+def draw_suffix(episode: int, finetune_seed: int, seed: int) -> str:
+    """A draw's run name after the row's: _ep<e> past the first episode, _ft<s> for a fine-tune
+    seed other than the pretraining seed ('' for the row's plain run)."""
+    return (f"_ep{episode}" if episode else "") + (f"_ft{finetune_seed}" if finetune_seed != seed else "")
 
 
 def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int, episode: List[str]) -> dict:
@@ -330,9 +341,9 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
         protocol = f"fine-tune `{spec.finetune}`, {probes['pretrained']['steps']} steps; raw: linear"
     n_test = probes["raw"].get("n_test") or probes["pretrained"].get("n_test")
     noise = noise_cell(pre_acc, n_test)
-    protocol += episodes_note(probes)
-    if probes.get("episodes"):
-        noise = spread_cell(noise, "episodes", probes["episodes"])
+    protocol += draws_note(probes)
+    if probes.get("draws"):
+        noise = spread_cell(noise, draws_word(probes["varied"]), probes["draws"])
     return [spec.key, spec.data, recipe, time_cell, protocol, f"{random_acc:.1f}",
             f"**{pre_acc:.1f}**", f"{pre_acc - random_acc:+.1f}", f"{probes['raw']['top1_acc']:.1f}", noise]
 
@@ -359,9 +370,21 @@ def mean_probes(probe_sets: List[dict]) -> dict:
     return {which: mean(which) for which in ("random_init", "pretrained", "raw")}
 
 
-def episodes_note(probes: dict) -> str:
-    """The protocol cell's words for a few-shot row averaged over draws of its shots ('' otherwise)."""
-    return f"; mean of {len(probes['episodes'])} episodes (draws of the shots)" if probes.get("episodes") else ""
+def draws_word(varied: dict) -> str:
+    """What a row's draws are: 'episodes', 'fine-tune seeds', or 'draws' when both vary."""
+    many_episodes, many_seeds = varied["episodes"] > 1, len(varied["finetune_seeds"]) > 1
+    return "draws" if many_episodes and many_seeds else "episodes" if many_episodes else "fine-tune seeds"
+
+
+def draws_note(probes: dict) -> str:
+    """The protocol cell's words for a fine-tune row averaged over draws ('' without draws)."""
+    if not probes.get("draws"):
+        return ""
+    varied = probes["varied"]
+    seeds = varied["finetune_seeds"]
+    parts = ([f"{varied['episodes']} episodes (draws of the shots)"] if varied["episodes"] > 1 else []) + (
+        [f"{len(seeds)} fine-tune seeds ({' '.join(map(str, seeds))})"] if len(seeds) > 1 else [])
+    return f"; mean of {len(probes['draws'])} runs: {' x '.join(parts)}" if len(parts) > 1 else f"; mean of {parts[0]}"
 
 
 def noise_cell(accuracy: float, n_test) -> str:
@@ -389,20 +412,34 @@ def same_budget(result: dict, minutes: float, steps: Optional[int]) -> bool:
     return not result["run"].get("fixed_steps") and result.get("minutes") == minutes
 
 
+def with_draws(spec: Spec, episodes: Optional[int], finetune_seeds: Optional[List[int]]) -> Spec:
+    """The row with --episodes / --finetune-seeds applied; a row they do not fit is refused here,
+    before any pretraining, not after it."""
+    if episodes is not None:
+        if episodes < 1 or episodes > 1 and not (spec.episode_binding and spec.finetune):
+            raise SystemExit(f"--episodes {episodes}: row {spec.key!r} " + (
+                "takes at least 1" if episodes < 1 else "is not a few-shot fine-tune row (no episode_binding)"))
+        spec.episodes = episodes
+    if finetune_seeds is not None:
+        if not spec.finetune:
+            raise SystemExit(f"--finetune-seeds: row {spec.key!r} is not a fine-tune row (no finetune recipe)")
+        if not finetune_seeds or len(set(finetune_seeds)) != len(finetune_seeds):
+            raise SystemExit(f"--finetune-seeds {finetune_seeds}: give one or more different seeds")
+        spec.finetune_seeds = list(finetune_seeds)
+    return spec
+
+
 def run_modality(name: str, minutes: float, runs: str, md_path: str, params: List[str] = (),
                  probe_only: bool = False, seed: int = 0, write_row: bool = True,
-                 steps: Optional[int] = None, episodes: Optional[int] = None) -> Optional[dict]:
+                 steps: Optional[int] = None, episodes: Optional[int] = None,
+                 finetune_seeds: Optional[List[int]] = None) -> Optional[dict]:
     """Pretrain row `name` with train.seed=seed (runs/<name>, or runs/<name>_seed<k>), probe it
     with the same seed for the random init and the splits; write its row unless told not to.
     A row with `pretrained_by` reuses that row's run of the same seed and budget when
     report.json has one (a fine-tune row fine-tunes the checkpoint the linear probe read).
-    episodes: how many draws of the shots a few-shot row averages (its Spec's number otherwise)."""
-    spec = SPECS[name].copy()
-    if episodes is not None:  # refused before any pretraining, not after it
-        if episodes < 1 or episodes > 1 and not (spec.episode_binding and spec.finetune):
-            raise SystemExit(f"--episodes {episodes}: row {name!r} " + (
-                "takes at least 1" if episodes < 1 else "is not a few-shot fine-tune row (no episode_binding)"))
-        spec.episodes = episodes
+    episodes: how many draws of the shots a few-shot row averages (its Spec's number otherwise);
+    finetune_seeds: the fine-tune seeds a fine-tune row averages over its one checkpoint."""
+    spec = with_draws(SPECS[name].copy(), episodes, finetune_seeds)
     spec.params += list(params) + ([f"train.seed={seed}"] if seed else [])
     missing = [p for p in spec.required() if not os.path.exists(os.path.join(ROOT, p))]
     if missing:
@@ -426,8 +463,10 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
     probes = (finetune_all(spec, run["checkpoint"], runs, key, seed) if spec.finetune
               else probe_all(spec, run["checkpoint"], seed))
     result = {"run": run, "probes": probes, "minutes": minutes, "seed": seed, "episodes": spec.episodes,
+              "finetune_seeds": spec.finetune_seeds,
               "command": f"python tools/report.py {name} {budget_args(minutes, steps)}" + (f" --seeds {seed}" if seed else "")
-              + (f" --episodes {episodes}" if episodes is not None else "")}
+              + (f" --episodes {episodes}" if episodes is not None else "")
+              + (f" --finetune-seeds {' '.join(map(str, finetune_seeds))}" if finetune_seeds else "")}
     save_json(os.path.join(runs, "report.json"), key, result)
     if write_row:
         update_markdown("pretraining", TABLE_HEADER, report_row(spec, run, probes), md_path)
@@ -438,22 +477,25 @@ def run_modality(name: str, minutes: float, runs: str, md_path: str, params: Lis
 
 
 def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[str], seeds: List[int],
-              probe_only: bool = False, steps: Optional[int] = None, episodes: Optional[int] = None) -> Optional[dict]:
+              probe_only: bool = False, steps: Optional[int] = None, episodes: Optional[int] = None,
+              finetune_seeds: Optional[List[int]] = None) -> Optional[dict]:
     """The row over several pretraining seeds: each seed's run and probes (reusing a seed's earlier
     result in report.json when it has the same budget), then one row with the means and the
     seeds' spread next to the test-set standard error."""
     earlier = load_json(os.path.join(runs, "report.json"))
     results = []
-    wanted_episodes = episodes if episodes is not None else SPECS[name].episodes
+    wanted = with_draws(SPECS[name].copy(), episodes, finetune_seeds)
     for seed in seeds:
         key = seed_key(name, seed)
         done = earlier.get(key)
-        if done and same_budget(done, minutes, steps) and done.get("episodes", 1) == wanted_episodes and not probe_only:
+        same_draws = done and (done.get("episodes", 1), done.get("finetune_seeds")) == (wanted.episodes,
+                                                                                        wanted.finetune_seeds)
+        if same_draws and same_budget(done, minutes, steps) and not probe_only:
             print(f"[{key}] reusing the earlier run of the same budget in report.json")
             results.append(done)
             continue
         result = run_modality(name, minutes, runs, md_path, params, probe_only, seed=seed, write_row=False, steps=steps,
-                              episodes=episodes)
+                              episodes=episodes, finetune_seeds=finetune_seeds)
         if result is None:
             return None
         results.append(result)
@@ -464,13 +506,15 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
 
 def seeds_row(spec: Spec, results: List[dict]) -> List[str]:
     """Row cells from several seeds: the means, and in the noise cell the pretrained accuracies'
-    sd, the mean gain's standard error and every seed's figures (spread_cell)."""
+    sd, the mean gain's standard error and every seed's figures (spread_cell); one seed: its own row."""
+    if len(results) == 1:  # no seeds' spread to show (a fine-tune row's draws keep theirs)
+        return report_row(spec, results[0]["run"], results[0]["probes"])
     probe_sets = [r["probes"] for r in results]
     cells = report_row(spec, results[0]["run"], mean_probes(probe_sets))
     steps = ", ".join(str(r["run"]["steps"]) for r in results)
     fixed = " (fixed)" if results[0]["run"].get("fixed_steps") else ""
     cells[3] = f"{len(results)} seeds, {steps} steps{fixed}, {results[0]['run']['cpu_min']:.1f} CPU-min each"
-    cells[4] += episodes_note(probe_sets[0])
+    cells[4] += draws_note(probe_sets[0])
     cells[-1] = spread_cell(cells[-1], "seeds", probe_sets)
     return cells
 
@@ -552,6 +596,9 @@ def main(argv=None) -> int:
                         help="pretraining seeds (train.seed): one run each, the row shows their means and spread")
     parser.add_argument("--episodes", type=int, default=None,
                         help="few-shot rows: average this many draws of the shots (the row's default otherwise)")
+    parser.add_argument("--finetune-seeds", type=int, nargs="+", default=None,
+                        help="fine-tune rows: fine-tune both inits once per seed over the one pretraining "
+                             "checkpoint; the row shows the means and the seeds' spread")
     parser.add_argument("--probe-only", action="store_true",
                         help="no pretraining: probe the checkpoint of the earlier run in --runs again")
     parser.add_argument("--gin_param", action="append", default=[],
@@ -563,15 +610,16 @@ def main(argv=None) -> int:
     if args.what == "sweep":
         run_sweep(args.minutes or 3, args.ratios, args.runs, args.md, args.gin_param, name=args.on)
         return 0
-    # with `all`, --episodes reaches only the few-shot rows
-    episodes_of = lambda name: args.episodes if args.what != "all" or SPECS[name].episode_binding else None  # noqa: E731
     for name in (list(SPECS) if args.what == "all" else [args.what]):
+        # with `all`, --episodes reaches only the few-shot rows and --finetune-seeds only the fine-tune rows
+        draws = {"episodes": args.episodes if args.what != "all" or SPECS[name].episode_binding else None,
+                 "finetune_seeds": args.finetune_seeds if args.what != "all" or SPECS[name].finetune else None}
         if args.seeds:
             run_seeds(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.seeds, args.probe_only,
-                      steps=args.steps, episodes=episodes_of(name))
+                      steps=args.steps, **draws)
         else:
             run_modality(name, args.minutes or 12, args.runs, args.md, args.gin_param, args.probe_only,
-                         steps=args.steps, episodes=episodes_of(name))
+                         steps=args.steps, **draws)
     return 0
 
 

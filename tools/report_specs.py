@@ -41,6 +41,9 @@ class Spec:
     pretrained_by: Optional[str] = None  # the row whose pretraining run (same seed and budget) this row reuses
     episode_binding: Optional[str] = None  # few-shot rows: the binding that picks a draw of the k shots
     episodes: int = 1  # how many draws the row averages (tools/report.py --episodes overrides)
+    # fine-tune rows: fine-tune seeds over the one pretraining checkpoint (None: the pretraining
+    # seed alone; tools/report.py --finetune-seeds sets them), so a gain can be told from fine-tune noise
+    finetune_seeds: Optional[List[int]] = None
 
     def required(self) -> List[str]:
         return list(self.recipe) + list(self.needs)
