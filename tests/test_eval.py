@@ -387,7 +387,8 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
     assert "episodes sd 1.0, mean gain ±0.0 (pretrained 64.0 / 65.0 / 66.0, random 60.0 / 61.0 / 62.0)" in cells[9]
     calls.clear()
     one = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=1)  # one draw: a plain row
-    assert len(calls) == 2 and "draws" not in one["probes"] and one["probes"]["pretrained"]["top1_acc"] == 64.0
+    assert calls == []  # episode 0's fine-tunes finished above: read back
+    assert "draws" not in one["probes"] and one["probes"]["pretrained"]["top1_acc"] == 64.0
     assert "nan" not in open(md).read() and "mean of" not in open(md).read()
     calls.clear()
     with pytest.raises(SystemExit, match="not a few-shot fine-tune row"):
@@ -398,8 +399,9 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
 def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, monkeypatch):
     """--finetune-seeds 0 1 2: a fine-tune row fine-tunes both inits from the one pretraining
     checkpoint once per seed (train.seed=<s>, its own run directory), its row shows the means, the
-    seeds' spread and every seed's figures; run_seeds reuses it only with the same seeds; a row that
-    does not fine-tune, or repeated seeds, are refused before anything trains."""
+    seeds' spread and every seed's figures; run_seeds reuses it only with the same seeds; a stopped
+    row resumes at its first unfinished fine-tune, and none is read back once the checkpoint is
+    another; a row that does not fine-tune, or repeated seeds, are refused before anything trains."""
     report = load_tool("report")
     calls = []
 
@@ -434,8 +436,16 @@ def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, 
     calls.clear()
     report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
     assert calls == []  # the same seeds: reused from report.json
-    report.run_seeds(name, 10, runs, md, [], [0], steps=400)
-    assert len(calls) == 2  # other draws (the pretraining seed alone): fine-tuned again
+    alone = report.run_seeds(name, 10, runs, md, [], [0], steps=400)  # other draws: not the result above
+    assert "draws" not in alone["results"][0]["probes"] and calls == []  # seed 0's fine-tunes read back
+    os.remove(os.path.join(runs, f"{name}_ft2_pretrained", report.FINETUNE_RECORD))  # as if stopped there
+    again = report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1, 2])
+    assert [c[0] for c in calls] == [f"{name}_ft2_pretrained"]  # the finished fine-tunes are read back
+    assert again["probes"]["pretrained"]["top1_acc"] == 75.0 and again["probes"]["random_init"]["top1_acc"] == 72.0
+    calls.clear()
+    os.utime(checkpoint, ns=(1, 1))  # another pretraining run's checkpoint: nothing is read back
+    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
+    assert len(calls) == 4
     calls.clear()
     with pytest.raises(SystemExit, match="not a fine-tune row"):
         report.run_modality("points3d-unlabeled", 10, runs, md, steps=400, finetune_seeds=[0, 1])

@@ -23,6 +23,7 @@ bindings in Spec.eval_params (video: VideoDataset.probe, frames in order vs shuf
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -241,18 +242,27 @@ def draw_suffix(episode: int, finetune_seed: int, seed: int) -> str:
 
 def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int, episode: List[str]) -> dict:
     """One fine-tune pair (random init, pretrained) and the raw linear probe; `episode`: the
-    bindings of one draw of a few-shot row's shots (empty otherwise)."""
+    bindings of one draw of a few-shot row's shots (empty otherwise). A fine-tune that already
+    finished with the same command, recipe text and checkpoint is read back, not run again, so a
+    row of many draws that was stopped resumes at its first unfinished one."""
     out = {}
     for name, init in (("random_init", "None"), ("pretrained", repr(checkpoint))):
         run = spec.copy()
         run.recipe, run.params = [spec.finetune], []
         workdir = os.path.join(runs, f"{key}_{name}")
-        timing = run_training(run, workdir, [f"train.init_from={init}", f"train.seed={seed}",
-                                             *spec.finetune_params, *episode])
-        scored = [row for row in read_rows(workdir) if "eval_top1" in row]
-        out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
-                     "curve": [(row["step"], row["eval_top1"]) for row in scored],
-                     "wall_min": timing["wall_s"] / 60, "cpu_min": timing["cpu_s"] / 60}
+        params = [f"train.init_from={init}", f"train.seed={seed}", *spec.finetune_params, *episode]
+        stamp = finetune_stamp(run, workdir, params, checkpoint)
+        out[name] = finished_finetune(workdir, stamp)
+        if out[name] is None:
+            timing = run_training(run, workdir, params)
+            scored = [row for row in read_rows(workdir) if "eval_top1" in row]
+            out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
+                         "curve": [(row["step"], row["eval_top1"]) for row in scored],
+                         "wall_min": timing["wall_s"] / 60, "cpu_min": timing["cpu_s"] / 60}
+            with open(os.path.join(workdir, FINETUNE_RECORD), "w") as f:
+                json.dump({"stamp": stamp, "result": out[name]}, f, indent=1)
+        else:
+            print(f"[{key}] {name}: reusing the finished fine-tune in {workdir}", flush=True)
         print(f"[{key}] fine-tuned from {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
     linear = spec.copy()
     linear.protocol = "linear"
@@ -260,6 +270,30 @@ def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int
     out["raw"] = eval_probe(linear, checkpoint, raw=True)
     print(f"[{key}] raw: top1_acc={out['raw']['top1_acc']:.2f}", flush=True)
     return out
+
+
+FINETUNE_RECORD = "finetune_result.json"  # written into a fine-tune's run directory once it finished
+
+
+def finetune_stamp(run: Spec, workdir: str, params: List[str], checkpoint: str) -> dict:
+    """What makes a fine-tune's result: its command, its recipes' text and the checkpoint file
+    it may start from (size and modification time: a new pretraining run is another file)."""
+    def sha1(path):
+        with open(os.path.join(ROOT, path), "rb") as f:
+            return hashlib.sha1(f.read()).hexdigest()
+    info = os.stat(checkpoint)
+    return {"command": train_command(run, workdir, params), "recipes": {p: sha1(p) for p in run.recipe},
+            "checkpoint": [os.path.abspath(checkpoint), info.st_size, info.st_mtime_ns]}
+
+
+def finished_finetune(workdir: str, stamp: dict) -> Optional[dict]:
+    """The result of a fine-tune that finished in `workdir` with this stamp, or None."""
+    try:
+        with open(os.path.join(workdir, FINETUNE_RECORD)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record["result"] if record.get("stamp") == stamp else None
 
 
 def probe_all(spec: Spec, checkpoint: str, seed: int = 0) -> dict:
