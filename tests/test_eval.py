@@ -390,6 +390,10 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
     assert calls == []  # episode 0's fine-tunes finished above: read back
     assert "draws" not in one["probes"] and one["probes"]["pretrained"]["top1_acc"] == 64.0
     assert "nan" not in open(md).read() and "mean of" not in open(md).read()
+    both = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=2, finetune_seeds=[0, 1])
+    assert len(calls) == 4 and all("train.seed=1" in c for c in calls)  # seed 0 of episodes 0 and 1: read back
+    assert len(both["probes"]["draws"]) == 4
+    assert "mean of 4 runs: 2 episodes (draws of the shots) x 2 fine-tune seeds (0 1)" in open(md).read()
     calls.clear()
     with pytest.raises(SystemExit, match="not a few-shot fine-tune row"):
         report.run_modality("points3d-finetune", 10, runs, md, steps=400, episodes=3)
@@ -398,21 +402,20 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
 
 def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, monkeypatch):
     """--finetune-seeds 0 1 2: a fine-tune row fine-tunes both inits from the one pretraining
-    checkpoint once per seed (train.seed=<s>, its own run directory), its row shows the means, the
-    seeds' spread and every seed's figures; run_seeds reuses it only with the same seeds; a stopped
-    row resumes at its first unfinished fine-tune, and none is read back once the checkpoint is
-    another; a row that does not fine-tune, or repeated seeds, are refused before anything trains."""
+    checkpoint once per seed (train.seed=<s>, its own run directory) and probes raw input once;
+    its row shows the means, the seeds' spread and every seed's figures; run_seeds reuses the
+    result only for the same seeds; a refused combination trains nothing."""
     report = load_tool("report")
-    calls = []
+    calls, raw_probes = [], []
 
     def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
         calls.append((os.path.basename(workdir), params))
         seed = int(next(p for p in params if p.startswith("train.seed=")).split("=")[1])
-        top1 = 70.0 + 2 * seed + (3.0 if "None" not in params[0] else 0.0)  # pretrained: +3 at every seed
+        top1 = 70.0 + 2 * seed + (3.0 + seed if "None" not in params[0] else 0.0)  # gains 3 / 4 / 5
         return finished_run(workdir, 1200, top1)
 
     monkeypatch.setattr(report, "run_training", fake_training)
-    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: {"top1_acc": 50.0, "n_test": 288})
+    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: raw_probes.append(1) or {"top1_acc": 50.0, "n_test": 288})
     monkeypatch.setattr(report.SPECS["points3d-unlabeled-finetune-lpft"], "needs", [])
     runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
     checkpoint = str(tmp_path / "last.pt")
@@ -426,32 +429,76 @@ def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, 
                                      for init in ("random_init", "pretrained")]
     assert all(f"train.init_from={checkpoint!r}" in c[1] for c in calls[1::2])  # one checkpoint, no pretraining
     assert [c[1][1] for c in calls[::2]] == ["train.seed=0", "train.seed=1", "train.seed=2"]
+    assert len(raw_probes) == 1  # raw input does not depend on the fine-tune seed
     probes = result["results"][0]["probes"]
-    assert probes["pretrained"]["top1_acc"] == 75.0 and probes["random_init"]["top1_acc"] == 72.0
+    assert probes["pretrained"]["top1_acc"] == 76.0 and probes["random_init"]["top1_acc"] == 72.0
     assert result["results"][0]["command"].endswith("--steps 400 --finetune-seeds 0 1 2")
     row = next(line for line in open(md).read().splitlines() if line.startswith(f"| {name} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[5:8] == ["72.0", "**75.0**", "+3.0"] and "mean of 3 fine-tune seeds (0 1 2)" in cells[4]
-    assert "fine-tune seeds sd 2.0, mean gain ±0.0 (pretrained 73.0 / 75.0 / 77.0, random 70.0 / 72.0 / 74.0)" in cells[9]
+    assert cells[5:8] == ["72.0", "**76.0**", "+4.0"] and "mean of 3 fine-tune seeds (0 1 2)" in cells[4]
+    # gains 3 / 4 / 5: sd 1, standard error 1 / sqrt(3)
+    assert "fine-tune seeds sd 3.0, mean gain ±0.6 (pretrained 73.0 / 76.0 / 79.0, random 70.0 / 72.0 / 74.0)" in cells[9]
+    for draw in ("", "_ft1", "_ft2"):  # without the fine-tunes' own records, only report.json can give it
+        for init in ("random_init", "pretrained"):
+            os.remove(os.path.join(runs, f"{name}{draw}_{init}", report.FINETUNE_RECORD))
     calls.clear()
     report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
     assert calls == []  # the same seeds: reused from report.json
-    alone = report.run_seeds(name, 10, runs, md, [], [0], steps=400)  # other draws: not the result above
-    assert "draws" not in alone["results"][0]["probes"] and calls == []  # seed 0's fine-tunes read back
-    os.remove(os.path.join(runs, f"{name}_ft2_pretrained", report.FINETUNE_RECORD))  # as if stopped there
-    again = report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1, 2])
-    assert [c[0] for c in calls] == [f"{name}_ft2_pretrained"]  # the finished fine-tunes are read back
-    assert again["probes"]["pretrained"]["top1_acc"] == 75.0 and again["probes"]["random_init"]["top1_acc"] == 72.0
+    report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 5])
+    assert [c[0] for c in calls] == [f"{name}{draw}_{init}" for draw in ("", "_ft5")
+                                     for init in ("random_init", "pretrained")]
     calls.clear()
-    os.utime(checkpoint, ns=(1, 1))  # another pretraining run's checkpoint: nothing is read back
-    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
-    assert len(calls) == 4
-    calls.clear()
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a refused row trains nothing")
+
+    monkeypatch.setattr(report, "run_training", must_not_train)
     with pytest.raises(SystemExit, match="not a fine-tune row"):
         report.run_modality("points3d-unlabeled", 10, runs, md, steps=400, finetune_seeds=[0, 1])
     with pytest.raises(SystemExit, match="different seeds"):
         report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[1, 1])
-    assert calls == []
+    with pytest.raises(SystemExit, match="one pretraining seed"):
+        report.run_seeds(name, 10, runs, md, [], [0, 1], steps=400, finetune_seeds=[0, 1])
+
+
+def test_report_reads_back_a_finished_fine_tune_but_not_a_stopped_one_or_another_checkpoint(tmp_path, monkeypatch):
+    """A many-draw row that was stopped resumes: a fine-tune whose run directory holds its result
+    with the same stamp is read back; one that stopped short of its train.steps, or one that
+    started from another checkpoint file, runs again. The stamp covers included recipes too."""
+    report = load_tool("report")
+    calls, short = [], set()
+
+    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
+        calls.append(os.path.basename(workdir))
+        timing = finished_run(workdir, 600 if os.path.basename(workdir) in short else 1200, 80.0)
+        with open(os.path.join(workdir, "config.gin"), "w") as f:
+            f.write("train.steps = 1200\ntrain.seed = 0\n")
+        return timing
+
+    monkeypatch.setattr(report, "run_training", fake_training)
+    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: {"top1_acc": 50.0, "n_test": 288})
+    monkeypatch.setattr(report.SPECS["points3d-unlabeled-finetune"], "needs", [])
+    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
+    checkpoint = str(tmp_path / "last.pt")
+    open(checkpoint, "w").close()
+    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
+           "checkpoint": checkpoint}
+    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
+    name = "points3d-unlabeled-finetune"
+    short.add(f"{name}_ft1_pretrained")  # this one is stopped at step 600 of 1200
+    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
+    assert len(calls) == 4
+    calls.clear()
+    short.clear()
+    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
+    assert calls == [f"{name}_ft1_pretrained"]  # the finished ones are read back, the stopped one runs again
+    calls.clear()
+    os.utime(checkpoint, ns=(1, 1))  # another pretraining run's checkpoint: nothing is read back
+    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
+    assert len(calls) == 4
+    closure = report.recipe_closure(["gin/finetune_points_lpft.gin"])  # includes of includes, each once
+    assert closure[:3] == ["gin/finetune_points_lpft.gin", "gin/finetune_points.gin", "gin/point_mae_kicad_cpu.gin"]
+    assert "gin/point_mae.gin" in closure and len(set(closure)) == len(closure)
 
 
 def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_test():

@@ -225,12 +225,15 @@ def finetune_all(spec: Spec, checkpoint: str, runs: str, key: Optional[str] = No
     A row with several draws (spec.episodes > 1 draws of a few-shot row's shots, and/or
     spec.finetune_seeds: fine-tune seeds over this one checkpoint) does this per draw and gives
     their means, each draw's result under 'draws' and what varied under 'varied'."""
-    seeds = spec.finetune_seeds or [seed]
-    draws = [finetune_episode(spec, checkpoint, runs, (key or spec.key) + draw_suffix(e, s, seed), s,
-                              [f"{spec.episode_binding}={e}"] if spec.episode_binding else [])
-             for e in range(spec.episodes) for s in seeds]
-    if len(draws) == 1:
-        return draws[0]
+    seeds, draws = spec.finetune_seeds or [seed], []
+    for e in range(spec.episodes):
+        episode, raw = [f"{spec.episode_binding}={e}"] if spec.episode_binding else [], None
+        for s in seeds:  # the raw probe depends on the episode only: once per episode
+            draws.append(finetune_episode(spec, checkpoint, runs, (key or spec.key) + draw_suffix(e, s, seed), s,
+                                          episode, raw))
+            raw = draws[-1]["raw"]
+    if len(draws) == 1:  # a plain row; one fine-tune seed other than the pretraining seed is named in it
+        return dict(draws[0], **({"finetune_seed": seeds[0]} if seeds[0] != seed else {}))
     return dict(mean_probes(draws), draws=draws, varied={"episodes": spec.episodes, "finetune_seeds": seeds})
 
 
@@ -240,11 +243,13 @@ def draw_suffix(episode: int, finetune_seed: int, seed: int) -> str:
     return (f"_ep{episode}" if episode else "") + (f"_ft{finetune_seed}" if finetune_seed != seed else "")
 
 
-def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int, episode: List[str]) -> dict:
-    """One fine-tune pair (random init, pretrained) and the raw linear probe; `episode`: the
-    bindings of one draw of a few-shot row's shots (empty otherwise). A fine-tune that already
-    finished with the same command, recipe text and checkpoint is read back, not run again, so a
-    row of many draws that was stopped resumes at its first unfinished one."""
+def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int, episode: List[str],
+                     raw: Optional[dict] = None) -> dict:
+    """One fine-tune pair (random init, pretrained) and the raw linear probe (`raw` when it was
+    already measured for this episode); `episode`: the bindings of one draw of a few-shot row's
+    shots (empty otherwise). A fine-tune that already finished with the same stamp
+    (finetune_stamp: command, recipes, code, data, checkpoint) is read back, not run again, so a
+    row of many draws that was stopped resumes at its first unfinished fine-tune."""
     out = {}
     for name, init in (("random_init", "None"), ("pretrained", repr(checkpoint))):
         run = spec.copy()
@@ -259,16 +264,19 @@ def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int
             out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
                          "curve": [(row["step"], row["eval_top1"]) for row in scored],
                          "wall_min": timing["wall_s"] / 60, "cpu_min": timing["cpu_s"] / 60}
-            with open(os.path.join(workdir, FINETUNE_RECORD), "w") as f:
-                json.dump({"stamp": stamp, "result": out[name]}, f, indent=1)
+            if planned_steps(workdir) in (None, out[name]["steps"]):  # a run stopped short is no result to keep
+                with open(os.path.join(workdir, FINETUNE_RECORD), "w") as f:
+                    json.dump({"stamp": stamp, "result": out[name]}, f, indent=1)
         else:
             print(f"[{key}] {name}: reusing the finished fine-tune in {workdir}", flush=True)
         print(f"[{key}] fine-tuned from {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
-    linear = spec.copy()
-    linear.protocol = "linear"
-    linear.eval_params = list(spec.eval_params) + list(episode)
-    out["raw"] = eval_probe(linear, checkpoint, raw=True)
-    print(f"[{key}] raw: top1_acc={out['raw']['top1_acc']:.2f}", flush=True)
+    if raw is None:
+        linear = spec.copy()
+        linear.protocol = "linear"
+        linear.eval_params = list(spec.eval_params) + list(episode)
+        raw = eval_probe(linear, checkpoint, raw=True)
+        print(f"[{key}] raw: top1_acc={raw['top1_acc']:.2f}", flush=True)
+    out["raw"] = raw
     return out
 
 
@@ -276,14 +284,56 @@ FINETUNE_RECORD = "finetune_result.json"  # written into a fine-tune's run direc
 
 
 def finetune_stamp(run: Spec, workdir: str, params: List[str], checkpoint: str) -> dict:
-    """What makes a fine-tune's result: its command, its recipes' text and the checkpoint file
-    it may start from (size and modification time: a new pretraining run is another file)."""
-    def sha1(path):
-        with open(os.path.join(ROOT, path), "rb") as f:
-            return hashlib.sha1(f.read()).hexdigest()
+    """What makes a fine-tune's result: its command, the text of its recipes and of every recipe
+    they include, the code that trains (unimask/, modalities/, tools/train.py), the data files the
+    row needs and the checkpoint file it may start from (a new pretraining run is another file)."""
     info = os.stat(checkpoint)
-    return {"command": train_command(run, workdir, params), "recipes": {p: sha1(p) for p in run.recipe},
+    code = [os.path.join("tools", "train.py"), os.path.join("tools", "common.py")]
+    code += [path for top in ("unimask", "modalities") for path in tree_files(top) if path.endswith(".py")]
+    data = [path for top in run.needs for path in tree_files(top)]
+    return {"command": train_command(run, workdir, params),
+            "recipes": {path: file_sha1(path) for path in recipe_closure(run.recipe)},
+            "code": hashlib.sha1("".join(file_sha1(path) for path in code).encode()).hexdigest(),
+            "data": [len(data), sum(os.path.getsize(os.path.join(ROOT, p)) for p in data),
+                     max((os.stat(os.path.join(ROOT, p)).st_mtime_ns for p in data), default=0)],
             "checkpoint": [os.path.abspath(checkpoint), info.st_size, info.st_mtime_ns]}
+
+
+def file_sha1(path: str) -> str:
+    with open(os.path.join(ROOT, path), "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def tree_files(top: str) -> List[str]:
+    """Every file under `top` (relative to the repository; a file alone if `top` is one), sorted."""
+    root = os.path.join(ROOT, top)
+    if os.path.isfile(root):
+        return [top]
+    return sorted(os.path.relpath(os.path.join(d, name), ROOT) for d, _, names in os.walk(root) for name in names
+                  if "__pycache__" not in d)
+
+
+def recipe_closure(recipes: List[str]) -> List[str]:
+    """The gin files and every file they include (gin's `include 'path'` lines), in first-seen order."""
+    seen, todo = [], list(recipes)
+    while todo:
+        path = todo.pop(0)
+        if path in seen:
+            continue
+        seen.append(path)
+        with open(os.path.join(ROOT, path)) as f:
+            todo += re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", f.read(), flags=re.M)
+    return seen
+
+
+def planned_steps(workdir: str) -> Optional[int]:
+    """train.steps as the run's config.gin recorded it (None when it does not say)."""
+    try:
+        with open(os.path.join(workdir, "config.gin")) as f:
+            found = re.search(r"^train\.steps\s*=\s*(\d+)", f.read(), flags=re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
 
 
 def finished_finetune(workdir: str, stamp: dict) -> Optional[dict]:
@@ -375,7 +425,7 @@ def report_row(spec: Spec, run: dict, probes: dict) -> List[str]:
         protocol = f"fine-tune `{spec.finetune}`, {probes['pretrained']['steps']} steps; raw: linear"
     n_test = probes["raw"].get("n_test") or probes["pretrained"].get("n_test")
     noise = noise_cell(pre_acc, n_test)
-    protocol += draws_note(probes)
+    protocol += draws_note(probes) + (f"; fine-tune seed {probes['finetune_seed']}" if "finetune_seed" in probes else "")
     if probes.get("draws"):
         noise = spread_cell(noise, draws_word(probes["varied"]), probes["draws"])
     return [spec.key, spec.data, recipe, time_cell, protocol, f"{random_acc:.1f}",
@@ -516,6 +566,9 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
     """The row over several pretraining seeds: each seed's run and probes (reusing a seed's earlier
     result in report.json when it has the same budget), then one row with the means and the
     seeds' spread next to the test-set standard error."""
+    if finetune_seeds and len(seeds) > 1:  # every pretraining seed would fine-tune the same random inits
+        raise SystemExit("--finetune-seeds with several --seeds: the random-init fine-tunes would repeat for "
+                         "every pretraining seed; give one pretraining seed")
     earlier = load_json(os.path.join(runs, "report.json"))
     results = []
     wanted = with_draws(SPECS[name].copy(), episodes, finetune_seeds)
@@ -526,7 +579,7 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
                                                                                         wanted.finetune_seeds)
         if same_draws and same_budget(done, minutes, steps) and not probe_only:
             print(f"[{key}] reusing the earlier run of the same budget in report.json")
-            results.append(done)
+            results.append(dict(done, probes=with_draws_key(done["probes"], done.get("episodes", 1), seed)))
             continue
         result = run_modality(name, minutes, runs, md_path, params, probe_only, seed=seed, write_row=False, steps=steps,
                               episodes=episodes, finetune_seeds=finetune_seeds)
@@ -536,6 +589,16 @@ def run_seeds(name: str, minutes: float, runs: str, md_path: str, params: List[s
     spec = SPECS[name].copy()
     update_markdown("pretraining", TABLE_HEADER, seeds_row(spec, results), md_path)
     return {"seeds": seeds, "results": results}
+
+
+def with_draws_key(probes: dict, episodes: int, seed: int) -> dict:
+    """Probes as finetune_all gives them now: report.json written before fine-tune seeds kept a
+    few-shot row's draws under 'episodes' (one fine-tune seed, the pretraining seed)."""
+    if "episodes" not in probes or "draws" in probes:
+        return probes
+    probes = dict(probes, draws=probes["episodes"], varied={"episodes": episodes, "finetune_seeds": [seed]})
+    del probes["episodes"]
+    return probes
 
 
 def seeds_row(spec: Spec, results: List[dict]) -> List[str]:
@@ -634,7 +697,8 @@ def main(argv=None) -> int:
                         help="fine-tune rows: fine-tune both inits once per seed over the one pretraining "
                              "checkpoint; the row shows the means and the seeds' spread")
     parser.add_argument("--probe-only", action="store_true",
-                        help="no pretraining: probe the checkpoint of the earlier run in --runs again")
+                        help="no pretraining: probe the checkpoint of the earlier run in --runs again (a "
+                             "fine-tune row reads back its finished fine-tunes and probes raw input again)")
     parser.add_argument("--gin_param", action="append", default=[],
                         help="extra binding for pretraining (kept in the checkpoint, so the probes see it too); "
                              "with --probe-only, for the probes")
