@@ -316,6 +316,18 @@ def finished_run(workdir: str, step: int, top1: float) -> dict:
     return {"wall_s": 1.0, "cpu_s": 2.0, "terminated": False, "row_cpu": []}
 
 
+def finished_pretraining(report, tmp_path) -> tuple:
+    """runs/, the markdown file and the checkpoint of a points3d-unlabeled run of 400 fixed steps
+    that report.json already holds (what the fine-tune rows reuse): -> (runs, md, checkpoint)."""
+    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
+    checkpoint = str(tmp_path / "last.pt")
+    open(checkpoint, "w").close()
+    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
+           "checkpoint": checkpoint}
+    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
+    return runs, md, checkpoint
+
+
 def test_report_fixed_steps_skip_the_timing_run_and_a_finetune_row_reuses_its_pretraining(tmp_path, monkeypatch):
     """--steps N: no timing run, exactly N steps with 5% warmup and no budget to stop them; a row
     with pretrained_by (points3d-finetune) fine-tunes the checkpoint of that row's run of the same
@@ -370,12 +382,7 @@ def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatc
     monkeypatch.setattr(report, "run_training", fake_training)
     monkeypatch.setattr(report, "eval_probe", fake_probe)
     monkeypatch.setattr(report.SPECS["points3d-10shot"], "needs", [])
-    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
-    checkpoint = str(tmp_path / "last.pt")
-    open(checkpoint, "w").close()
-    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
-           "checkpoint": checkpoint}
-    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
+    runs, md, checkpoint = finished_pretraining(report, tmp_path)
     result = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=3)
     assert len(calls) == 6 and [c[-1] for c in calls[::2]] == [f"PointCloudDataset.episode={e}" for e in range(3)]
     assert [p[-1] for p in probes] == [f"PointCloudDataset.episode={e}" for e in range(3)]
@@ -417,12 +424,7 @@ def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, 
     monkeypatch.setattr(report, "run_training", fake_training)
     monkeypatch.setattr(report, "eval_probe", lambda *a, **k: raw_probes.append(1) or {"top1_acc": 50.0, "n_test": 288})
     monkeypatch.setattr(report.SPECS["points3d-unlabeled-finetune-lpft"], "needs", [])
-    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
-    checkpoint = str(tmp_path / "last.pt")
-    open(checkpoint, "w").close()
-    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
-           "checkpoint": checkpoint}
-    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
+    runs, md, checkpoint = finished_pretraining(report, tmp_path)
     name = "points3d-unlabeled-finetune-lpft"
     result = report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
     assert [c[0] for c in calls] == [f"{name}{suffix}_{init}" for suffix in ("", "_ft1", "_ft2")
@@ -478,12 +480,7 @@ def test_report_reads_back_a_finished_fine_tune_but_not_a_stopped_one_or_another
     monkeypatch.setattr(report, "run_training", fake_training)
     monkeypatch.setattr(report, "eval_probe", lambda *a, **k: {"top1_acc": 50.0, "n_test": 288})
     monkeypatch.setattr(report.SPECS["points3d-unlabeled-finetune"], "needs", [])
-    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
-    checkpoint = str(tmp_path / "last.pt")
-    open(checkpoint, "w").close()
-    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
-           "checkpoint": checkpoint}
-    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
+    runs, md, checkpoint = finished_pretraining(report, tmp_path)
     name = "points3d-unlabeled-finetune"
     short.add(f"{name}_ft1_pretrained")  # this one is stopped at step 600 of 1200
     report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
