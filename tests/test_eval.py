@@ -442,7 +442,7 @@ def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, 
     assert "fine-tune seeds sd 3.0, mean gain ±0.6 (pretrained 73.0 / 76.0 / 79.0, random 70.0 / 72.0 / 74.0)" in cells[9]
     for draw in ("", "_ft1", "_ft2"):  # without the fine-tunes' own records, only report.json can give it
         for init in ("random_init", "pretrained"):
-            os.remove(os.path.join(runs, f"{name}{draw}_{init}", report.FINETUNE_RECORD))
+            os.remove(os.path.join(runs, f"{name}{draw}_{init}", load_tool("finetune_records").FINETUNE_RECORD))
     calls.clear()
     report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
     assert calls == []  # the same seeds: reused from report.json
@@ -493,7 +493,7 @@ def test_report_reads_back_a_finished_fine_tune_but_not_a_stopped_one_or_another
     os.utime(checkpoint, ns=(1, 1))  # another pretraining run's checkpoint: nothing is read back
     report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
     assert len(calls) == 4
-    closure = report.recipe_closure(["gin/finetune_points_lpft.gin"])  # includes of includes, each once
+    closure = load_tool("finetune_records").recipe_closure(["gin/finetune_points_lpft.gin"])  # includes of includes, each once
     assert closure[:3] == ["gin/finetune_points_lpft.gin", "gin/finetune_points.gin", "gin/point_mae_kicad_cpu.gin"]
     assert "gin/point_mae.gin" in closure and len(set(closure)) == len(closure)
 

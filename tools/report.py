@@ -23,7 +23,6 @@ bindings in Spec.eval_params (video: VideoDataset.probe, frames in order vs shuf
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -50,6 +49,7 @@ WALL_CAP = 4.0  # x the budget in wall minutes: the same, for a machine too busy
 SWEEP_HEADER = ["Mask ratio", "Steps", "CPU-min", "Linear probe", "Random init"]
 
 
+from finetune_records import finetune_stamp, finished_finetune, save_finetune  # noqa: E402
 from report_specs import SPECS, Spec  # noqa: E402
 
 
@@ -256,7 +256,7 @@ def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int
         run.recipe, run.params = [spec.finetune], []
         workdir = os.path.join(runs, f"{key}_{name}")
         params = [f"train.init_from={init}", f"train.seed={seed}", *spec.finetune_params, *episode]
-        stamp = finetune_stamp(run, workdir, params, checkpoint)
+        stamp = finetune_stamp(train_command(run, workdir, params), run.recipe, run.needs, checkpoint)
         out[name] = finished_finetune(workdir, stamp)
         if out[name] is None:
             timing = run_training(run, workdir, params)
@@ -264,9 +264,7 @@ def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int
             out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
                          "curve": [(row["step"], row["eval_top1"]) for row in scored],
                          "wall_min": timing["wall_s"] / 60, "cpu_min": timing["cpu_s"] / 60}
-            if planned_steps(workdir) in (None, out[name]["steps"]):  # a run stopped short is no result to keep
-                with open(os.path.join(workdir, FINETUNE_RECORD), "w") as f:
-                    json.dump({"stamp": stamp, "result": out[name]}, f, indent=1)
+            save_finetune(workdir, stamp, out[name])
         else:
             print(f"[{key}] {name}: reusing the finished fine-tune in {workdir}", flush=True)
         print(f"[{key}] fine-tuned from {name}: top1_acc={out[name]['top1_acc']:.2f}", flush=True)
@@ -278,72 +276,6 @@ def finetune_episode(spec: Spec, checkpoint: str, runs: str, key: str, seed: int
         print(f"[{key}] raw: top1_acc={raw['top1_acc']:.2f}", flush=True)
     out["raw"] = raw
     return out
-
-
-FINETUNE_RECORD = "finetune_result.json"  # written into a fine-tune's run directory once it finished
-
-
-def finetune_stamp(run: Spec, workdir: str, params: List[str], checkpoint: str) -> dict:
-    """What makes a fine-tune's result: its command, the text of its recipes and of every recipe
-    they include, the code that trains (unimask/, modalities/, tools/train.py), the data files the
-    row needs and the checkpoint file it may start from (a new pretraining run is another file)."""
-    info = os.stat(checkpoint)
-    code = [os.path.join("tools", "train.py"), os.path.join("tools", "common.py")]
-    code += [path for top in ("unimask", "modalities") for path in tree_files(top) if path.endswith(".py")]
-    data = [path for top in run.needs for path in tree_files(top)]
-    return {"command": train_command(run, workdir, params),
-            "recipes": {path: file_sha1(path) for path in recipe_closure(run.recipe)},
-            "code": hashlib.sha1("".join(file_sha1(path) for path in code).encode()).hexdigest(),
-            "data": [len(data), sum(os.path.getsize(os.path.join(ROOT, p)) for p in data),
-                     max((os.stat(os.path.join(ROOT, p)).st_mtime_ns for p in data), default=0)],
-            "checkpoint": [os.path.abspath(checkpoint), info.st_size, info.st_mtime_ns]}
-
-
-def file_sha1(path: str) -> str:
-    with open(os.path.join(ROOT, path), "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()
-
-
-def tree_files(top: str) -> List[str]:
-    """Every file under `top` (relative to the repository; a file alone if `top` is one), sorted."""
-    root = os.path.join(ROOT, top)
-    if os.path.isfile(root):
-        return [top]
-    return sorted(os.path.relpath(os.path.join(d, name), ROOT) for d, _, names in os.walk(root) for name in names
-                  if "__pycache__" not in d)
-
-
-def recipe_closure(recipes: List[str]) -> List[str]:
-    """The gin files and every file they include (gin's `include 'path'` lines), in first-seen order."""
-    seen, todo = [], list(recipes)
-    while todo:
-        path = todo.pop(0)
-        if path in seen:
-            continue
-        seen.append(path)
-        with open(os.path.join(ROOT, path)) as f:
-            todo += re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", f.read(), flags=re.M)
-    return seen
-
-
-def planned_steps(workdir: str) -> Optional[int]:
-    """train.steps as the run's config.gin recorded it (None when it does not say)."""
-    try:
-        with open(os.path.join(workdir, "config.gin")) as f:
-            found = re.search(r"^train\.steps\s*=\s*(\d+)", f.read(), flags=re.M)
-    except OSError:
-        return None
-    return int(found.group(1)) if found else None
-
-
-def finished_finetune(workdir: str, stamp: dict) -> Optional[dict]:
-    """The result of a fine-tune that finished in `workdir` with this stamp, or None."""
-    try:
-        with open(os.path.join(workdir, FINETUNE_RECORD)) as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return record["result"] if record.get("stamp") == stamp else None
 
 
 def probe_all(spec: Spec, checkpoint: str, seed: int = 0) -> dict:
