@@ -25,11 +25,10 @@ def finetune_stamp(command: List[str], recipes: List[str], needs: List[str], che
     info = os.stat(checkpoint)
     code = [os.path.join("tools", "train.py"), os.path.join("tools", "common.py")]
     code += [path for top in ("unimask", "modalities") for path in tree_files(top) if path.endswith(".py")]
-    data = [path for top in needs for path in tree_files(top)]
+    data = [os.stat(os.path.join(ROOT, path)) for top in needs for path in tree_files(top)]
     return {"command": command, "recipes": {path: file_sha1(path) for path in recipe_closure(recipes)},
             "code": hashlib.sha1("".join(file_sha1(path) for path in code).encode()).hexdigest(),
-            "data": [len(data), sum(os.path.getsize(os.path.join(ROOT, p)) for p in data),
-                     max((os.stat(os.path.join(ROOT, p)).st_mtime_ns for p in data), default=0)],
+            "data": [len(data), sum(st.st_size for st in data), max((st.st_mtime_ns for st in data), default=0)],
             "checkpoint": [os.path.abspath(checkpoint), info.st_size, info.st_mtime_ns]}
 
 
