@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms import RandomResizedCrop
 
 from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, save_rows, unpatchify
+from modalities.limits import MAX_FRAME_PIXELS, MAX_FRAMES, Limit, SizeLimitError
 from modalities.video_decode import VideoReader, set_decoder_logging
 from unimask.data import SampleDataset
 from unimask.files import check_split, has_split, list_split_files
@@ -101,6 +102,8 @@ class VideoDataset(SampleDataset):
     side by side such as Kinetics' train.csv / val.csv, or `test_root`). A probe on data without
     a split of its own uses the same videos: split='train' takes windows from the first half of
     each video and split='test' from the last 30%, so test clips are not near-copies of train clips.
+    max_frames / max_pixels: size guards on what a file's container header declares (frames,
+    pixels a frame), checked before decoding (modalities/limits.py).
     """
 
     def __init__(self, root=gin.REQUIRED, num_frames: int = 16, sampling_rate: int = 4, img_size: int = 224,
@@ -108,7 +111,7 @@ class VideoDataset(SampleDataset):
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  skip_bad_samples: bool = False, backend: str = "auto", clips_per_video: int = 1,
                  probe: Optional[str] = None, split: str = "train", verbose_decode: bool = False,
-                 test_root=None):
+                 test_root=None, max_frames: Optional[int] = MAX_FRAMES, max_pixels: Optional[int] = MAX_FRAME_PIXELS):
         if verbose_decode:
             set_decoder_logging(True)
         if probe not in (None,) + PROBES:
@@ -138,6 +141,7 @@ class VideoDataset(SampleDataset):
         self.num_frames, self.stride, self.repeats = num_frames, sampling_rate, repeats
         self.samples_per_item, self.skip_bad_samples, self.backend = repeats, skip_bad_samples, backend
         self.frames_to_clip = ClipTransform(img_size, min_scale, augment, mean, std)
+        self.limits = (Limit(max_frames, "VideoDataset.max_frames"), Limit(max_pixels, "VideoDataset.max_pixels"))
 
     def window_position(self, slot: int) -> Optional[float]:
         """Where clip `slot` of a video starts, in [0, 1] of the possible starts; None = random."""
@@ -151,7 +155,9 @@ class VideoDataset(SampleDataset):
     def load(self, index):
         path, label, slot, altered = self.items[index]
         try:
-            reader = VideoReader(path, self.backend)
+            reader = VideoReader(path, self.backend, *self.limits)
+        except SizeLimitError:
+            raise
         except Exception as err:
             raise ValueError(f"cannot decode the video: {err}") from err
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))

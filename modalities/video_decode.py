@@ -7,6 +7,11 @@ frame's presentation timestamp and which frames are key frames, so frame i is fo
 to the last key frame at or before it and decoding forward from there. Files the index cannot
 describe (no timestamps, or a decoded frame whose timestamp no packet had, e.g. AVI's packed
 B-frames) are decoded from the start instead, as before.
+
+Before either backend touches a file, its container header is read (PyAV opens a file without
+decoding it) and the declared frame size and frame count are checked against the dataset's
+max_pixels / max_frames (modalities/limits.py): a small file declaring 60k x 60k frames or a
+billion of them is refused naming the binding, before a frame is decoded.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import os
 from typing import Optional
 
 import numpy as np
+
+from modalities.limits import MAX_FRAME_PIXELS, MAX_FRAMES, Limit
 
 try:
     import decord
@@ -143,6 +150,39 @@ class AVIndex:
         return frames
 
 
+def declared_frames(container, stream) -> int:
+    """The frame count a container declares: its own count, else duration x frame rate; 0 unknown."""
+    import av
+
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    else:
+        seconds = container.duration / av.time_base if container.duration else 0.0
+    return int(seconds * float(rate)) if rate and seconds > 0 else 0
+
+
+def check_video_header(path: str, max_frames: Limit, max_pixels: Limit):
+    """The first video stream's declared frame size and frame count against the limits. A file
+    PyAV cannot open is left to the decoder, whose error says what is wrong with it."""
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception:  # not a container FFmpeg knows: the decoder reports it
+        return
+    with container:
+        if not container.streams.video:
+            return
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        max_pixels.check(path, f"the video stream's frame size ({width} x {height})", width * height,
+                         "pixels a frame", width * height * 3)
+        max_frames.check(path, "the video stream", declared_frames(container, stream), "frames")
+
+
 def count_frames(path: str) -> int:
     """The container's frame count when it has one, else the frames counted by decoding them
     (none is converted to RGB)."""
@@ -154,9 +194,13 @@ def count_frames(path: str) -> int:
 
 
 class VideoReader:
-    """Frame count, frame rate and random access; decord when available, PyAV otherwise."""
+    """Frame count, frame rate and random access; decord when available, PyAV otherwise.
+    max_frames / max_pixels: the size guard, checked on the container header before decoding
+    (and the frame count again once the backend has counted)."""
 
-    def __init__(self, path: str, backend: str = "auto"):
+    def __init__(self, path: str, backend: str = "auto", max_frames: Limit = Limit(MAX_FRAMES, "VideoDataset.max_frames"),
+                 max_pixels: Limit = Limit(MAX_FRAME_PIXELS, "VideoDataset.max_pixels")):
+        check_video_header(path, max_frames, max_pixels)
         self.path = path
         self.backend = "decord" if backend == "auto" and decord is not None else ("av" if backend == "auto" else backend)
         self.index: Optional[AVIndex] = None
@@ -166,6 +210,7 @@ class VideoReader:
         else:
             self.index = AVIndex(path)
             self.count, self.fps = self.index.count, self.index.fps
+        max_frames.check(path, "the video stream", self.count, "frames (counted)")
 
     def __len__(self):
         return self.count

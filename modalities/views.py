@@ -46,7 +46,7 @@ class FramePairs(SampleDataset):
             sample = self.dataset.load(index)  # {'video': [3, T, S, S], 'label'}
             return {"image": sample["video"][:, 0], "image_2": sample["video"][:, -1], "label": sample["label"]}
         path, label = self.items[index]
-        reader = VideoReader(path, self.dataset.backend)
+        reader = VideoReader(path, self.dataset.backend, *self.dataset.limits)
         if len(reader) <= self.min_gap:
             raise ValueError(f"{path}: {len(reader)} frames, too few for two frames {self.min_gap} apart")
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))

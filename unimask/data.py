@@ -57,6 +57,7 @@ class SampleDataset(torch.utils.data.Dataset):
     samples_per_item = 1  # several samples drawn from one decoded file (repeated sampling)
     skip_bad_samples = False
     items: list = []  # one (path, label, ...) tuple per sample, filled by the subclass
+    classes = None  # names of string labels, index = class id (sorted over the train split); None: ints
 
     def __len__(self):
         return len(self.items)

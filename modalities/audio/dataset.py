@@ -14,6 +14,7 @@ import torch
 
 from modalities.audio.decode import AUDIO_EXTS, load_waveform
 from modalities.audio.features import AUDIOSET_MEAN, AUDIOSET_STD, fbank, fit_frames, normalize
+from modalities.limits import MAX_SAMPLES, MAX_SECONDS, Limit
 from unimask.data import SampleDataset
 from unimask.files import check_split, list_split_files
 
@@ -32,13 +33,16 @@ class AudioDataset(SampleDataset):
     window (probes: the centred window, short files at its start, as AudioMAE pads);
     roll_and_gain: AudioMAE's roll_mag_aug (the waveform rolled by a random shift and scaled by
     Beta(10, 10) + 0.5), on top of augment.
+    max_seconds / max_samples: size guards: a file whose header declares a longer duration, or
+    more values (frames x channels), is refused before decoding (modalities/limits.py).
     """
 
     def __init__(self, root=gin.REQUIRED, sample_rate: int = 16000, clip_seconds: float = 10.0,
                  target_length: int = 1024, num_mel_bins: int = 128, frame_shift_ms: float = 10.0,
                  frame_length_ms: float = 25.0, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD,
                  augment: bool = True, roll_and_gain: bool = False, split: str = "train", test_root=None,
-                 skip_bad_samples: bool = False, limit: Optional[int] = None):
+                 skip_bad_samples: bool = False, limit: Optional[int] = None,
+                 max_seconds: Optional[float] = MAX_SECONDS, max_samples: Optional[int] = MAX_SAMPLES):
         check_split(split, "AudioDataset.split")
         if clip_seconds <= 0 or target_length < 1 or num_mel_bins < 1:
             raise ValueError(f"AudioDataset needs clip_seconds > 0, target_length >= 1 and num_mel_bins >= 1, got "
@@ -51,6 +55,7 @@ class AudioDataset(SampleDataset):
         self.num_mel_bins, self.frame_shift_ms, self.frame_length_ms = num_mel_bins, frame_shift_ms, frame_length_ms
         self.mean, self.std, self.augment, self.skip_bad_samples = mean, std, augment, skip_bad_samples
         self.roll_and_gain = roll_and_gain
+        self.limits = (Limit(max_seconds, "AudioDataset.max_seconds"), Limit(max_samples, "AudioDataset.max_samples"))
 
     def window(self, wave: torch.Tensor) -> tuple:
         """The clip_seconds of a waveform [S] -> (samples, frames of padding before them): a random
@@ -65,7 +70,7 @@ class AudioDataset(SampleDataset):
 
     def spectrogram(self, path: str) -> torch.Tensor:
         """One file -> normalized fbank [1, target_length, num_mel_bins]."""
-        wave = load_waveform(path, self.sample_rate, self.frame_length_ms / 1000)
+        wave = load_waveform(path, self.sample_rate, self.frame_length_ms / 1000, *self.limits)
         if self.roll_and_gain:
             wave = torch.roll(wave, int(np.random.randint(len(wave)))) * float(np.random.beta(10, 10) + 0.5)
         wave, lead = self.window(wave)

@@ -27,6 +27,10 @@ per step). 'khop' gives the k-hop sub-graph around `seeds_per_item` random seed 
 neighbours with torch_geometric's k_hop_subgraph, or `num_neighbors` per hop like
 NeighborLoader: pyg-lib's sampler when it is installed, the same uniform fan-out in torch
 otherwise), so an epoch of ceil(N / seeds_per_item) items covers a large graph in pieces.
+
+Files are data: a .pt is read weights-only, a networkx pickle only with GraphDataset.trust_pickle
+=True, and what a file declares (nodes, edges, a .pt's tensor bytes) is checked against
+GraphDataset.max_nodes / max_edges / max_tensor_bytes first (sources.py, guards.py).
 """
 from modalities.graph.adapter import GraphAdapter, hide_edges  # noqa: F401
 from modalities.graph.dataset import GraphDataset, graph_feature_width  # noqa: F401

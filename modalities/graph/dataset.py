@@ -11,8 +11,10 @@ import torch
 
 from modalities.graph.csv_tables import NodeColumns
 from modalities.graph.features import FEATURE_KINDS, clean_edges, default_width, make_features
+from modalities.graph.guards import GraphLimits
 from modalities.graph.sampling import sample_subgraph
 from modalities.graph.sources import load_source
+from modalities.limits import MAX_EDGES, MAX_NODES, MAX_TENSOR_BYTES
 from unimask.data import SampleDataset
 from unimask.files import NoSplitError, as_roots, check_split, resolve_split, split_folders
 
@@ -32,6 +34,11 @@ class GraphDataset(SampleDataset):
     split: 'train' | 'val' | 'test': split folders of graph collections (root/train, root/test),
     `test_root`, or the Data's own train_mask / val_mask / test_mask (Planetoid), which keep the
     node labels of that split only (the rest become -1: the graph is seen whole, transductively).
+    trust_pickle: files are read as data (a .pt weights-only, PyG's containers allowed); True
+    allows a full unpickle, which can run code, of a .pt that needs one and of .gpickle / .pkl /
+    .pickle files (refused otherwise): only for files you trust.
+    max_nodes / max_edges / max_tensor_bytes: size guards on what a file declares, checked before
+    anything is built from it (modalities/graph/guards.py).
     """
 
     def __init__(self, root=gin.REQUIRED, features: str = "auto", feature_dim: Optional[int] = None,
@@ -41,7 +48,9 @@ class GraphDataset(SampleDataset):
                  id_column: Union[str, int] = "id", label_column: Optional[Union[str, int]] = "label",
                  name_column: Optional[Union[str, int]] = "name",
                  feature_columns: Optional[Sequence[Union[str, int]]] = None, features_file: Optional[str] = None,
-                 split: str = "train", test_root=None):
+                 split: str = "train", test_root=None, trust_pickle: bool = False,
+                 max_nodes: Optional[int] = MAX_NODES, max_edges: Optional[int] = MAX_EDGES,
+                 max_tensor_bytes: Optional[int] = MAX_TENSOR_BYTES):
         if features not in FEATURE_KINDS:
             raise ValueError(f"GraphDataset.features must be one of {FEATURE_KINDS}, got {features!r}")
         if sampling not in ("full", "khop"):
@@ -52,7 +61,8 @@ class GraphDataset(SampleDataset):
         columns = NodeColumns(id_column, label_column, name_column,
                               None if feature_columns is None else tuple(feature_columns), features_file)
         roots, self.source = graph_split_roots(roots, check_split(split, "GraphDataset.split"), test_root)
-        records = [record for r in roots for record in load_source(r, columns)]
+        limits = GraphLimits.of(max_nodes, max_edges, max_tensor_bytes)
+        records = [record for r in roots for record in load_source(r, columns, trust_pickle, limits)]
         if self.source is None:  # no split folders: the graphs' own node masks, if they have them
             self.source = apply_split_masks(records, split)
         for record in records:

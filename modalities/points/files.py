@@ -5,7 +5,8 @@ PLY (ascii, binary little / big endian, ragged face lists) is read with `plyfile
 project's format tests and fail valid files (meshio reads only triangular OFF faces, trimesh
 rejects OBJ's negative relative indices and big-endian PLYs with mixed polygon sizes). Clouds
 (.xyz / .txt rows, .npy / .npz arrays) are numpy. Every error says what is wrong with the file;
-read_point_file names the file.
+read_point_file names the file. Sizes are checked before a file is read (modalities/limits.py):
+a PLY header's element counts and an array's .npy header against PointCloudDataset.max_points.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import re
 from typing import List
 
 import numpy as np
+
+from modalities.limits import MAX_POINTS, POINT_VALUES, Limit, SizeLimitError, declared_arrays, member_text
 
 POINT_EXTS = (".ply", ".off", ".obj", ".stl", ".wrl", ".xyz", ".txt", ".npy", ".npz")
 
@@ -37,7 +40,29 @@ def fan_triangles(polygons) -> np.ndarray:
     return np.concatenate(triangles).astype(np.int64) if triangles else np.zeros((0, 3), np.int64)
 
 
-def read_ply(path: str):
+def ply_element_counts(path: str, max_lines: int = 10_000) -> dict:
+    """{element name: declared count} from a PLY header (read line by line up to end_header);
+    {} when the header is malformed (plyfile then says how)."""
+    counts = {}
+    with open(path, "rb") as f:
+        for _ in range(max_lines):
+            words = f.readline(4096).split()
+            if not words or words[0] == b"end_header":
+                break
+            if words[0] == b"element" and len(words) >= 3 and words[2].isdigit():
+                counts[words[1].decode("ascii", "replace")] = int(words[2])
+    return counts
+
+
+def check_ply_header(path: str, max_points: Limit):
+    """Vertices against max_points, faces and other elements against 2 x max_points (a closed
+    triangle mesh has about twice as many faces as vertices): before plyfile allocates them."""
+    for name, count in ply_element_counts(path).items():
+        limit = max_points if name == "vertex" else max_points.times(2)
+        limit.check(path, f"the PLY header's element {name!r}", count, "rows")
+
+
+def read_ply(path: str, max_points: Limit = Limit(MAX_POINTS, "PointCloudDataset.max_points")):
     """Vertex x, y, z and faces (any polygon sizes) of a PLY file, with plyfile. Triangle lists are
     first read with their length known (one numpy read), other lists row by row."""
     import plyfile
@@ -45,6 +70,7 @@ def read_ply(path: str):
     with open(path, "rb") as f:
         if f.read(3) != b"ply":
             raise ValueError("not a PLY file (no 'ply' magic line)")
+    check_ply_header(path, max_points)
     try:
         try:
             ply = plyfile.PlyData.read(path, known_list_len={"face": {"vertex_indices": 3, "vertex_index": 3}})
@@ -158,10 +184,24 @@ def read_xyz(path: str):
         raise ValueError(f"non-numeric coordinates ({err})") from None
 
 
-def read_numpy(path: str):
+def check_numpy_points(path: str, max_points: Limit):
+    """Every array an .npy / .npz declares: at most max_points rows, and at most POINT_VALUES
+    values a point in all (a [10, 1e9] array is no cloud of 10 points)."""
+    for key, declared in declared_arrays(path).items():
+        what = member_text(key, declared)
+        rows = declared.shape[0] if declared.shape else declared.elements
+        max_points.check(path, what, rows, "points", declared.nbytes)
+        max_points.times(POINT_VALUES).check(path, what, declared.elements, f"values (up to {POINT_VALUES} a point)",
+                                             declared.nbytes)
+
+
+def read_numpy(path: str, max_points: Limit = Limit(MAX_POINTS, "PointCloudDataset.max_points")):
     """.npy [N, 3+] array, or .npz holding one (key points / xyz / pc / data, or its only array)."""
     try:
+        check_numpy_points(path, max_points)
         data = np.load(path, allow_pickle=False)
+    except SizeLimitError:
+        raise
     except Exception as err:
         raise ValueError(f"unreadable numpy file ({err})") from None
     if isinstance(data, np.lib.npyio.NpzFile):
@@ -224,13 +264,21 @@ READERS = {".ply": read_ply, ".off": read_off, ".obj": read_obj, ".stl": read_st
            ".txt": read_xyz, ".npy": read_numpy, ".npz": read_numpy, ".wrl": read_vrml}
 
 
-def read_geometry(path: str):
-    """-> vertices [V, 3] float64, triangles [F, 3] int64 | None; errors say what is wrong."""
+GUARDED = (".ply", ".npy", ".npz")  # readers that check declared sizes before reading (max_points)
+
+
+def read_geometry(path: str, max_points: Limit = Limit(MAX_POINTS, "PointCloudDataset.max_points")):
+    """-> vertices [V, 3] float64, triangles [F, 3] int64 | None; errors say what is wrong.
+    max_points: the size guard (declared sizes of PLY and numpy files; the vertex count of text
+    formats, whose memory their file size bounds, once read)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in READERS:
         raise ValueError(f"unsupported point file extension {ext!r} (supported: {', '.join(POINT_EXTS)})")
     try:
-        vertices, faces = READERS[ext](path)
+        vertices, faces = READERS[ext](path, max_points) if ext in GUARDED else READERS[ext](path)
+        max_points.check(path, "the file", len(vertices), "vertices")
+    except SizeLimitError:
+        raise
     except (ValueError, IndexError, KeyError) as err:  # malformed content
         raise ValueError(f"malformed {ext[1:].upper()} file: {err}") from None
     if faces is None or len(faces) == 0:
@@ -252,11 +300,13 @@ def check_cloud(points: np.ndarray):
         raise ValueError(f"{int(bad.sum())} of {len(points)} points have NaN or infinite coordinates")
 
 
-def read_point_file(path: str):
+def read_point_file(path: str, max_points: Limit = Limit(MAX_POINTS, "PointCloudDataset.max_points")):
     """Public reader: (vertices [V, 3] float64, faces [F, 3] | None), errors naming the file."""
     try:
-        vertices, faces = read_geometry(path)
+        vertices, faces = read_geometry(path, max_points)
         check_cloud(vertices)
+    except SizeLimitError:
+        raise
     except (ValueError, OSError) as err:
         raise ValueError(f"{path}: {err}") from err
     return vertices, faces

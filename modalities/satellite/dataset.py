@@ -18,6 +18,7 @@ import gin
 import numpy as np
 import torch
 
+from modalities.limits import MAX_ARRAY_BYTES, MAX_ELEMENTS, Declared, Limit, check_arrays, member_text
 from modalities.satellite.bands import SATMAE_BANDS
 from modalities.satellite.dates import SATMAE_MIN_YEAR, timestamps
 from modalities.satellite.files import RASTER_EXTS, Raster, is_collection, read_raster
@@ -43,14 +44,20 @@ class SatelliteDataset(SampleDataset):
     stats: band_stats.json path (None: the one beside the data; computed from the training
     split with a warning when there is none). nodata: the no-data value when the files do not
     declare one (set it to override theirs). synthetic_dates: a temporal DEMO on single-date
-    data: each sample repeated at these dates (modalities/satellite/synthetic.py)."""
+    data: each sample repeated at these dates (modalities/satellite/synthetic.py).
+    max_elements / max_array_bytes: size guards (modalities/limits.py): a raster declaring more
+    values (one sample of a collection too), or a collection's array declaring more bytes, is
+    refused before its pixels are read."""
 
     def __init__(self, root=gin.REQUIRED, bands: Optional[Sequence[str]] = SATMAE_BANDS, crop_size: Optional[int] = 96,
                  split: str = "train", augment: bool = True, hflip: bool = True, normalize: str = "standard",
                  stats: Optional[str] = None, nodata: Optional[float] = None,
                  synthetic_dates: Optional[Sequence] = None, min_year: int = SATMAE_MIN_YEAR,
-                 skip_bad_samples: bool = False, limit: Optional[int] = None, test_root=None, stats_limit: int = 5000):
+                 skip_bad_samples: bool = False, limit: Optional[int] = None, test_root=None, stats_limit: int = 5000,
+                 max_elements: Optional[int] = MAX_ELEMENTS, max_array_bytes: Optional[int] = MAX_ARRAY_BYTES):
         check_split(split, "SatelliteDataset.split")
+        self.max_elements = Limit(max_elements, "SatelliteDataset.max_elements")
+        self.max_array_bytes = Limit(max_array_bytes, "SatelliteDataset.max_array_bytes")
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"SatelliteDataset.normalize={normalize!r}: use one of {NORMALIZATIONS}")
         if crop_size is not None and crop_size < 1:
@@ -93,6 +100,12 @@ class SatelliteDataset(SampleDataset):
         return f"{split}: " + ", ".join(sources)
 
     def _add_collection(self, path: str, split: str, whole_file_ok: bool):
+        def rows(key: str, declared: Declared):  # one sample of x_<split> [N, ...] within max_elements
+            if (key == "x" or key.startswith("x_")) and declared.shape:
+                self.max_elements.check(path, f"{member_text(key, declared)}: each sample",
+                                        int(np.prod(declared.shape[1:])), "values")
+
+        check_arrays(path, self.max_array_bytes, rows)
         x, y = read_npz_split(path, split, whole_file_ok)
         if x.ndim not in (4, 5):
             raise ValueError(f"{path}: x_{split} has shape {x.shape}; expected [N, C, H, W] or [N, T, C, H, W]")
@@ -112,7 +125,7 @@ class SatelliteDataset(SampleDataset):
         path, label, row = self.items[index]
         if row is None:
             parent = os.path.dirname(os.path.abspath(str(as_roots(self.root)[0])))
-            raster = read_raster(path, stop=parent)
+            raster = read_raster(path, stop=parent, max_elements=self.max_elements)
             return raster if raster.label is not None or label is None else Raster(
                 raster.data, raster.bands, raster.nodata, raster.dates, label)
         x, _, meta = self.collections[path]
@@ -156,7 +169,8 @@ class SatelliteDataset(SampleDataset):
             raise FileNotFoundError(f"SatelliteDataset.stats={stats!r} does not exist "
                                     "(write it with python tools/band_stats.py)")
         train = self if self.split == "train" else SatelliteDataset(
-            self.root, self.bands, crop_size=None, normalize="none", nodata=self.nodata, limit=limit)
+            self.root, self.bands, crop_size=None, normalize="none", nodata=self.nodata, limit=limit,
+            max_elements=self.max_elements.value, max_array_bytes=self.max_array_bytes.value)
         warnings.warn(f"no {path}: computing band statistics from {min(limit, len(train))} training items; store "
                       f"them with  python tools/band_stats.py --root {self.root}")
         return stats_for_bands(train.statistics(limit), self.band_names(), f"statistics of {train.source}")

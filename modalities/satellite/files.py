@@ -4,7 +4,9 @@ Every reader returns a `Raster`: values [C, H, W] or [T, C, H, W] (bands first, 
 or moved there), plus what the file says about itself: band names, the no-data value and
 acquisition dates. What the file does not say can come from a JSON beside it (`<stem>.json`)
 or from `bands.json` in its folder or a folder above it (the sample data's layout), so the
-recipe's band check has names to compare wherever they are written.
+recipe's band check has names to compare wherever they are written. Every reader checks the
+size a file declares (TIFF series shape, .npy headers) against SatelliteDataset.max_elements
+before reading its pixels (modalities/limits.py).
 """
 from __future__ import annotations
 
@@ -16,12 +18,15 @@ from typing import Optional
 
 import numpy as np
 
+from modalities.limits import MAX_ELEMENTS, Limit, check_elements, declared_arrays
+
 TIFF_EXTS = (".tif", ".tiff")
 RASTER_EXTS = TIFF_EXTS + (".npy", ".npz")
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 GDAL_METADATA_TAG, GDAL_NODATA_TAG = 42112, 42113
 FOLDER_METADATA = "bands.json"
 CUBE_KEYS = ("image", "cube", "data")  # the array of a one-sample .npz
+DEFAULT_LIMIT = Limit(MAX_ELEMENTS, "SatelliteDataset.max_elements")
 
 
 @dataclass
@@ -78,14 +83,18 @@ def bands_first(array: np.ndarray, axes: str, path: str) -> np.ndarray:
     return array
 
 
-def read_tiff(path: str) -> Raster:
-    """GeoTIFF / TIFF -> Raster (first series: full resolution, overviews ignored)."""
+def read_tiff(path: str, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
+    """GeoTIFF / TIFF -> Raster (first series: full resolution, overviews ignored); the series'
+    declared shape is checked against max_elements before its pages are decoded."""
     import tifffile
 
     check_tiff(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            count = int(np.prod(series.shape, dtype=np.float64))
+            max_elements.check(path, f"the TIFF series (shape {tuple(series.shape)}, {series.dtype})", count, "values",
+                               count * np.dtype(series.dtype).itemsize)
             data = bands_first(series.asarray(), series.axes, path)
             tags = tif.pages[0].tags
             nodata_tag = tags.get(GDAL_NODATA_TAG)
@@ -100,13 +109,15 @@ def read_tiff(path: str) -> Raster:
     return Raster(data, bands=bands, nodata=nodata)
 
 
-def read_npy(path: str) -> Raster:
+def read_npy(path: str, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
+    check_elements(path, declared_arrays(path), max_elements)
     return Raster(np.load(path, allow_pickle=False))
 
 
-def read_npz_cube(path: str) -> Raster:
+def read_npz_cube(path: str, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
     """A one-sample .npz: `image` (or `cube`, `data`) [C, H, W] / [T, C, H, W], optional `bands`,
-    `dates`, `nodata`, `label`."""
+    `dates`, `nodata`, `label`; every member's declared size within max_elements."""
+    check_elements(path, declared_arrays(path), max_elements)
     with np.load(path, allow_pickle=False) as npz:
         key = next((k for k in CUBE_KEYS if k in npz), None)
         if key is None:
@@ -160,15 +171,15 @@ def read_json(path: str) -> dict:
     return value
 
 
-def read_raster(path: str, stop: Optional[str] = None) -> Raster:
+def read_raster(path: str, stop: Optional[str] = None, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
     """Any supported file -> Raster, completed from the JSON metadata beside it."""
     lower = path.lower()
     if lower.endswith(TIFF_EXTS):
-        raster = read_tiff(path)
+        raster = read_tiff(path, max_elements)
     elif lower.endswith(".npy"):
-        raster = read_npy(path)
+        raster = read_npy(path, max_elements)
     elif lower.endswith(".npz"):
-        raster = read_npz_cube(path)
+        raster = read_npz_cube(path, max_elements)
     else:
         raise ValueError(f"{path}: unsupported raster file (use {', '.join(RASTER_EXTS)})")
     if raster.data.ndim not in (3, 4):

@@ -7,6 +7,7 @@
     state.py      a tokenizer's JSON as a uint8 tensor (the adapter's checkpointed extra state)
     corpus.py     documents from .jsonl / .txt / fortune files; bad input named by file and line
     files.py      which files make a split (split files, split and class folders, test_root)
+    labels.py     class-name labels -> indices of the train split's sorted names
     packing.py    documents -> fixed-length [CLS] ... [SEP] sequences with word indices
     dataset.py    TextDataset
     adapter.py    TextAdapter (ids -> Tokens, learned positions, random tokens for BERT's 10%)

@@ -1,7 +1,10 @@
 """Reading documents from text files, with every bad input named by file and line.
 
 Formats (by file):
-    .jsonl / .ndjson   one JSON object a line: {"text": str, "label": int | class name (optional)}
+    .jsonl / .ndjson   one JSON object a line: {"text": str, "label": int | class name (optional)};
+                       a name is an index into a classes.txt / categories.txt beside the file
+                       when there is one, else kept as the name (TextDataset maps names to
+                       indices over the train split: labels.py)
     a fortune file     entries ended by a line holding only '%' (Debian's fortunes, any extension)
     anything else      one document a line (document_per='line'), or the whole file ('file')
 
@@ -16,7 +19,7 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 JSONL_EXTS = (".jsonl", ".ndjson")
 FORTUNE_SEPARATOR = "%"
@@ -31,7 +34,7 @@ class CorpusError(ValueError):
 @dataclass
 class Document:
     text: str
-    label: int  # -1: none
+    label: Union[int, str]  # -1: none; a class name until TextDataset maps it (labels.py)
     where: str  # "path:line" of its first line
 
 
@@ -131,7 +134,7 @@ def read_classes(path: str) -> Optional[List[str]]:
 
 def jsonl_documents(lines: List[str], path: str, text_field: str, label_field: str, policy: str,
                     log: BadInputLog) -> List[Document]:
-    docs, classes = [], None
+    docs, classes, looked = [], None, False
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -147,11 +150,12 @@ def jsonl_documents(lines: List[str], path: str, text_field: str, label_field: s
             continue
         label = row.get(label_field, -1)
         if isinstance(label, str):
-            classes = classes if classes is not None else (read_classes(path) or [])
-            if label not in classes:
-                raise CorpusError(f"{where}: label {label!r} is not an integer nor a class in a "
-                                  f"{' / '.join(CLASS_LISTS)} beside the file")
-            label = classes.index(label)
+            classes, looked = (classes, True) if looked else (read_classes(path), True)
+            if classes is not None:  # a class list beside the file fixes the indices
+                if label not in classes:
+                    raise CorpusError(f"{where}: label {label!r} is not a class in the "
+                                      f"{' / '.join(CLASS_LISTS)} beside the file")
+                label = classes.index(label)
         elif label is None or isinstance(label, bool) or not isinstance(label, int):
             raise CorpusError(f"{where}: label {label!r} must be an integer or a class name")
         docs.append(Document(text, label, where))
@@ -178,7 +182,8 @@ def read_documents(path: str, label: Optional[int] = None, encoding: str = "utf-
     if path.lower().endswith(JSONL_EXTS):
         docs = jsonl_documents(lines, path, text_field, label_field, policy, log)
         if label is not None:
-            docs = [Document(d.text, file_label if d.label < 0 else d.label, d.where) for d in docs]
+            docs = [Document(d.text, file_label if isinstance(d.label, int) and d.label < 0 else d.label, d.where)
+                    for d in docs]
     elif document_per == "fortune" or (document_per == "auto" and is_fortune(lines)):
         docs = fortune_documents(lines, path, file_label)
     elif document_per == "file":

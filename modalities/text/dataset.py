@@ -14,6 +14,7 @@ import torch
 
 from modalities.text.corpus import BadInputLog, read_documents
 from modalities.text.files import list_text_files
+from modalities.text.labels import check_label_kinds, label_names, map_labels
 from modalities.text.packing import make_sequences
 from modalities.text.tokenizer import ByteTokenizer, TextTokenizer
 from unimask.data import SampleDataset
@@ -44,6 +45,9 @@ class TextDataset(SampleDataset):
     encoding: of every file (errors name file and line). on_bad_input: 'error' or 'skip'
     (counted and warned: undecodable files or documents, empty files, bad JSON lines).
     limit: the first `limit` documents only.
+    Labels that are class names ({"label": "sports"}) become the indices of the train split's
+    sorted names (modalities/text/labels.py); `classes` lists them (index = class id), None when
+    the labels are integers. A name the train split lacks, in another split, is an error.
     """
 
     def __init__(self, root=gin.REQUIRED, tokenizer: Optional[TextTokenizer] = None, seq_len: int = 128,
@@ -54,6 +58,16 @@ class TextDataset(SampleDataset):
         self.bad = BadInputLog()
         docs, self.source = read_corpus(root, split, test_root, encoding, document_per, text_field, label_field,
                                         on_bad_input, self.bad)
+        self.classes = None  # class names of name labels, index = class id
+        if any(isinstance(d.label, str) for d in docs):
+            check_label_kinds(docs)
+            train, train_source = docs, None
+            if split != "train":  # the train split's names, so class k is the same class in every split
+                train, train_source = read_corpus(root, "train", None, encoding, document_per, text_field,
+                                                  label_field, on_bad_input, BadInputLog())
+                check_label_kinds(train)
+            self.classes = label_names(train)
+            docs = map_labels(docs, self.classes, split, train_source)
         docs = docs[:limit] if limit is not None else docs
         docs = self.drop_empty(docs)
         if not docs:
