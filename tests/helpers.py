@@ -2,10 +2,14 @@
 import importlib.util
 import json
 import os
+import subprocess
 import sys
+import time
 
 import gin
+import numpy as np
 import torch
+from PIL import Image
 
 from modalities.image import ImageAdapter
 from unimask.decoders import MAEDecoder
@@ -58,3 +62,30 @@ def fast_params(*extra):
 def image_batch(batch=4, chans=3, size=16, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return {"image": torch.randn(batch, chans, size, size, generator=gen)}
+
+
+# ---- the CLI as users run it: a subprocess, workers on, a timeout ----------------------------------
+RECIPE = ["--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin"]
+WORKERS = ["train.num_workers=1", "train.precision='fp32'", "train.progress_bar=False"]
+TIMEOUT_S = 120  # a hang shows as a timeout; a healthy failing run exits in a few seconds
+
+
+def cli(args, params=(), timeout=TIMEOUT_S, env=None, module=None):
+    """Run tools/train.py (or `python -m module`) as a subprocess -> (returncode, output, seconds)."""
+    binding = sum((["--gin_param", p] for p in params), [])
+    cmd = [sys.executable, *(["-m", module] if module else []), *args, *binding]
+    start = time.time()
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    return result.returncode, result.stdout + result.stderr, time.time() - start
+
+
+def train_cli(workdir, *params, extra=()):
+    return cli(["tools/train.py", *RECIPE, "--workdir", str(workdir), *extra], WORKERS + list(params))
+
+
+def write_pngs(folder, names, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(os.path.join(folder, name))

@@ -13,36 +13,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from helpers import ROOT, read_metrics
+from helpers import RECIPE, ROOT, TIMEOUT_S, WORKERS, cli, read_metrics, train_cli, write_pngs
 from unimask.train import checkpoint as ckpt
-
-RECIPE = ["--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin"]
-WORKERS = ["train.num_workers=1", "train.precision='fp32'", "train.progress_bar=False"]
-TIMEOUT_S = 120  # a hang shows as a timeout; a healthy failing run exits in a few seconds
-
-
-def cli(args, params=(), timeout=TIMEOUT_S, env=None, module=None):
-    """Run tools/train.py (or `python -m module`) as a subprocess -> (returncode, output, seconds)."""
-    binding = sum((["--gin_param", p] for p in params), [])
-    cmd = [sys.executable, *(["-m", module] if module else []), *args, *binding]
-    start = time.time()
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
-    return result.returncode, result.stdout + result.stderr, time.time() - start
-
-
-def train_cli(workdir, *params, extra=()):
-    return cli(["tools/train.py", *RECIPE, "--workdir", str(workdir), *extra], WORKERS + list(params))
-
-
-def write_pngs(folder, names, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    for name in names:
-        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(os.path.join(folder, name))
-
 
 # ---- 1. a failing run exits, workers or not --------------------------------------------------
 def test_corrupt_file_read_by_a_worker_ends_the_run(tmp_path):

@@ -12,18 +12,25 @@ if ROOT not in sys.path:
 
 
 def register_all():
-    """Import every module that defines gin configurables (the core and all adapters)."""
+    """Import every module that defines gin configurables: the core, the installed adapter
+    packages, and this repository's `modalities` (named here, at the CLI edge, so a checkout that
+    was never pip-installed finds its adapters too)."""
     from unimask.configurables import register_all as register
 
-    register()
+    register(extra_modules=("modalities",))
 
 
-def parse_gin(files=(), params=(), config_str: str = None):
-    """Checkpoint config first (if any), then files, then bindings; unknown names raise."""
+def parse_gin(files=(), params=(), config_str: str = None, config_source: str = "the checkpoint"):
+    """Checkpoint config first (if any), then files, then bindings; unknown names raise. The
+    checkpoint's config is data (unimask/safe_config.py): only bindings of the project's
+    configurables; the user's own files and bindings keep all of gin."""
+    from unimask.safe_config import check_stored_config
+
     register_all()
     gin.clear_config()
     gin.add_config_file_search_path(ROOT)
     if config_str:
+        check_stored_config(config_str, config_source)
         gin.parse_config(config_str)
     for path in files:
         if not os.path.isfile(path):
@@ -42,21 +49,42 @@ def seed_for_init():
     torch.manual_seed(seed)
 
 
-def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = True):
+def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = True, trust_pickle: bool = False):
     """Rebuild the model (MaskedModel, MultiModalModel, VQTokenizer...) from the checkpoint's own
-    gin config (+ overrides) and load weights."""
+    gin config (+ overrides) and load weights. The file is read weights-only unless trust_pickle
+    (--trust-pickle); its config may bind only the project's configurables."""
     import torch
 
     from unimask.train.checkpoint import load_checkpoint, load_model_state
 
-    state = load_checkpoint(path)
-    parse_gin(files, params, config_str=state["config"])
+    state = load_checkpoint(path, trust_pickle=trust_pickle)
+    if not isinstance(state, dict) or not isinstance(state.get("config"), str):
+        raise ValueError(f"{path} is not a unimask checkpoint (no stored gin config): pass it as train.init_from "
+                         "with a recipe instead")
+    parse_gin(files, params, config_str=state["config"], config_source=path)
     model = gin.query_parameter("train.model").scoped_configurable_fn()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"train.model in {path} is not a model ({type(model).__name__})")
     if load_weights:
         load_model_state(model, state["model"])
     return model, state
+
+
+def add_trust_pickle(parser):
+    """--trust-pickle: the opt-in that lets a tool fully unpickle a checkpoint the weights-only
+    reader refuses (a full unpickle can run code: only for files you trust)."""
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="fully unpickle a checkpoint the safe, weights-only reader refuses (it can run code: "
+                             "only for files you trust)")
+
+
+def load_errors() -> tuple:
+    """The errors a bad or unsafe file gives: a tool prints them as 'error: ...' and exits 2."""
+    from unimask.safe_config import UnsafeConfigError
+    from unimask.train.checkpoint import CheckpointError
+    from unimask.weights.load import WeightsError
+
+    return (CheckpointError, UnsafeConfigError, WeightsError, FileNotFoundError)
 
 
 def write_json(path: str, result: dict) -> None:

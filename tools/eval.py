@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import model_from_checkpoint, parse_gin, write_json  # noqa: E402
+from common import add_trust_pickle, load_errors, model_from_checkpoint, parse_gin, write_json  # noqa: E402
 
 DEFAULT_WDS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 EVAL_OVERRIDES = {"augment": False, "repeats": 1}  # applied where the dataset takes them
@@ -37,6 +37,7 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="<run>/checkpoints/last.pt (its config rebuilds the model)")
+    add_trust_pickle(parser)
     parser.add_argument("--gin", action="append", default=[], help="gin file, applied after the checkpoint's config")
     parser.add_argument("--gin_param", action="append", default=[], help="gin binding (repeatable)")
     parser.add_argument("--protocol", choices=("linear", "knn", "finetune"), default="linear")
@@ -91,7 +92,8 @@ def build_model(args):
 
     torch.manual_seed(args.seed)
     if args.checkpoint:
-        model, _ = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param, load_weights=not args.random_init)
+        model, _ = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param, load_weights=not args.random_init,
+                                         trust_pickle=args.trust_pickle)
         return model
     parse_gin(args.gin, args.gin_param)
     return gin.query_parameter("train.model").scoped_configurable_fn()
@@ -370,7 +372,7 @@ def main(argv=None) -> int:
 
     try:
         result = evaluate(argv)
-    except NoLabelsError as err:
+    except (NoLabelsError, *load_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()

@@ -31,7 +31,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import model_from_checkpoint  # noqa: E402
+from common import add_trust_pickle, load_errors, model_from_checkpoint  # noqa: E402
 
 from unimask.weights.export import BareEncoder, canonical_encoder, save_hf  # noqa: E402
 
@@ -89,8 +89,13 @@ def main(argv=None):
     parser.add_argument("--format", choices=("timm", "hf", "export", "jit"), default="timm")
     parser.add_argument("--gin", action="append", default=[])
     parser.add_argument("--gin_param", action="append", default=[])
+    add_trust_pickle(parser)
     args = parser.parse_args(argv)
-    model, _ = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param)
+    try:
+        model, _ = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param, trust_pickle=args.trust_pickle)
+    except load_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     model.eval()
     if args.format == "hf":
         name = save_hf(model, args.out)

@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import exit_code, model_from_checkpoint, write_json  # noqa: E402
+from common import add_trust_pickle, exit_code, load_errors, model_from_checkpoint, write_json  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -28,6 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="<run>/checkpoints/last.pt")
     parser.add_argument("--gin", action="append", default=[], help="gin file, applied after the checkpoint's config")
     parser.add_argument("--gin_param", action="append", default=[], help="gin binding (repeatable)")
+    add_trust_pickle(parser)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--mask-length", type=int, default=1, help="tokens each [MASK] stands for")
     parser.add_argument("--sample", action="store_true", help="generate text by iterative unmasking")
@@ -52,14 +53,14 @@ def parse_args(argv=None):
     return args
 
 
-def load_text_model(checkpoint: str, files=(), params=(), device: str = "cpu"):
+def load_text_model(checkpoint: str, files=(), params=(), device: str = "cpu", trust_pickle: bool = False):
     """The model of a text checkpoint, in eval mode; its tokenizer rebuilt from the checkpoint
     even when the tokenizer file it was trained with is gone."""
     from modalities.text import TextAdapter, remember_checkpoint_tokenizers
     from unimask.train.checkpoint import load_checkpoint
 
-    remember_checkpoint_tokenizers(load_checkpoint(checkpoint)["model"])
-    model, _ = model_from_checkpoint(checkpoint, files, params)
+    remember_checkpoint_tokenizers(load_checkpoint(checkpoint, trust_pickle=trust_pickle)["model"])
+    model, _ = model_from_checkpoint(checkpoint, files, params, trust_pickle=trust_pickle)
     if not isinstance(getattr(model, "adapter", None), TextAdapter):
         adapter = type(getattr(model, "adapter", None)).__name__
         raise TypeError(f"{checkpoint} is not a text model (its adapter is {adapter})")
@@ -78,7 +79,7 @@ def run(argv=None) -> dict:
     from modalities.text import evaluate_text, fill_mask, sample_text
 
     args = parse_args(argv)
-    model = load_text_model(args.checkpoint, args.gin, args.gin_param, args.device)
+    model = load_text_model(args.checkpoint, args.gin, args.gin_param, args.device, args.trust_pickle)
     if args.sample:
         texts = sample_text(model, args.length, steps=args.steps, order=args.order, temperature=args.temperature,
                             prompt=args.prompt, num=args.num, seed=args.seed)
@@ -104,7 +105,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    return exit_code(run, argv, (ValueError, TypeError, FileNotFoundError))
+    return exit_code(run, argv, (ValueError, TypeError, *load_errors()))
 
 
 if __name__ == "__main__":

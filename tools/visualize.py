@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import model_from_checkpoint, parse_gin  # noqa: E402
+from common import add_trust_pickle, load_errors, model_from_checkpoint, parse_gin  # noqa: E402
 
 GREY = 0.5
 TILE_MIN = 180  # pixels: tiny tiles are upscaled so labels fit
@@ -189,7 +189,7 @@ def draw_masks(args) -> str:
 
 @torch.no_grad()
 def draw_recon(args) -> str:
-    model, state = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param)
+    model, state = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param, trust_pickle=args.trust_pickle)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     from unimask.data import to_device
@@ -214,7 +214,7 @@ def draw_cross(args) -> str:
     from unimask.multimodal import MultiMask
     from unimask.tokens import Mask
 
-    model, state = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param)
+    model, state = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param, trust_pickle=args.trust_pickle)
     if not hasattr(model, "names") or {args.source, args.target} - set(model.names):
         raise SystemExit(f"error: {args.checkpoint} is not a cross-modal model with modalities {args.source!r} and "
                          f"{args.target!r}" + (f" (it has {model.names})" if hasattr(model, "names") else ""))
@@ -253,12 +253,18 @@ def main(argv=None):
     cross.add_argument("--target", required=True, help="the modality predicted from it, wholly hidden")
     cross.add_argument("--gin", action="append", default=[], help="extra gin file (repeatable)")
     cross.add_argument("--batch", type=int, default=1)
+    for p in (recon, cross):
+        add_trust_pickle(p)
     for p in (masks, recon, cross):
         p.add_argument("--gin_param", action="append", default=[], help="gin binding (repeatable)")
         p.add_argument("--out", required=True, help="PNG to write")
         p.add_argument("--seed", type=int, default=0, help="sample augmentation and mask seed")
     args = parser.parse_args(argv)
-    {"masks": draw_masks, "recon": draw_recon, "cross": draw_cross}[args.command](args)
+    try:
+        {"masks": draw_masks, "recon": draw_recon, "cross": draw_cross}[args.command](args)
+    except load_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

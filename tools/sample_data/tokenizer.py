@@ -25,6 +25,8 @@ def build(out_dir: Path, steps: int = 1500) -> dict:
     sys.path.insert(0, str(REPO / "tools"))
     import train  # tools/train.py
 
+    from unimask.train.checkpoint import load_checkpoint
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
@@ -37,7 +39,7 @@ def build(out_dir: Path, steps: int = 1500) -> dict:
             os.chdir(cwd)
         if code != 0:
             raise RuntimeError(f"training {RECIPE} failed with exit code {code}")
-        state = torch.load(os.path.join(workdir, "checkpoints", "last.pt"), weights_only=False)
+        state = load_checkpoint(os.path.join(workdir, "checkpoints", "last.pt"))
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     path = out_dir / NAME
     torch.save({"model": weights, "config": state["config"], "step": state["step"]}, path)

@@ -5,6 +5,7 @@ old file or the new one, never half of one. The checks read a file back without 
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import zipfile
@@ -20,17 +21,37 @@ def fsync_dir(path: str):
         os.close(fd)
 
 
+class SaveError(OSError):
+    """A checkpoint could not be written (most often: no space left); the previous one is intact."""
+
+
 def atomic_save(obj, path: str):
-    """torch.save(obj, path), atomically and durably."""
+    """torch.save(obj, path), atomically and durably. A failed write (a full disk, a file size
+    limit) removes its temp file and raises SaveError naming the path and the free space; the
+    file that was at `path` before is untouched."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as err:  # torch's writer says "file write failed", without errno
+        remove(tmp)
+        raise SaveError(write_failure(path, folder, err)) from err
     os.replace(tmp, path)
     fsync_dir(folder)
+
+
+def write_failure(path: str, folder: str, err: Exception) -> str:
+    """Why a write failed, in the words a user can act on: space, quota or file size limit."""
+    free = shutil.disk_usage(folder).free
+    space = (f"out of space writing {path} ({free / 2**20:.0f} MiB free on its file system; "
+             "a quota or a file size limit gives the same failure)")
+    if isinstance(err, OSError) and err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"could not write {path}: {err}"
+    return f"{space}; the previous checkpoint is kept ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
 
 
 def is_intact(path: str) -> bool:

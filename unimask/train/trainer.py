@@ -22,12 +22,14 @@ from unimask.data import StepBatchSampler, to_device
 from unimask.ema import ema_update
 from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
-from unimask.train.distributed import all_reduce_mean, barrier, init_distributed
+from unimask.train.distributed import all_or_none, all_reduce_mean, any_rank, barrier, failed_ranks, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
 from unimask.optim import lr_at, thaw_factor
 from unimask.train.optim import make_optimizer
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.scoring import score_split
+from unimask.train.workdir import (RunLock, WorkdirError, check_data, check_fresh_start, config_changes, data_identity,
+                                   has_checkpoints, keep_original_config)
 from unimask.train.workers import close_loader, ignore_stop_signals
 
 
@@ -51,16 +53,24 @@ class Trainer:
                  eval_every: int = 500, ckpt_every: int = 1000, keep_every: Optional[int] = None,
                  stop_at: Optional[int] = None, max_consecutive_skips: int = 20, compile: bool = False,
                  ema_decay: Optional[float] = None, fsdp: bool = False, progress_bar: bool = True,
-                 init_from: Optional[str] = None, init_strict: bool = True, eval_dataset=None,
-                 eval_batch_size: Optional[int] = None, activation_checkpointing: bool = False):
+                 init_from: Optional[str] = None, init_strict: bool = True, init_trust_pickle: bool = False,
+                 allow_data_change: bool = False, eval_dataset=None,
+                 eval_batch_size: Optional[int] = None, activation_checkpointing: bool = False,
+                 collective_timeout_s: float = 300):
         """init_from: weights to start from (unimask, timm, MAE, VideoMAE or Hugging Face files;
         unimask/weights), init_strict=False loads the keys that fit; a resumed run ignores it.
+        init_trust_pickle=True lets init_from fully unpickle a file the weights-only reader
+        refuses (it can run code: only for files you trust).
+        allow_data_change: resume even though the dataset's size or file list changed since the
+        checkpoint (the saved data position is then kept as a position in the new list).
         eval_dataset: a labeled split (the test split) scored by model.score_batch at every eval
         step (fine-tuning reports top-1), in batches of eval_batch_size (default batch_size).
         activation_checkpointing: every transformer block recomputes its activations in the
-        backward pass instead of keeping them (less memory, about one more forward of compute)."""
+        backward pass instead of keeping them (less memory, about one more forward of compute).
+        collective_timeout_s: under torchrun, how long any collective may wait for the other ranks
+        before the job fails (torch's default is 10-30 minutes): a lost or stuck rank ends the job."""
         self.device = resolve_device(device)
-        self.dist = init_distributed(self.device)
+        self.dist = init_distributed(self.device, collective_timeout_s)
         if self.dist.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
@@ -75,7 +85,8 @@ class Trainer:
         if init_from:
             from unimask.weights import load_pretrained
 
-            load_pretrained(self.model, init_from, strict=init_strict, verbose=self.dist.is_main)
+            load_pretrained(self.model, init_from, strict=init_strict, verbose=self.dist.is_main,
+                            trust_pickle=init_trust_pickle)
         self.eval_dataset, self.eval_batch_size = eval_dataset, eval_batch_size or batch_size
         self.steps, self.batch_size, self.accum_steps, self.seed = steps, batch_size, accum_steps, seed
         self.stop_at = steps if stop_at is None else min(stop_at, steps)
@@ -83,6 +94,7 @@ class Trainer:
         self.min_lr, self.warmup_steps, self.clip_grad = min_lr, warmup_steps, clip_grad
         self.log_every, self.eval_every, self.ckpt_every, self.keep_every = log_every, eval_every, ckpt_every, keep_every
         self.max_consecutive_skips, self.progress_bar = max_consecutive_skips, progress_bar
+        self.allow_data_change = allow_data_change
         self.loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and self.device.type == "cuda",
                                   persistent_workers=persistent_workers and num_workers > 0,
                                   prefetch_factor=prefetch_factor if num_workers > 0 else None,
@@ -148,7 +160,8 @@ class Trainer:
                                      "total": self.steps},
                               "mask": self.model.schedule.state_dict() if hasattr(self.model, "schedule") else {}},
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": ckpt.rng_state(),
-                "data": {"position": self.position, "seed": self.seed}, "skipped": self.skipped,
+                "data": {"position": self.position, "seed": self.seed, **self.data_identity},
+                "classes": getattr(self.dataset, "classes", None), "skipped": self.skipped,
                 "n_bad": self.n_bad, "world_size": self.dist.world, "config": gin.config_str()}
 
     def state(self) -> dict:
@@ -194,6 +207,9 @@ class Trainer:
             self.ema[key] = source.to(value.device) if not hasattr(value, "device_mesh") else source
 
     def save(self, workdir: str):
+        """Every rank calls this. A save that fails on any rank raises on every rank (rank 0's own
+        error there, RankFailedError elsewhere), so the job ends non-zero instead of leaving the
+        other ranks waiting in the next collective."""
         folder = os.path.join(workdir, "checkpoints")
         keep = bool(self.keep_every) and self.step % self.keep_every == 0
         if self.fsdp:  # every rank writes its shards; nothing is gathered
@@ -201,14 +217,15 @@ class Trainer:
                                          self._wrote_last, self.dist.is_main)
         else:
             state = self.state()
-            if self.dist.is_main:
-                ckpt.save_checkpoint(state, folder, self.step, keep, self._wrote_last)
-            barrier(self.dist)
+            with all_or_none(f"saving the checkpoint in {folder} (rank 0 writes it)"):  # also the barrier
+                if self.dist.is_main:
+                    ckpt.save_checkpoint(state, folder, self.step, keep, self._wrote_last)
         self._wrote_last = True
 
     # ---- one optimizer step ---------------------------------------------------------------
     def train_step(self, batches: list) -> dict:
-        """batches: accum_steps micro-batches -> metrics; skips (and counts) non-finite steps."""
+        """batches: accum_steps micro-batches -> metrics; skips (and counts) non-finite steps.
+        metrics['stop']: some rank got SIGTERM/SIGINT, agreed by all ranks in this step."""
         progress = self.step / self.steps
         lr = lr_at(self.step, self.steps, self.peak_lr, self.warmup_steps, self.min_lr)
         for group in self.optimizer.param_groups:
@@ -242,8 +259,13 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad if self.clip_grad else float("inf"))
-        finite_flag = torch.tensor(float(finite and bool(torch.isfinite(grad_norm))), device=self.device)
-        finite = bool(all_reduce_mean(finite_flag, self.dist) == 1.0)
+        # one all-reduce agrees on both per-step decisions that change what comes next: skip the
+        # update when any rank is non-finite, stop (save, exit) when any rank got SIGTERM/SIGINT.
+        # Decided per rank, a stop would send one rank into the checkpoint's collectives while
+        # another waits in the next step's gradient all-reduce: a hang until the timeout
+        nonfinite, stop = any_rank([not (finite and bool(torch.isfinite(grad_norm))), self._stop_signal is not None],
+                                   self.dist, self.device)
+        finite = not nonfinite
         if finite:
             if self.scaler:
                 self.scaler.step(self.optimizer)
@@ -264,7 +286,7 @@ class Trainer:
         self.position += self.batch_size // getattr(self.dataset, "samples_per_item", 1)
         return {"loss": total_loss if finite else float("nan"), "terms": terms if finite else {}, "lr": lr,
                 "mask_ratio": sum(ratios) / len(ratios),
-                "grad_norm": float(grad_norm) if finite else float("nan")}
+                "grad_norm": float(grad_norm) if finite else float("nan"), "stop": stop}
 
     def _update_ema(self):
         if self.ema is not None:
@@ -312,28 +334,64 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
+        """Only note the signal: the stop itself is agreed with the other ranks in the next
+        train_step (a rank that acted alone would hang the job in mismatched collectives)."""
         self._stop_signal = signum
 
-    def fit(self, workdir: str, resume=False) -> dict:
+    def fit(self, workdir: str, resume=False, overwrite: bool = False) -> dict:
         """Train to train.steps (or stop_at). resume: True = from the workdir's checkpoint (an
-        error without one), 'auto' = from it when there is one, False = from scratch."""
+        error without one), 'auto' = from it when there is one, False = from scratch. A run from
+        scratch into a workdir holding checkpoints is refused unless overwrite (which deletes
+        them); the workdir is locked for the run (unimask/train/workdir.py)."""
         os.makedirs(workdir, exist_ok=True)
+        lock = self._claim(workdir, resume, overwrite)
+        try:
+            return self._fit(workdir, resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim(self, workdir: str, resume, overwrite: bool):
+        """Rank 0 locks the workdir and checks that a fresh run overwrites nothing, before anything
+        is written; every rank learns whether that worked, so none trains alone."""
+        lock, error = None, None
+        if self.dist.is_main:
+            try:
+                lock = RunLock(workdir)
+                if not (resume and has_checkpoints(workdir)):
+                    check_fresh_start(workdir, overwrite)
+            except WorkdirError as err:
+                error = err
+                if lock is not None:
+                    lock.release()
+        if failed_ranks(error is not None) and error is None:  # one all-reduce under torchrun
+            raise WorkdirError(f"rank 0 could not claim {workdir} (its error says why)")
+        if error is not None:
+            raise error
+        return lock
+
+    def _fit(self, workdir: str, resume) -> dict:
         folder = os.path.join(workdir, "checkpoints")
-        has_checkpoint = any(os.path.exists(os.path.join(folder, name)) for name in ("last.pt", "prev.pt"))
-        if resume and has_checkpoint:
-            state, path = ckpt.find_latest(os.path.join(workdir, "checkpoints"), meta_only=self.fsdp)
+        config = gin.config_str()
+        if resume and has_checkpoints(workdir):
+            state, path = ckpt.find_latest(folder, meta_only=self.fsdp)
+            check_data(state.get("data", {}), self.data_identity, path, self.allow_data_change)
             self.restore(state, path)
             if self.dist.is_main:
                 print(f"resumed from {path} at step {self.step}", flush=True)
+                changes = config_changes(state.get("config", ""), config)
+                if changes:
+                    print(f"warning: resuming with settings that differ from {path}'s:\n  " + "\n  ".join(changes),
+                          flush=True)
         elif resume is True:
-            raise FileNotFoundError(f"--resume: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+            raise FileNotFoundError(f"--resume: no checkpoint in {folder}")
         self.preflight()
-        self.log = MetricsLog(workdir, enabled=self.dist.is_main, resumed_at=self.step if self.step else None)
+        self.log = MetricsLog(workdir, enabled=self.dist.is_main, resumed_at=self.step)  # step 0: stale rows go
         if self.dist.is_main:
-            with open(os.path.join(workdir, "config.gin"), "w") as f:
-                f.write(gin.config_str())
+            keep_original_config(workdir, config, self.step)
             write_run_info(workdir, world_size=self.dist.world, device=str(self.device), precision=self.precision,
-                           micro_batch=self.micro_batch, accum_steps=self.accum_steps, resumed_at=self.step)
+                           micro_batch=self.micro_batch, accum_steps=self.accum_steps, resumed_at=self.step,
+                           classes=getattr(self.dataset, "classes", None))
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         ok = False
         try:
@@ -350,6 +408,13 @@ class Trainer:
             if ok and self.dist.world > 1 and torch.distributed.is_initialized():
                 barrier(self.dist)
                 torch.distributed.destroy_process_group()
+
+    @property
+    def data_identity(self) -> dict:
+        """The data set's size and sample-list fingerprint, saved in every checkpoint (computed once)."""
+        if not hasattr(self, "_data_identity"):
+            self._data_identity = data_identity(self.dataset)
+        return self._data_identity
 
     def preflight(self):
         """One micro-batch through the adapter and the masker in this process, before any worker
@@ -398,10 +463,14 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", ratio=f"{row['mask_ratio']:.2f}",
                                 sps=f"{row['samples_per_s']:.1f}")
                 last, window, term_window, t0 = row, [], {}, time.perf_counter()
-            if final or self.step % self.ckpt_every == 0 or self._stop_signal is not None:
+            # under torchrun only the agreed stop (train_step's all-reduce) is safe: every rank saves
+            # this same step; one process may also take a signal that came during eval
+            stop = metrics.get("stop", False) or (self.dist.world == 1 and self._stop_signal is not None)
+            if final or self.step % self.ckpt_every == 0 or stop:
                 self.save(workdir)
-            if self._stop_signal is not None:
-                bar.write(f"signal {self._stop_signal}: checkpoint saved at step {self.step}, exiting")
+            if stop:
+                where = f"signal {self._stop_signal}" if self._stop_signal is not None else "a signal on another rank"
+                bar.write(f"{where}: checkpoint saved at step {self.step}, exiting")
                 break
         bar.close()
         return last

@@ -10,12 +10,16 @@ from unimask.weights.layouts import canonical, unwrap
 from unimask.weights.load import WeightsError, load_pretrained, read_file
 
 
-def build_from_checkpoint(path: str, gin_files=(), gin_params=(), strict: bool = True, verbose: bool = False):
-    """-> the model of `path`'s config (+ files and bindings) with the file's weights loaded."""
+def build_from_checkpoint(path: str, gin_files=(), gin_params=(), strict: bool = True, verbose: bool = False,
+                          trust_pickle: bool = False):
+    """-> the model of `path`'s config (+ files and bindings) with the file's weights loaded. The
+    file is read weights-only unless trust_pickle, and its config may bind only the project's
+    configurables (unimask/safe_config.py)."""
     from unimask.configurables import register_all
+    from unimask.safe_config import check_stored_config
 
     register_all()
-    obj = read_file(path)
+    obj = read_file(path, trust_pickle)
     config = obj.get("config") if isinstance(obj, dict) else None
     if not config and not gin_files:
         layout = canonical(unwrap(obj))[0]
@@ -23,6 +27,7 @@ def build_from_checkpoint(path: str, gin_files=(), gin_params=(), strict: bool =
                            "the model to load it into")
     gin.clear_config()
     if config:
+        check_stored_config(config, path)
         gin.parse_config(config)
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_params))
     model = gin.query_parameter("train.model").scoped_configurable_fn()

@@ -26,6 +26,7 @@ from typing import Dict, List
 
 import torch
 
+from unimask.safe_load import UnsafeFileError, torch_load
 from unimask.weights.layouts import canonical, unwrap
 
 DECODER_NAMES = (("decoder_embed.", "decoder.embed."), ("mask_token", "decoder.mask_token"),
@@ -71,12 +72,14 @@ def short_list(keys: List[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def read_file(path: str) -> dict:
-    """A state dict from a torch file or a .safetensors file (a folder: its model file)."""
+def read_file(path: str, trust_pickle: bool = False) -> dict:
+    """A state dict from a torch file or a .safetensors file (a folder: its model file). Torch
+    files are read weights-only (unimask/safe_load.py); a file that needs a full unpickle is
+    refused unless trust_pickle (train.init_trust_pickle=True)."""
     if os.path.isdir(path):
         for name in ("model.safetensors", "pytorch_model.bin", "checkpoints/last.pt"):
             if os.path.exists(os.path.join(path, name)):
-                return read_file(os.path.join(path, name))
+                return read_file(os.path.join(path, name), trust_pickle)
         raise FileNotFoundError(f"init_from: {path} holds no model.safetensors, pytorch_model.bin or checkpoints/last.pt")
     if not os.path.exists(path):
         raise FileNotFoundError(f"init_from: {path} does not exist")
@@ -85,21 +88,21 @@ def read_file(path: str) -> dict:
 
         return load_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001  MAE's checkpoints pickle their argparse arguments next to the weights
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise WeightsError(f"init_from: cannot read {path}: {err}") from err
+        return torch_load(path, opt_in="train.init_trust_pickle=True (or --trust-pickle in the tools)",
+                          trust_pickle=trust_pickle)
+    except UnsafeFileError as err:
+        raise WeightsError(f"init_from: {err}") from err
+    except Exception as err:  # noqa: BLE001  truncated, not a torch file, ...
+        raise WeightsError(f"init_from: cannot read {path}: {type(err).__name__}: {err}") from err
 
 
 def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verbose: bool = True,
-                    contents=None) -> LoadReport:
+                    contents=None, trust_pickle: bool = False) -> LoadReport:
     """Load the weights in `path` into `model` (in place) -> the report; WeightsError when a key
     does not fit and strict. Works for unimask, timm, MAE, VideoMAE and Hugging Face files.
     contents: what read_file(path) gave, when the caller has read it already."""
     try:
-        state = unwrap(read_file(path) if contents is None else contents)
+        state = unwrap(read_file(path, trust_pickle) if contents is None else contents)
         layout, state = canonical(state)
     except ValueError as err:
         raise WeightsError(f"init_from {path}: {err}") from err
