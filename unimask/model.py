@@ -202,18 +202,21 @@ class MaskedModel(OneEncoderModel):
         loss, token_loss = self.score(decoded, tokens, mask)
         out = {"loss": loss, "pred": decoded.pred, "dec_ids": decoded.ids, "mask": mask, "tokens": tokens,
                "latent": latent, "token_loss": token_loss}
+        terms = {}  # every term beside the reconstruction, each logged as loss_<name> with recon beside it
         if position_loss is not None:
-            out["terms"] = {"recon": loss.detach(), "position": position_loss.detach()}
+            terms["position"] = position_loss.detach()
             out["loss"] = loss + self.position_predictor.weight * position_loss
         for i, objective in enumerate(self.aux_objectives):  # extra terms (edge reconstruction...)
             term = objective(out, src_ids, src_valid)
-            out[f"aux_{i}_{type(objective).__name__}"] = term.detach()
+            out[f"aux_{i}_{type(objective).__name__}"] = terms[f"aux_{i}_{type(objective).__name__}"] = term.detach()
             out["loss"] = out["loss"] + term
         full_loss = torch.zeros(mask.masked.shape, device=loss.device).scatter(1, decoded.ids, token_loss.detach().float())
         aux = self.masker.aux_loss(mask, full_loss)  # [B, N] token losses -> a learning masker's term
         if aux is not None:
-            out["aux_loss"] = aux
+            out["aux_loss"], terms["masker"] = aux, aux.detach()
             out["loss"] = out["loss"] + aux
+        if terms:  # a plain MAE's one term is its loss: no column repeats it
+            out["terms"] = {"recon": loss.detach(), **terms}
         return out
 
     def render(self, out: dict, path: str) -> str:
