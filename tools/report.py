@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Numbers for the README's "What pretraining buys": pretrain on a CPU-time budget, then probe.
+"""Numbers for the results table (docs/report.md, summarized in README): pretrain on a CPU-time budget, then probe.
 
 python tools/report.py images [--minutes 12]       # MAE on the Fashion-MNIST sample
 python tools/report.py images-full                  # all of Fashion-MNIST (make_sample_data.py fashion-full)

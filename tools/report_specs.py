@@ -1,4 +1,4 @@
-"""The rows of README's "What pretraining buys": one Spec per row (tools/report.py runs them).
+"""The rows of the results table (docs/report.md): one Spec per row (tools/report.py runs them).
 
 A Spec names the recipe to pretrain, the data it needs (the recipe files are checked too), the
 probe, and gin bindings for pretraining (params) or for the probes only (eval_params, e.g. a
