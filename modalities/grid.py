@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from modalities.base import ModalityAdapter
+from unimask.interfaces import ModalityAdapter
 from unimask.pos import sincos_pos
 from unimask.patches import patchify, unpatchify  # noqa: F401  (grid adapters import them from here)
 from unimask.tokens import Tokens
@@ -124,6 +124,10 @@ class GridAdapter(ModalityAdapter):
         if self.token_grid is None or any(g is None for g in self.token_grid):
             return None
         return grid_coords(self.token_grid, 1, self.proj.weight.device)[0]
+
+    def learned_pos_table(self) -> Optional[nn.Parameter]:
+        """The learned table [N, D] (pos_embed='learned'), None for sin-cos codes."""
+        return self.pos_table
 
     def conv_from_linear(self) -> tuple:
         """proj as the stride-patch convolution it equals: (weight [D, C, *patch], bias [D])."""

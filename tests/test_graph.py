@@ -21,7 +21,7 @@ from unimask.losses import SCELoss
 from unimask.masking import ConstantRatio, RandomMasker
 from unimask.model import MaskedModel
 from unimask.targets import EMATeacherTarget
-from unimask.train.optim import param_groups
+from unimask.optim import param_groups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAPHS = os.path.join(ROOT, "data", "sample", "graphs")

@@ -3,6 +3,7 @@
 `unimask.modalities` entry-point group (pyproject.toml) or named by the CLIs."""
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -40,3 +41,23 @@ def test_adapters_are_found_through_the_entry_point_group():
     out = subprocess.run([sys.executable, "-c", script], cwd=os.path.join(ROOT, "data"), capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+PROBE = re.compile(r"\bhasattr\(|\bgetattr\(|inspect\.signature\(")
+THIRD_PARTY = re.compile(r"#\s*(torch|timm)\b")
+
+
+def test_the_core_asks_its_own_classes_nothing():
+    """Models, adapters, encoders, decoders and maskers declare every capability on their base
+    classes (unimask/interfaces.py), so the core calls them instead of asking what they have. The
+    probes that remain look at torch's or timm's objects and say so in a `# torch` / `# timm`
+    comment on their line."""
+    probes = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "unimask")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path) as f:
+                    probes += [f"{os.path.relpath(path, ROOT)}:{i}: {line.strip()}" for i, line in enumerate(f, 1)
+                               if PROBE.search(line.split("#")[0]) and not THIRD_PARTY.search(line)]
+    assert not probes, "\n".join(probes)

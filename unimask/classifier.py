@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unimask.encoders import encode_all
+from unimask.interfaces import PretrainingModel
 from unimask.model import init_weights
 from unimask.optim import layer_decay_scales, still_frozen
 from unimask.probe.features import pool_rows
@@ -35,10 +36,11 @@ POOLS = ("mean", "cls", "max+mean")
 
 
 @gin.configurable
-class Classifier(nn.Module):
+class Classifier(PretrainingModel):
     init_from_fresh = ("head.", "fc_norm.")  # a pretraining checkpoint has no classifier
     init_from_drop = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.",
                       "position_predictor.")  # pretraining only
+    can_score = True
 
     def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, num_classes: int = gin.REQUIRED,
                  pool: str = "mean", head_dropout: float = 0.0, head_init_std: float = 2e-5,
@@ -59,7 +61,7 @@ class Classifier(nn.Module):
             raise ValueError(f"Classifier.pool must be one of {POOLS}, got {pool!r}")
         if any(int(width) < 1 for width in head_hidden):
             raise ValueError(f"Classifier.head_hidden={tuple(head_hidden)}: every width must be >= 1")
-        if pool == "cls" and getattr(encoder, "cls_token", None) is None:
+        if pool == "cls" and encoder.learned_cls_token() is None:
             raise ValueError("Classifier.pool='cls' needs an encoder with a [CLS] token (ViTEncoder.class_token=True)")
         if not 0.0 <= linear_probe_first < 1.0:
             raise ValueError(f"Classifier.linear_probe_first={linear_probe_first}: a fraction of the run in [0, 1)")
@@ -80,14 +82,17 @@ class Classifier(nn.Module):
 
             self.mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mix_prob, switch_prob=switch_prob,
                                label_smoothing=label_smoothing, num_classes=num_classes)
-        depth = len(getattr(encoder, "blocks", ()))
-        self.lr_scale = layer_decay_scales(depth, layer_decay, self.layer_of) if layer_decay else None
+        depth = encoder.block_count()
+        self.layer_scales = layer_decay_scales(depth, layer_decay, self.layer_of) if layer_decay else None
         self.linear_probe_first = float(linear_probe_first)
-        self.thaw_at = self.backbone_thaws_at if linear_probe_first > 0 else None
 
-    def backbone_thaws_at(self, name: str) -> float:
+    def lr_scale(self, name: str) -> Optional[float]:
+        """Layer-wise lr decay (MAE's fine-tuning): decay^(depth + 1 - layer); None without it."""
+        return self.layer_scales(name) if self.layer_scales is not None else None
+
+    def thaw_at(self, name: str) -> float:
         """The fraction of the run a parameter waits frozen: the adapter's and encoder's wait for
-        the linear probe phase, fc_norm and the head train from the start."""
+        the linear probe phase (LP-FT), fc_norm and the head train from the start."""
         return self.linear_probe_first if name.startswith(("adapter.", "encoder.")) else 0.0
 
     def layer_of(self, name: str) -> int:
@@ -162,11 +167,6 @@ class Classifier(nn.Module):
             out["top5"] = ((hits.any(-1) & keep).sum(), keep.sum())
         return out
 
-    def after_step(self, progress: float):
-        pass
-
-    def render(self, out, path):
-        raise NotImplementedError("a classifier draws no reconstruction")
 
 
 def mlp_head(width: int, hidden: tuple, num_classes: int, dropout: float) -> nn.Module:

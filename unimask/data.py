@@ -24,7 +24,7 @@ def to_device(batch, device, non_blocking: bool = False, drop=("n_bad",)):
         return {k: to_device(v, device, non_blocking, drop) for k, v in batch.items() if k not in drop}
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device, non_blocking, drop) for v in batch)
-    if isinstance(batch, torch.Tensor) or hasattr(batch, "to"):
+    if isinstance(batch, torch.Tensor) or hasattr(batch, "to"):  # torch: tensors and PyG batches
         return batch.to(device, non_blocking=non_blocking)
     return batch
 

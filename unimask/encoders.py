@@ -85,9 +85,18 @@ class ViTEncoder(Encoder, TransformerStack):
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if class_token else None  # MAE's init
         self.rope, self.rope_theta = rope, rope_theta
 
+    vit_layout = True  # blocks.{i}.*, norm.*, cls_token: timm's names
+    takes_block_masks = True
+
     @property
     def uses_tokens(self) -> bool:  # rotary angles come from the tokens' coordinates
         return self.rope
+
+    def block_count(self) -> int:
+        return len(self.blocks)
+
+    def learned_cls_token(self) -> Optional[nn.Parameter]:
+        return self.cls_token
 
     def rotary(self, tokens, ids, with_cls: bool) -> Optional[tuple]:
         """(cos, sin, axes) for the tokens ids [B, K] (+ an unrotated [CLS] row first), or None."""

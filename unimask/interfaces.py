@@ -1,8 +1,9 @@
-"""What the model may call on an encoder and a decoder: the whole interface, in one place.
+"""What the core may call on an adapter, an encoder and a decoder: the whole interface, in one place.
 
-MaskedModel talks to its encoder and decoder only through these attributes and calls, so a new
-backbone (a GNN, a cross-attention decoder, a Mamba stack) subclasses one of these two classes
-and fills them in; the model never probes with hasattr.
+The models, weight loading, export, targets and probes talk to these parts only through the
+attributes and calls declared here, each optional capability with its default, so a new modality
+subclasses ModalityAdapter and a new backbone (a GNN, a cross-attention decoder, a Mamba stack)
+Encoder or Decoder and fills them in; the core never asks a part whether it has an attribute.
 
     x [B, K, D] tokens in, key_valid [B, K] bool (False = padding), tokens: the batch's Tokens,
     ids [B, K] which token each row of x holds (a GNN reads the edges among them).
@@ -14,20 +15,143 @@ from typing import Optional
 import torch
 from torch import nn
 
+from unimask.losses import MSELoss
+from unimask.pos import sincos_pos
+from unimask.tokens import Tokens
+
+
+class ModalityAdapter(nn.Module):
+    """Everything a modality must tell the core, and nothing more. Subclasses set `target_dim`
+    and `loss` and implement `tokenize`, `embed`, `render`; the rest has a default here.
+
+    tokenize has no learned weights (patchify, FPS+kNN, fbank); embed is applied to the
+    visible patches only, after the gather, so masked tokens cost nothing to embed.
+
+    Optional capabilities (a grid of patches has them: modalities/grid.py's GridAdapter), each
+    with the default of an adapter that lacks it:
+      grid_positions()          fixed token grid of the input (weights in and out)   None
+      learned_pos_table()       learned position table, state key `pos_table`         None
+      resample_pos_table(t)     a table of another grid onto this one                 raises
+      linear_from_conv(w, b)    a patch convolution -> this adapter's patch weights    raises
+      conv_from_linear()        this adapter's patch weights as a convolution          raises
+      sincos(coords, dim)       its fixed sin-cos codes (checked against a file's)     sincos_pos
+      pos_axes                  axis order of those codes, 'ij' or 'xy'               None
+      patch, in_chans           patch size per grid axis, input channels (HOGTarget)   None
+    Parameters and submodules (`pos_table`) are reached through methods: a class attribute of
+    the same name would shadow, or refuse, nn.Module's registration of them.
+    """
+
+    target_dim: int = 0
+    loss = MSELoss()
+    batch_key: str = "input"  # the key of the raw batch dict this adapter reads
+    pos_axes: Optional[str] = None  # 'ij': first grid axis first in the codes' width, 'xy': last first
+    patch: Optional[tuple] = None  # patch size per grid axis (a grid adapter's)
+    in_chans: Optional[int] = None  # input channels of a grid adapter
+
+    def tokenize(self, batch) -> Tokens:
+        raise NotImplementedError
+
+    def embed(self, patches: torch.Tensor, tokens: Tokens, ids: torch.Tensor) -> torch.Tensor:
+        """patches [B, K, P] (already gathered), ids [B, K] -> [B, K, D]."""
+        raise NotImplementedError
+
+    def pos(self, coords: torch.Tensor, dim: int) -> torch.Tensor:
+        """coords [..., C] -> [..., dim]; fixed sin-cos by default (MAE)."""
+        return sincos_pos(coords, dim)
+
+    def target(self, tokens: Tokens) -> torch.Tensor:
+        """[B, N, T] default prediction target: the raw patches."""
+        return tokens.patches
+
+    def random_patches(self, like: torch.Tensor, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        """'Random token' for BERT-style replace; None = take another token of the batch."""
+        return None
+
+    def render(self, tokens: Tokens, pred: torch.Tensor, mask, path: str) -> str:
+        """Write a picture/sound of input | masked | reconstruction for sample 0; return path."""
+        raise NotImplementedError(f"{type(self).__name__} cannot render reconstructions")
+
+    def render_views(self, first: Tokens, second: Tokens, pred: torch.Tensor, mask, path: str) -> str:
+        """Two views (SiamMAE, CropMAE): view 1 | masked view 2 | reconstruction of view 2."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw two views")
+
+    def raw_features(self, tokens: Tokens) -> torch.Tensor:
+        """[B, N, F]: the input itself, per token, for the no-learning baseline probe (its patch
+        values and its coordinates: a token's position may carry the shape). Adapters whose patches
+        are not numbers (token ids) give an encoding of them instead."""
+        return torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
+
+    def labels(self, batch) -> Optional[torch.Tensor]:
+        """[B] class labels of a raw batch, for probes; None when the data has none."""
+        label = batch.get("label") if isinstance(batch, dict) else None
+        return label
+
+    # ---- weights in and out (unimask/weights, tools/export.py) -------------------------------
+    def grid_positions(self) -> Optional[torch.Tensor]:
+        """[N, d] positions of every token of a fixed-size input, row-major; None when the input
+        has no fixed size (or no grid)."""
+        return None
+
+    def learned_pos_table(self) -> Optional[nn.Parameter]:
+        """The learned position table [N, D] (state key `pos_table`); None when the position
+        codes are computed."""
+        return None
+
+    def resample_pos_table(self, table: torch.Tensor) -> torch.Tensor:
+        """A learned table [N', D] of another grid -> this adapter's [N, D]."""
+        raise NotImplementedError(f"{type(self).__name__} has no learned position table to resample into")
+
+    def linear_from_conv(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> dict:
+        """A patch convolution [D, C, *patch] (timm, MAE, VideoMAE) -> this adapter's state
+        entries {'proj.weight', 'proj.bias'}; ValueError when its shape does not fit."""
+        raise NotImplementedError(f"{type(self).__name__} has no patch embedding to load a patch convolution into")
+
+    def conv_from_linear(self) -> tuple:
+        """This adapter's patch embedding as the convolution it equals: (weight [D, C, *patch], bias [D])."""
+        raise NotImplementedError(f"{type(self).__name__} has no patch embedding to write as a convolution")
+
+    def sincos(self, coords: torch.Tensor, dim: int) -> torch.Tensor:
+        """coords [..., C] -> [..., dim]: this adapter's fixed sin-cos codes (what a file's fixed
+        position table is checked against)."""
+        return sincos_pos(coords, dim)
+
 
 class Encoder(nn.Module):
     """dim: width of x and of the output. pos_every_block: forward also takes `pos` [B, K, D], the
     position codes, to add again before every block (Point-MAE); the model adds them once to x
     either way. uses_tokens: forward reads `tokens` and `ids` (a GNN reads their edges), so it
-    serves one modality's tokens only."""
+    serves one modality's tokens only. rope: it rotates queries and keys by the tokens'
+    coordinates (rotary positions; the hidden tokens of PositionPredictor cannot ride along).
+    vit_layout: its state is timm's ViT encoder's (`blocks.{i}.*` timm Blocks, `norm.*`, an
+    optional `cls_token`), so weights export to timm / Hugging Face names (unimask/weights).
+    takes_block_masks: forward also takes block_masks= (one [B, 1, K, K] attention mask per
+    block, block_count() of them: PositionPredictor's ride-along hidden tokens)."""
 
     dim: int
     pos_every_block: bool = False
     uses_tokens: bool = False
+    rope: bool = False
+    vit_layout: bool = False
+    takes_block_masks: bool = False
 
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor], tokens, ids: torch.Tensor,
                 pos: Optional[torch.Tensor] = None) -> torch.Tensor:  # [B, K, D] -> [B, K, D]
         raise NotImplementedError
+
+    def block_count(self) -> int:
+        """How many transformer blocks it holds as `blocks.0` .. (layer-wise lr decay gives each
+        its own scale); 0 for an encoder without them (a GNN)."""
+        return 0
+
+    def learned_cls_token(self) -> Optional[nn.Parameter]:
+        """The learned [CLS] token [1, 1, dim] (state key `cls_token`); None without one. (A
+        method, not a class attribute: that would refuse nn.Module's registration of the parameter.)"""
+        return None
+
+    def forward_with_cls(self, x: torch.Tensor, key_valid: Optional[torch.Tensor] = None,
+                         pos: Optional[torch.Tensor] = None, tokens=None, ids=None) -> torch.Tensor:
+        """Like forward, with the [CLS] token's output first: [B, K, D] -> [B, 1 + K, D]."""
+        raise ValueError(f"{type(self).__name__} has no [CLS] token")
 
     def layer_outputs(self, x: torch.Tensor, key_valid: Optional[torch.Tensor], tokens, ids: torch.Tensor,
                       pos: Optional[torch.Tensor] = None) -> list:
@@ -45,7 +169,9 @@ class Decoder(nn.Module):
     ones), else forward returns every row it was given. init_head(out_dim) is called once the
     target's width is known. cross_context: forward takes context= / context_valid= (another
     set of tokens read through cross-attention: SiamMAE's view 1); else the model appends context
-    tokens to the decoded ones (MultiMAE's other modalities)."""
+    tokens to the decoded ones (MultiMAE's other modalities). window: local attention within
+    windows of that many grid cells per axis (AudioMAE), None = global attention; a windowed
+    decoder cannot take other modalities' tokens as context."""
 
     dim: int
     embed: nn.Module
@@ -55,6 +181,7 @@ class Decoder(nn.Module):
     pos_every_block: bool = False
     predicts_rows: bool = False
     cross_context: bool = False
+    window: Optional[tuple] = None
 
     def init_head(self, out_dim: int):
         raise NotImplementedError
@@ -62,3 +189,53 @@ class Decoder(nn.Module):
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor], tokens, ids: torch.Tensor,
                 out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError  # [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows
+
+
+class PretrainingModel(nn.Module):
+    """The base of every model the trainer runs (MaskedModel, SiameseModel, MultiModalModel,
+    Classifier, VQTokenizer, and each new family): everything the trainer, weight loading,
+    export and the probes call on a model, declared here with a default, so none of them asks a
+    model what it has (no hasattr probes) and a new family overrides what it does differently.
+
+    forward(batch, progress, generator, mask=None, mask_only=False) -> {'loss': scalar to
+    backward, 'terms': {name: every named loss term, logged as loss_<name>}, 'stats': {name:
+    other numbers to log}, 'mask': what was hidden (None for a classifier), 'pred', ...}.
+    """
+
+    schedule = None  # the RatioSchedule the trainer checkpoints; None: the model does not mask
+    init_from_fresh: tuple = ()  # key prefixes a weights file may lack (train.init_from, unimask/weights)
+    init_from_drop: tuple = ()  # key prefixes of a weights file this model leaves out on purpose
+    can_score: bool = False  # score_batch gives top-1 counts (train.eval_dataset: fine-tuning)
+
+    def forward(self, batch, progress: float = 0.0, generator=None, mask=None, mask_only: bool = False) -> dict:
+        raise NotImplementedError
+
+    def after_step(self, progress: float):
+        """Called by the trainer after every optimizer step (EMA teachers, learned maskers)."""
+
+    def param_groups(self, weight_decay: float = 0.05) -> list:
+        """The optimizer's groups: MAE's no-decay rule, split by lr_scale and thaw_at (unimask/optim.py)."""
+        from unimask.optim import param_groups  # optim reads this class: imported when called
+
+        return param_groups(self, weight_decay)
+
+    def lr_scale(self, name: str) -> Optional[float]:
+        """The lr multiplier of parameter `name` (layer-wise decay when fine-tuning); None: no
+        scaling, and the optimizer keeps MAE's two groups (decay / no decay)."""
+        return None
+
+    def thaw_at(self, name: str) -> float:
+        """The fraction of the run parameter `name` waits frozen (LP-FT); 0: it trains from the start."""
+        return 0.0
+
+    def features(self, batch) -> tuple:
+        """What probes read: frozen features with every token visible, (tokens [B, N, D], valid [B, N])."""
+        raise NotImplementedError(f"{type(self).__name__} gives no probe features")
+
+    def render(self, out: dict, path: str) -> str:
+        """A picture (or sound) of out's sample 0 at `path` -> the path written."""
+        raise NotImplementedError(f"{type(self).__name__} draws no reconstruction")
+
+    def score_batch(self, batch, keep: torch.Tensor) -> dict:
+        """-> {'top1': (correct, count), ...} over the rows keep [B] marks (models with can_score)."""
+        raise NotImplementedError(f"{type(self).__name__} does not score labels")

@@ -6,8 +6,8 @@ learned [MASK] embedding (or a random / kept token, `replace_probs`) and the enc
 all tokens. Dual masking (VideoMAE v2): `decoder_masker` picks the hidden tokens the
 decoder reconstructs; the rest are never decoded.
 
-The model talks to its parts through their base classes only: adapter (modalities/base.py),
-masker (masking/base.py), encoder and decoder (interfaces.py), target (targets.py).
+The model talks to its parts through their base classes only: adapter, encoder and decoder
+(interfaces.py), masker (masking/base.py), target (targets.py).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, encode_all, encode_ids, position_codes
+from unimask.interfaces import PretrainingModel
 from unimask.position_prediction import accepts_block_masks
 from unimask.targets import Target
 from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
@@ -39,7 +40,7 @@ class Decoded:
     rows_valid: Optional[torch.Tensor] = None
 
 
-class OneEncoderModel(nn.Module):
+class OneEncoderModel(PretrainingModel):
     """What the trainer and the probes call on a model with one adapter, one encoder, one masker
     and one target (MaskedModel, SiameseModel): frozen features and the per-step hook."""
 

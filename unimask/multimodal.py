@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, position_codes
+from unimask.interfaces import PretrainingModel
 from unimask.model import decode_latent, init_model_weights, score_decoded
 from unimask.probe.features import pool_rows
 from unimask.targets import Target
@@ -71,7 +72,7 @@ def as_dict(value, names, what: str) -> dict:
 
 
 @gin.configurable
-class MultiModalModel(nn.Module):
+class MultiModalModel(PretrainingModel):
     """adapters: {modality: adapter}, its keys are batch keys (batch[m] is adapter m's input);
     the encoder sees the modalities in sorted name order. decoders / targets / losses / loss_weights: one per
     modality (a dict) or one for all. masker + schedule: one budget masker (over all modalities'
@@ -91,7 +92,7 @@ class MultiModalModel(nn.Module):
         self.names = sorted(adapters)  # the encoder's input order: sorted, as gin's config_str keeps dicts
         self.adapters, self.encoder = nn.ModuleDict(adapters), encoder
         self.decoders = nn.ModuleDict(as_dict(decoders, self.names, "decoders"))
-        if any(d.window is not None for d in self.decoders.values() if hasattr(d, "window")):
+        if any(d.window is not None for d in self.decoders.values()):
             raise ValueError("MultiModalModel: local-window decoders cannot take the other modalities as context")
         self.targets = nn.ModuleDict({n: t if t is not None else Target()
                                       for n, t in as_dict(targets, self.names, "targets").items()})
@@ -100,7 +101,7 @@ class MultiModalModel(nn.Module):
         self.loss_weights = as_dict(1.0 if loss_weights is None else loss_weights, self.names, "loss_weights")
         self.per_modality_masking = isinstance(masker, dict)
         self.maskers = as_dict(masker, self.names, "masker") if self.per_modality_masking else {None: masker}
-        if any(getattr(m, "needs_features", False) for m in self.maskers.values()):
+        if any(m.needs_features for m in self.maskers.values()):
             raise ValueError("MultiModalModel: learned maskers are not supported across modalities")
         if self.per_modality_masking:
             self.schedule = ScheduleSet(as_dict(schedule, self.names, "schedule"))

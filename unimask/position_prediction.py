@@ -17,21 +17,21 @@ adapter's position code reads), not their sin-cos embedding.
 """
 from __future__ import annotations
 
-import inspect
-
 import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unimask.encoders import embed_ids, position_codes
+from unimask.interfaces import Encoder
 from unimask.tokens import Mask, Tokens, gather_tokens, select_ids
 
 
 def accepts_block_masks(encoder: nn.Module) -> bool:
-    """Can this encoder carry the hidden tokens along (transformer blocks, forward(block_masks=))?
-    A GNN or another encoder without them would fail deep inside forward otherwise."""
-    return hasattr(encoder, "blocks") and "block_masks" in inspect.signature(encoder.forward).parameters
+    """Can this encoder carry the hidden tokens along (transformer blocks, forward(block_masks=):
+    Encoder.takes_block_masks)? A GNN or another module without them would fail deep inside forward
+    otherwise."""
+    return isinstance(encoder, Encoder) and encoder.takes_block_masks
 
 
 def ride_along_masks(keep_valid: torch.Tensor, hidden_valid: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ class PositionPredictor(nn.Module):
     def forward(self, adapter, encoder, tokens: Tokens, mask: Mask) -> tuple:
         """-> (latent [B, K, D] of the visible tokens mask.ids_keep, decoder_tokens: tokens with the
         hidden ones' coordinates replaced by their detached predictions, loss [] (unweighted MSE))."""
-        if getattr(encoder, "rope", False):
+        if encoder.rope:
             raise ValueError("PositionPredictor: a rotary encoder (ViTEncoder.rope=True) would rotate the hidden "
                              "tokens by their true coordinates; use an adapter's position codes instead")
         if not tokens.coords.is_floating_point():
@@ -84,7 +84,7 @@ class PositionPredictor(nn.Module):
         pos = torch.cat([pos_visible, pos_hidden], 1)
         x = x + pos
         valid = torch.cat([keep_valid, hidden_valid], 1)
-        masks = [ride_along_masks(keep_valid, hidden_valid)] * len(encoder.blocks)
+        masks = [ride_along_masks(keep_valid, hidden_valid)] * encoder.block_count()
         out = encoder(x, valid, tokens, all_ids,
                       pos=pos if encoder.pos_every_block else None, block_masks=masks)  # [B, K+M, D]
         predicted = self.head(out[:, k:]).float()  # [B, M, coord_dim]

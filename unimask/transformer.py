@@ -60,7 +60,7 @@ class RowBlock(Block):
         """rope: (cos, sin, axes) from unimask/rope.py: queries and keys rotated by their positions."""
         if out_rows is None and rope is None:
             return super().forward(x, attn_mask=attn_mask)
-        if getattr(self.attn, "gate", None) is not None:  # a variant this path does not cover
+        if getattr(self.attn, "gate", None) is not None:  # timm: an Attention variant this path does not cover
             if rope is not None:
                 raise ValueError("rotary positions need timm's plain Attention (no gate)")
             return gather_tokens(super().forward(x, attn_mask=attn_mask), out_rows)

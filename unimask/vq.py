@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import encode_ids, position_codes
+from unimask.interfaces import PretrainingModel
 from unimask.masking.schedules import ConstantRatio
 from unimask.model import init_weights
 from unimask.quantize import VectorQuantizer
@@ -26,7 +27,7 @@ from unimask.tokens import Mask, Tokens
 
 
 @gin.configurable
-class VQTokenizer(nn.Module):
+class VQTokenizer(PretrainingModel):
     def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, decoder=gin.REQUIRED, num_codes: int = 512,
                  code_dim: int = 32, decay: float = 0.99, beta: float = 0.25, target: Optional[PixelTarget] = None):
         super().__init__()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalities.base import ModalityAdapter
+from unimask.interfaces import ModalityAdapter
 from unimask.losses import SCELoss
 from unimask.pos import sincos_pos
 from unimask.tokens import EDGE_INDEX, MASKED_EDGE_INDEX, Tokens

@@ -9,8 +9,8 @@ import gin
 import torch
 from torch import nn
 
-from modalities.base import ModalityAdapter
 from modalities.points.sampling import group_points
+from unimask.interfaces import ModalityAdapter
 from unimask.losses import ChamferLoss
 from unimask.tokens import Tokens
 

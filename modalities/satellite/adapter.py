@@ -17,11 +17,11 @@ from typing import Optional, Sequence
 import gin
 import torch
 
-from modalities.base import ModalityAdapter
 from modalities.grid import check_divisible, grid_coords, patchify
 from modalities.satellite.bands import SATMAE_BANDS, SATMAE_GROUPS, GroupSpec, optional_bands, resolve_groups
 from modalities.satellite.embed import GroupPatchEmbed
 from modalities.satellite.encoding import satellite_pos
+from unimask.interfaces import ModalityAdapter
 from unimask.tokens import TARGET_WEIGHT, Tokens, gather_tokens
 
 

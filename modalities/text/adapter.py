@@ -14,11 +14,11 @@ import gin
 import torch
 from torch import nn
 
-from modalities.base import ModalityAdapter
 from modalities.text.masking import WORD_IDS
 from modalities.text.objective import TokenCrossEntropy
 from modalities.text.state import decode_state, encode_state
 from modalities.text.tokenizer import ByteTokenizer, TextTokenizer
+from unimask.interfaces import ModalityAdapter
 from unimask.pos import sincos_pos
 from unimask.tokens import Tokens
 

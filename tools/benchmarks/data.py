@@ -113,7 +113,7 @@ def training_clips_per_second(gin_file: str, batch: int, steps: int = 2) -> floa
 
     from benchmarks.pairs import unimask_step
     from common import parse_gin, seed_for_init
-    from unimask.train.optim import make_optimizer
+    from unimask.optim import make_optimizer
     from unimask.train.precision import resolve_device, resolve_precision
 
     parse_gin([gin_file])

@@ -30,7 +30,7 @@ def bench_masking(args):
     # for maskers of token groups: 4 groups of 2 time slots each, group-major like a (groups, H, W) grid
     grouped = tokens.replace(group=torch.arange(n) // (n // 4))
     # one unimask ViT-S training step as the yardstick
-    from unimask.train.optim import make_optimizer
+    from unimask.optim import make_optimizer
     from unimask.train.precision import resolve_precision
 
     device = torch.device("cpu")

@@ -152,7 +152,7 @@ def run_pair(args, what: str) -> float:
     """Build both models for `what` ('videomae' | 'imagemae'), give them the same inputs and mask,
     time them interleaved -> unimask samples/s over HF samples/s (printed last as ratio_vs_hf)."""
     from unimask.tokens import Mask
-    from unimask.train.optim import make_optimizer
+    from unimask.optim import make_optimizer
     from unimask.train.precision import resolve_device, resolve_precision
 
     if args.threads:

@@ -40,7 +40,7 @@ def make_loader(dataset, indices: Optional[Sequence[int]] = None, batch_size: in
     """DataLoader over `indices` of `dataset` (all by default), using the dataset's own collate."""
     indices = range(len(dataset)) if indices is None else indices
     sampler = IndexBatches(indices, batch_size, isinstance(dataset, SampleDataset), shuffle, seed)
-    kwargs = {"collate_fn": dataset.collate} if getattr(dataset, "collate", None) is not None else {}
+    kwargs = {"collate_fn": dataset.collate} if getattr(dataset, "collate", None) is not None else {}  # torch: any Dataset
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, **kwargs)
 
 

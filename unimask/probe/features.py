@@ -9,6 +9,7 @@ import torch
 
 from unimask.data import to_device
 from unimask.encoders import all_visible, encode_layers
+from unimask.interfaces import Encoder
 from unimask.tokens import gather_tokens, select_ids
 
 POOLS = ("mean", "cls", "tokens", "flatten", "max+mean")
@@ -33,11 +34,12 @@ def encode_all(model, batch, grad: bool = False, layer: Optional[int] = None):
 
 def block_features(model, batch, layer: int) -> tuple:
     """Every token visible, the output of encoder block `layer` -> ([B, M, D], valid [B, M])."""
-    encoder = getattr(model, "encoder", None)
-    if encoder is None or not hasattr(encoder, "layer_outputs"):
+    parts = dict(model.named_children())  # torch's module tree: one adapter and one encoder?
+    adapter, encoder = parts.get("adapter"), parts.get("encoder")
+    if adapter is None or not isinstance(encoder, Encoder):
         raise ValueError(f"--layer needs a model with one transformer encoder; {type(model).__name__} has none")
-    tokens, ids, valid = all_visible(model.adapter, batch)
-    outputs = encode_layers(model.adapter, encoder, tokens, ids, valid)
+    tokens, ids, valid = all_visible(adapter, batch)
+    outputs = encode_layers(adapter, encoder, tokens, ids, valid)
     if not -len(outputs) <= layer < len(outputs):
         raise ValueError(f"--layer {layer}: the encoder has {len(outputs)} blocks (0..{len(outputs) - 1}, or negative)")
     return outputs[layer], valid
@@ -139,7 +141,7 @@ def recompute_norm_stats(model, loader, device) -> int:
         m.eval()
         if int(m.num_batches_tracked) == 0:  # not on the features' path: as it was
             for name, value in buffers.items():
-                getattr(m, name).copy_(value)
+                getattr(m, name).copy_(value)  # torch: BatchNorm buffers
         else:
             reached += 1
     return reached

@@ -55,7 +55,7 @@ class HOGTarget(Target):
 
     def layout(self, adapter) -> tuple:
         """(slices per token, cells per token, channels) from a grid adapter's patch."""
-        patch, channels = getattr(adapter, "patch", None), getattr(adapter, "in_chans", None)
+        patch, channels = adapter.patch, adapter.in_chans  # None on adapters without a grid (ModalityAdapter)
         if patch is None or channels is None or len(patch) not in (2, 3):
             raise ValueError(f"HOGTarget needs a 2-D or 3-D grid adapter (patch, in_chans), got {type(adapter).__name__}")
         slices, (p, q) = (1, patch) if len(patch) == 2 else (patch[0], patch[1:])

@@ -25,15 +25,15 @@ NAMED = {("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pat
 class _DataOnly(pickle.Unpickler):
     def find_class(self, module, name):
         if module in CLASS_MODULES:
-            obj = getattr(importlib.import_module(module), name, None)
+            obj = getattr(importlib.import_module(module), name, None)  # torch: DCP's classes
             if isinstance(obj, type):  # DCP's dataclasses and enums
                 return obj
         elif module == "torch":
-            obj = getattr(torch, name, None)
+            obj = getattr(torch, name, None)  # torch: dtypes, layouts
             if obj is torch.Size or isinstance(obj, (torch.dtype, torch.layout, torch.memory_format)):
                 return obj
         elif (module, name) in NAMED:
-            return getattr(importlib.import_module(module), name)
+            return getattr(importlib.import_module(module), name)  # torch: the NAMED few
         raise pickle.UnpicklingError(f"global {module}.{name} is not part of DCP's metadata")
 
 

@@ -21,7 +21,7 @@ from unimask.train.workers import close_loader, ignore_stop_signals
 def score_split(model, dataset, batch_size: int, device, dist, precision: str, num_workers: int = 0,
                 collate=None) -> dict:
     """-> {'eval_<name>': percent} over the whole dataset (all processes together)."""
-    if not hasattr(model, "score_batch"):
+    if not model.can_score:
         raise TypeError(f"train.eval_dataset needs a model with score_batch (a Classifier), got {type(model).__name__}")
     n = len(dataset)
     if n == 0:

@@ -24,8 +24,7 @@ from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
 from unimask.train.distributed import all_or_none, all_reduce_mean, any_rank, barrier, failed_ranks, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
-from unimask.optim import lr_at, thaw_factor
-from unimask.train.optim import make_optimizer
+from unimask.optim import lr_at, make_optimizer, thaw_factor
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.scoring import score_split
 from unimask.train.workdir import (RunLock, WorkdirError, check_data, check_fresh_start, config_changes, data_identity,
@@ -76,7 +75,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.precision = resolve_precision(precision, self.device)
         micro_total = self.dist.world * accum_steps
-        samples_per_item = getattr(dataset, "samples_per_item", 1)
+        samples_per_item = getattr(dataset, "samples_per_item", 1)  # torch: any Dataset (SampleDataset declares it)
         if batch_size % (micro_total * samples_per_item):
             raise ValueError(f"train.batch_size={batch_size} must be divisible by world size x train.accum_steps x "
                              f"samples per dataset item = {self.dist.world} x {accum_steps} x {samples_per_item}")
@@ -98,7 +97,7 @@ class Trainer:
         self.loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and self.device.type == "cuda",
                                   persistent_workers=persistent_workers and num_workers > 0,
                                   prefetch_factor=prefetch_factor if num_workers > 0 else None,
-                                  collate_fn=getattr(dataset, "collate", None))
+                                  collate_fn=getattr(dataset, "collate", None))  # torch: any Dataset
         self.fsdp = fsdp and self.dist.world > 1
         if activation_checkpointing:
             from unimask.transformer import set_activation_checkpointing
@@ -114,6 +113,8 @@ class Trainer:
         self._stop_signal = None
         self._wrote_last = False  # this process wrote the current last.pt (so it need not be re-read)
         self._micro_hook = None  # progress inside long accumulations (big recipes on one CPU)
+        self._fixed = None  # the fixed evaluation batch and mask, made on first use
+        self._data_identity = None  # the data set's size and fingerprint, computed on first use
 
     # ---- setup ---------------------------------------------------------------------------
     def _wrap(self, model, compile: bool, fsdp: bool):
@@ -158,10 +159,10 @@ class Trainer:
         return {"step": self.step,
                 "schedules": {"lr": {"peak": self.peak_lr, "warmup": self.warmup_steps, "min_lr": self.min_lr,
                                      "total": self.steps},
-                              "mask": self.model.schedule.state_dict() if hasattr(self.model, "schedule") else {}},
+                              "mask": self.model.schedule.state_dict() if self.model.schedule is not None else {}},
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": ckpt.rng_state(),
                 "data": {"position": self.position, "seed": self.seed, **self.data_identity},
-                "classes": getattr(self.dataset, "classes", None), "skipped": self.skipped,
+                "classes": getattr(self.dataset, "classes", None), "skipped": self.skipped,  # torch: any Dataset
                 "n_bad": self.n_bad, "world_size": self.dist.world, "config": gin.config_str()}
 
     def state(self) -> dict:
@@ -200,11 +201,11 @@ class Trainer:
         """Full EMA tensors -> this run's EMA (its own shards in an FSDP run)."""
         for key, value in self.ema.items():
             source = full[key].to(value.dtype)
-            if hasattr(value, "device_mesh"):  # a DTensor shard: cut the full tensor the same way
+            if hasattr(value, "device_mesh"):  # torch: a DTensor shard: cut the full tensor the same way
                 from torch.distributed.tensor import distribute_tensor
 
                 source = distribute_tensor(source.to(value.device), value.device_mesh, value.placements)
-            self.ema[key] = source.to(value.device) if not hasattr(value, "device_mesh") else source
+            self.ema[key] = source.to(value.device) if not hasattr(value, "device_mesh") else source  # torch
 
     def save(self, workdir: str):
         """Every rank calls this. A save that fails on any rank raises on every rank (rank 0's own
@@ -238,7 +239,7 @@ class Trainer:
             seed = step_seed(self.seed, self.step, self.dist.rank * self.accum_steps + micro)
             torch.manual_seed(seed)  # dropout, drop-path, BERT-style random replacement
             generator = torch.Generator().manual_seed(seed + 1)  # the mask
-            sync = micro == len(batches) - 1 or not hasattr(self.train_model, "no_sync")
+            sync = micro == len(batches) - 1 or not hasattr(self.train_model, "no_sync")  # torch: DDP has it
             with (contextlib.nullcontext() if sync else self.train_model.no_sync()):
                 with autocast(self.precision, self.device):
                     out = self.train_model(batch, progress=progress, generator=generator)
@@ -283,7 +284,7 @@ class Trainer:
                                          f"gradient (last at step {self.step}); stopping (train.max_consecutive_skips)")
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.position += self.batch_size // getattr(self.dataset, "samples_per_item", 1)
+        self.position += self.batch_size // getattr(self.dataset, "samples_per_item", 1)  # torch: any Dataset
         return {"loss": total_loss if finite else float("nan"), "terms": terms if finite else {}, "lr": lr,
                 "mask_ratio": sum(ratios) / len(ratios),
                 "grad_norm": float(grad_norm) if finite else float("nan"), "stop": stop}
@@ -295,7 +296,7 @@ class Trainer:
     # ---- fixed-batch evaluation -----------------------------------------------------------
     def fixed_batch(self):
         """One batch and one mask that stay the same for the whole run (and across runs)."""
-        if not hasattr(self, "_fixed"):
+        if self._fixed is None:
             sampler = StepBatchSampler(len(self.dataset), max(1, self.micro_batch), seed=12345, shuffle=False)
             items = next(iter(sampler))
             collate = self.loader_kwargs["collate_fn"] or torch.utils.data.default_collate
@@ -329,7 +330,7 @@ class Trainer:
         if self.eval_dataset is not None:  # fine-tuning: top-1 on the labeled split
             row.update(score_split(self.model, self.eval_dataset, self.eval_batch_size, self.device, self.dist,
                                    self.precision, self.loader_kwargs["num_workers"],
-                                   getattr(self.eval_dataset, "collate", None)))
+                                   getattr(self.eval_dataset, "collate", None)))  # torch: any Dataset
         return row
 
     # ---- the loop --------------------------------------------------------------------------
@@ -375,14 +376,18 @@ class Trainer:
         config = gin.config_str()
         if resume and has_checkpoints(workdir):
             state, path = ckpt.find_latest(folder, meta_only=self.fsdp)
+            changes = config_changes(state.get("config", ""), config)
+            if changes and self.dist.is_main:  # before restoring: an architecture change fails there
+                print(f"warning: resuming with settings that differ from {path}'s:\n  " + "\n  ".join(changes),
+                      flush=True)
             check_data(state.get("data", {}), self.data_identity, path, self.allow_data_change)
-            self.restore(state, path)
+            try:
+                self.restore(state, path)
+            except RuntimeError as err:  # torch's load_state_dict: shapes that do not fit
+                raise ckpt.CheckpointError(f"{path} does not fit this model (see the settings that differ above): "
+                                           f"{str(err).splitlines()[0][:300]}") from err
             if self.dist.is_main:
                 print(f"resumed from {path} at step {self.step}", flush=True)
-                changes = config_changes(state.get("config", ""), config)
-                if changes:
-                    print(f"warning: resuming with settings that differ from {path}'s:\n  " + "\n  ".join(changes),
-                          flush=True)
         elif resume is True:
             raise FileNotFoundError(f"--resume: no checkpoint in {folder}")
         self.preflight()
@@ -391,7 +396,7 @@ class Trainer:
             keep_original_config(workdir, config, self.step)
             write_run_info(workdir, world_size=self.dist.world, device=str(self.device), precision=self.precision,
                            micro_batch=self.micro_batch, accum_steps=self.accum_steps, resumed_at=self.step,
-                           classes=getattr(self.dataset, "classes", None))
+                           classes=getattr(self.dataset, "classes", None))  # torch: any Dataset
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         ok = False
         try:
@@ -412,7 +417,7 @@ class Trainer:
     @property
     def data_identity(self) -> dict:
         """The data set's size and sample-list fingerprint, saved in every checkpoint (computed once)."""
-        if not hasattr(self, "_data_identity"):
+        if self._data_identity is None:
             self._data_identity = data_identity(self.dataset)
         return self._data_identity
 

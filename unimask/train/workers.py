@@ -36,10 +36,10 @@ def kill_processes(processes):
 def close_loader(iterator):
     """Stop a DataLoader iterator's workers now: torch's own shutdown (workers exit at their
     next poll), then SIGKILL for any that did not. A no-op for single-process iterators."""
-    shutdown = getattr(iterator, "_shutdown_workers", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # torch: the DataLoader iterator
     if shutdown is not None:
         shutdown()
-    kill_processes(getattr(iterator, "_workers", ()))
+    kill_processes(getattr(iterator, "_workers", ()))  # torch
 
 
 @atexit.register

@@ -19,16 +19,20 @@ from unimask.weights.layouts import HF_BLOCK
 def canonical_encoder(model) -> Dict[str, torch.Tensor]:
     """-> timm-named state of the model's adapter + encoder (needs a grid adapter and a ViT)."""
     adapter, encoder = model.adapter, model.encoder
-    if not hasattr(adapter, "conv_from_linear") or not hasattr(encoder, "blocks"):
-        raise ValueError(f"export needs a patch (grid) adapter and a ViT encoder, got {type(adapter).__name__} / "
-                         f"{type(encoder).__name__}")
+    needs = (f"export needs a patch (grid) adapter and a ViT encoder, got {type(adapter).__name__} / "
+             f"{type(encoder).__name__}")
+    if not encoder.vit_layout:
+        raise ValueError(needs)
+    try:
+        weight, bias = adapter.conv_from_linear()
+    except NotImplementedError as err:  # the ModalityAdapter default: no patch embedding
+        raise ValueError(needs) from err
     coords = adapter.grid_positions()
     if coords is None:
         raise ValueError(f"{type(adapter).__name__} takes inputs of any size: export needs a fixed one")
-    weight, bias = adapter.conv_from_linear()
     pos = adapter.pos(coords, encoder.dim).detach()[None]  # [1, N, D]
     state = {"patch_embed.proj.weight": weight, "patch_embed.proj.bias": bias}
-    cls_token = getattr(encoder, "cls_token", None)
+    cls_token = encoder.learned_cls_token()
     if cls_token is not None:
         state["cls_token"] = cls_token.detach().clone()
         pos = torch.cat([pos.new_zeros(1, 1, pos.shape[-1]), pos], 1)

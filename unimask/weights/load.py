@@ -60,8 +60,9 @@ class LoadReport:
 
     def summary(self) -> str:
         lines = [f"init_from {self.path} ({self.layout} layout): {len(self.loaded)} loaded"]
-        for name in ("converted", "reshaped", "checked", "dropped", "new", "missing", "unexpected", "mismatched"):
-            keys = getattr(self, name)
+        for name, keys in (("converted", self.converted), ("reshaped", self.reshaped), ("checked", self.checked),
+                           ("dropped", self.dropped), ("new", self.new), ("missing", self.missing),
+                           ("unexpected", self.unexpected), ("mismatched", self.mismatched)):
             if keys:
                 lines.append(f"  {name} ({len(keys)}): {short_list(keys)}")
         lines += [f"  note: {note}" for note in self.notes]
@@ -107,17 +108,17 @@ def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verb
     except ValueError as err:
         raise WeightsError(f"init_from {path}: {err}") from err
     report = LoadReport(path, layout)
-    mapped = dict(state) if layout == "unimask" else to_model_names(model, state, layout, report)
     own = model.state_dict()
+    mapped = dict(state) if layout == "unimask" else to_model_names(model, state, layout, report, own)
     if "adapter.pos_table" in mapped and "adapter.pos_table" in own and \
             mapped["adapter.pos_table"].shape != own["adapter.pos_table"].shape:
         mapped["adapter.pos_table"] = model.adapter.resample_pos_table(mapped["adapter.pos_table"])
         report.reshaped.append("adapter.pos_table")
-    fresh = tuple(getattr(model, "init_from_fresh", ()))
+    fresh = tuple(model.init_from_fresh)
     if layout == "unimask" and "adapter.pos_table" in own and "adapter.pos_table" not in mapped:
         fresh += ("adapter.pos_table",)  # a learned table starts as the fixed codes the file's model computed
         report.notes.append("adapter.pos_table starts as the sin-cos codes the checkpoint's model used")
-    drop = tuple(getattr(model, "init_from_drop", ()))
+    drop = tuple(model.init_from_drop)
     final = {}
     for key, value in mapped.items():
         if key not in own:
@@ -140,17 +141,18 @@ def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verb
     return report
 
 
-def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: LoadReport) -> dict:
-    """Canonical names (timm + MAE decoder) -> this model's names (adapter.*, encoder.*, decoder.*)."""
+def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: LoadReport, own: dict) -> dict:
+    """Canonical names (timm + MAE decoder) -> this model's names (adapter.*, encoder.*, decoder.*);
+    own: the model's state dict."""
     adapter, encoder = model.adapter, model.encoder
     state = dict(state)
     out = {}
     weight, bias = state.pop("patch_embed.proj.weight", None), state.pop("patch_embed.proj.bias", None)
     if weight is not None:
-        if not hasattr(adapter, "linear_from_conv"):
-            raise WeightsError(f"{type(adapter).__name__} has no patch embedding to load patch_embed.proj into")
         try:
             converted = adapter.linear_from_conv(weight, bias)
+        except NotImplementedError as err:  # the ModalityAdapter default: no patch embedding
+            raise WeightsError(f"{type(adapter).__name__} has no patch embedding to load patch_embed.proj into") from err
         except ValueError as err:  # another width, patch or channel count
             converted = {}
             report.mismatched.append(str(err))
@@ -160,7 +162,7 @@ def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: L
     cls_token, pos = state.pop("cls_token", None), state.pop("pos_embed", None)
     prefix = 1 if cls_token is not None and pos is not None else 0
     if cls_token is not None:
-        if getattr(encoder, "cls_token", None) is None:
+        if encoder.learned_cls_token() is None:
             report.unexpected.append("cls_token (this encoder has none: ViTEncoder.class_token=True keeps it)")
         else:
             out["encoder.cls_token"] = cls_token + (pos[:, :1] if prefix else 0)
@@ -168,8 +170,9 @@ def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: L
     if pos is not None:
         place_table(adapter, pos[0, prefix:], "pos_embed", "adapter.pos_table", out, report)
     elif layout in ("videomae", "hf"):  # VideoMAE's table is computed, never stored (ViTMAE's is stored)
-        if getattr(adapter, "pos_table", None) is not None:
-            out["adapter.pos_table"] = sinusoid_table(adapter.pos_table.shape[0], adapter.pos_table.shape[1])
+        table = adapter.learned_pos_table()
+        if table is not None:
+            out["adapter.pos_table"] = sinusoid_table(table.shape[0], table.shape[1])
             report.converted.append("adapter.pos_table")
             report.notes.append("positions: VideoMAE's fixed 1-D sinusoid table (not stored in the file)")
         else:
@@ -177,9 +180,9 @@ def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: L
                                 "fixed sin-cos codes: set <Adapter>.pos_embed='learned' to start from VideoMAE's")
             report.missing.append("pos_embed (VideoMAE's table needs <Adapter>.pos_embed='learned')")
     decoder_pos = state.pop("decoder_pos_embed", None)
-    if decoder_pos is not None and hasattr(model, "decoder"):
-        own = adapter.grid_positions() if hasattr(adapter, "grid_positions") else None
-        rows = decoder_pos[0, decoder_pos.shape[1] - (len(own) if own is not None else 0):]
+    if decoder_pos is not None and any(key.startswith("decoder.") for key in own):
+        positions = adapter.grid_positions()
+        rows = decoder_pos[0, decoder_pos.shape[1] - (len(positions) if positions is not None else 0):]
         if close_to_own_codes(adapter, rows, decoder_pos.shape[-1]):
             report.checked.append("decoder_pos_embed")
         else:
@@ -205,7 +208,7 @@ def model_name(key: str) -> str:
 def place_table(adapter, rows: torch.Tensor, source: str, key: str, out: dict, report: LoadReport):
     """A position table from the file [N', D] -> the adapter's learned table (resampled), or a
     check that it equals the adapter's fixed codes."""
-    if getattr(adapter, "pos_table", None) is not None:
+    if adapter.learned_pos_table() is not None:
         out[key] = rows.detach().clone()
         report.converted.append(key)
         return
@@ -213,7 +216,7 @@ def place_table(adapter, rows: torch.Tensor, source: str, key: str, out: dict, r
         report.checked.append(source)
         return
     hint = ""
-    if hasattr(adapter, "pos_axes") and close_to_own_codes(adapter, rows, rows.shape[-1], flip=True):
+    if adapter.pos_axes is not None and close_to_own_codes(adapter, rows, rows.shape[-1], flip=True):
         hint = f" (it is the same sin-cos with the axes swapped, as MAE writes it: set {type(adapter).__name__}" \
                ".pos_axes='xy')"
     report.notes.append(f"{source}: the file's position table is not this adapter's fixed sin-cos codes{hint}; "
@@ -224,7 +227,7 @@ def place_table(adapter, rows: torch.Tensor, source: str, key: str, out: dict, r
 def close_to_own_codes(adapter, rows: torch.Tensor, dim: int, flip: bool = False) -> bool:
     """Whether rows [N, dim] equal the adapter's own fixed position codes on its token grid (flip:
     with the other axis order)."""
-    coords = adapter.grid_positions() if hasattr(adapter, "grid_positions") else None  # [N, d]
+    coords = adapter.grid_positions()  # [N, d]
     if coords is None or coords.shape[0] != rows.shape[0]:
         return False
     own = adapter.sincos(coords.flip(-1) if flip else coords, dim).float()
