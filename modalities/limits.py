@@ -11,6 +11,9 @@ crafted file costs a header read (seconds at most) and a genuine big one is one 
     Limit.check            refuse a declared count over the limit, naming file and binding
     declared_arrays        {key: Declared(shape, dtype, nbytes)} of an .npy / .npz, from headers only
     check_arrays           every declared array of a file against a byte limit (and rows, optionally)
+    check_dtypes           refuse what an element count cannot bound: non-numeric arrays (|S4000000,
+                           structured, object) beyond a small metadata member
+    check_elements         element counts AND declared bytes (VALUE_BYTES a value) against a limit
 
 Defaults are generous for real data (a 8k x 8k image, an hour of 8K video, a 10M-point cloud).
 """
@@ -36,6 +39,10 @@ MAX_SAMPLES = 1_000_000_000  # decoded audio values, frames x channels (4 GB as 
 MAX_NODES = 50_000_000  # a graph (ogbn-products: 2.4M nodes)
 MAX_EDGES = 250_000_000  # a graph's edge_index columns (Reddit: 114M)
 MAX_TENSOR_BYTES = 4 * 2**30  # the tensors a graph .pt declares
+NUMERIC_KINDS = "biufc"  # bool, int, uint, float, complex: an item is at most 16 bytes (clongdouble 32)
+VALUE_BYTES = 8  # bytes a value may take where a limit counts values (float64, int64)
+METADATA_KINDS = "USMm"  # strings and dates: a cube's band names, acquisition dates
+MAX_METADATA_BYTES = 2**20  # what such a non-numeric member may declare in all
 
 
 class SizeLimitError(ValueError):
@@ -151,7 +158,27 @@ def shape_text(declared: Declared) -> str:
     return f" (shape {declared.shape}, {declared.dtype})" if declared.shape is not None else " (raw bytes)"
 
 
-def check_elements(path: str, arrays: Dict[str, Declared], limit: Limit, unit: str = "values"):
-    """Each declared array's element count against `limit` (one sample's file: a cube, a cloud)."""
+def check_dtypes(path: str, arrays: Dict[str, Declared]):
+    """An element count bounds memory only when an element is small: a (100, 3) array of dtype
+    |S4000000 is 300 values and 1.2 GB. Numeric arrays pass; strings and dates (band names, dates)
+    only up to MAX_METADATA_BYTES; anything else (structured, object, huge strings) is refused
+    before np.load, naming the file and the member."""
     for key, declared in arrays.items():
-        limit.check(path, member_text(key, declared), declared.elements, unit, declared.nbytes)
+        dtype = declared.dtype
+        if dtype is None or dtype.kind in NUMERIC_KINDS:
+            continue
+        if dtype.kind in METADATA_KINDS and declared.nbytes <= MAX_METADATA_BYTES:
+            continue
+        raise SizeLimitError(f"{path}: {member_text(key, declared)} declares {human_bytes(declared.nbytes)} of "
+                             f"non-numeric dtype {dtype.str!r}; only numeric arrays (bool, int, float, complex) "
+                             f"are read, and strings or dates up to {human_bytes(MAX_METADATA_BYTES)}")
+
+
+def check_elements(path: str, arrays: Dict[str, Declared], limit: Limit, unit: str = "values"):
+    """Each declared array's dtype (check_dtypes), element count against `limit` and declared bytes
+    against `limit` x VALUE_BYTES (one sample's file: a cube, a cloud)."""
+    check_dtypes(path, arrays)
+    for key, declared in arrays.items():
+        what = member_text(key, declared)
+        limit.check(path, what, declared.elements, unit, declared.nbytes)
+        limit.times(VALUE_BYTES).check(path, what, declared.nbytes, f"bytes ({VALUE_BYTES} a value)")

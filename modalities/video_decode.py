@@ -11,7 +11,9 @@ B-frames) are decoded from the start instead, as before.
 Before either backend touches a file, its container header is read (PyAV opens a file without
 decoding it) and the declared frame size and frame count are checked against the dataset's
 max_pixels / max_frames (modalities/limits.py): a small file declaring 60k x 60k frames or a
-billion of them is refused naming the binding, before a frame is decoded.
+billion of them is refused naming the binding, before a frame is decoded. The header speaks for
+the first frame only (an MJPEG stream can declare 64 x 64 and carry 8000 x 8000 frames later): the
+PyAV backend checks every decoded frame's size against the same max_pixels before converting it.
 """
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ class AVIndex:
     ascending. `pts is None` when some packet has no timestamp: then frames are found by
     decoding from the start, and the count by decoding too (container.frames when it has one)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, max_pixels: Limit = Limit(MAX_FRAME_PIXELS, "VideoDataset.max_pixels")):
         import av
+
+        self.max_pixels = max_pixels
 
         with av.open(path) as container:
             stream = container.streams.video[0]
@@ -125,6 +129,7 @@ class AVIndex:
                     if frame.pts not in self.row:
                         raise Unindexed(frame.pts)
                     position = self.row[frame.pts]
+                    self.check_frame(path, frame, position)
                     if position in need and position not in frames:
                         frames[position] = frame.to_ndarray(format="rgb24")
                     if position >= target:
@@ -133,6 +138,13 @@ class AVIndex:
                     raise Unindexed(target)
         return frames
 
+    def check_frame(self, path: str, frame, index: int):
+        """A decoded frame's own size against max_pixels, before it is converted to RGB (frames of
+        a stream need not share the size its header declares)."""
+        width, height = frame.width, frame.height
+        self.max_pixels.check(path, f"decoded video frame {index} ({width} x {height})",
+                              width * height, "pixels a frame", width * height * 3)
+
     def read_from_start(self, path: str, wanted: list) -> dict:
         """{index: [H, W, 3]}: decode from the first frame up to the last wanted one."""
         import av
@@ -140,6 +152,7 @@ class AVIndex:
         need, frames, self.decoded = set(wanted), {}, 0
         with av.open(path) as container:
             for frame in container.decode(container.streams.video[0]):
+                self.check_frame(path, frame, self.decoded)
                 if self.decoded in need:
                     frames[self.decoded] = frame.to_ndarray(format="rgb24")
                 self.decoded += 1
@@ -208,7 +221,7 @@ class VideoReader:
             self.reader = decord.VideoReader(path, num_threads=1)
             self.count, self.fps = len(self.reader), float(self.reader.get_avg_fps())
         else:
-            self.index = AVIndex(path)
+            self.index = AVIndex(path, max_pixels)
             self.count, self.fps = self.index.count, self.index.fps
         max_frames.check(path, "the video stream", self.count, "frames (counted)")
 

@@ -112,6 +112,27 @@ def test_stored_config_binds_only_registered_configurables(attack):
         check_stored_config(attack.format(s="/tmp/x"), "ckpt.pt")
 
 
+def test_a_stored_config_cannot_opt_in_to_pickles_or_lift_size_limits():
+    """Bindings of registered configurables, but ones only the user may set: they go back to
+    their defaults after a stored config is parsed."""
+    import gin
+
+    from unimask.configurables import register_all
+    from unimask.safe_config import reset_safety_bindings
+
+    register_all(extra_modules=("modalities",))
+    stored = ("GraphDataset.trust_pickle = True\ntrain.init_trust_pickle = True\n"
+              "ImageDataset.max_pixels = None\nImageDataset.img_size = 28\n")
+    gin.clear_config()
+    gin.parse_config(stored)
+    assert sorted(reset_safety_bindings(stored)) == ["GraphDataset.trust_pickle", "ImageDataset.max_pixels",
+                                                     "train.init_trust_pickle"]
+    assert gin.query_parameter("GraphDataset.trust_pickle") is False
+    assert gin.query_parameter("ImageDataset.max_pixels") == 8192 * 8192
+    assert gin.query_parameter("ImageDataset.img_size") == 28  # everything else as stored
+    gin.clear_config()
+
+
 def test_a_checkpoint_config_that_would_run_code_is_refused(finished, tmp_path):
     sentinel, path = tmp_path / "ran", tmp_path / "last.pt"
     state = torch.load(finished[0] / "checkpoints" / "last.pt", weights_only=True)
@@ -141,6 +162,20 @@ def test_sharded_checkpoint_metadata_that_would_run_code_is_refused(tmp_path):
     with open(folder / ".metadata", "wb") as f:
         pickle.dump({"x": Payload(str(sentinel))}, f)
     with pytest.raises(ckpt.CheckpointError, match="--trust-pickle"):
+        ckpt.load_checkpoint(str(folder))
+    assert not sentinel.exists()
+
+
+def test_a_sharded_checkpoints_bytes_item_that_would_run_code_is_refused(tmp_path):
+    """DCP stores non-tensor values (optimizer settings) as bytes items and torch.load()s each one
+    with weights_only=False: they are read as data first."""
+    import torch.distributed.checkpoint as dcp
+
+    sentinel, folder = tmp_path / "ran", tmp_path / "last.pt"
+    dcp.save({"model": {"w": torch.zeros(2)}, "optimizer": {"param_groups": [{"lr": 0.1, "x": Payload(str(sentinel))}]}},
+             checkpoint_id=str(folder), no_dist=True)
+    torch.save({"step": 1, "config": ""}, folder / "meta.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r"item optimizer\.param_groups\.0\.x.*--trust-pickle"):
         ckpt.load_checkpoint(str(folder))
     assert not sentinel.exists()
 
@@ -277,3 +312,12 @@ def test_a_deflated_torch_file_is_refused_before_it_expands(tmp_path):
             dst.writestr(info.filename, src.read(info.filename))
     with pytest.raises(UnsafeFileError, match="bomb.pt declares"):
         check_expansion(bomb, slack=0)
+
+
+def test_a_broadcast_view_memory_bomb_is_refused(tmp_path):
+    """A stride-0 view saves a few bytes that claim gigabytes; the first copy would allocate them."""
+    path = tmp_path / "bomb.pth"
+    torch.save({"model": {"pos_embed": torch.zeros(1).expand(2**28)}}, path)
+    assert os.path.getsize(path) < 10_000
+    with pytest.raises(WeightsError, match="broadcast view"):
+        read_file(str(path))

@@ -251,3 +251,75 @@ def test_bundled_sample_data_loads_under_the_default_limits():
     assert av_clip[0]["video"].shape == (3, 4, 32, 32)
     assert GraphDataset(os.path.join(SAMPLE, "graphs", "karate")).records[0]["num_nodes"] == 34
     assert len(GraphDataset(os.path.join(SAMPLE, "graphs", "mice"))) > 1
+
+
+# issue 45 follow-up (red team): holes in the guards above
+
+
+def test_npz_of_a_huge_string_dtype_is_refused_before_loading(tmp_path):
+    """(100, 3) of |S4000000 is 300 values but 1.2 GB: the element count passes, the dtype does not."""
+    bomb = npz_declaring(tmp_path / "cloud.npz", {"points": ((100, 3), "|S4000000")})
+    refused(lambda: PointCloudDataset(root=str(tmp_path))[0], bomb, "'points'", "non-numeric")
+    structured = npz_declaring(tmp_path / "cube.npz", {"image": ((2, 4, 4), [("a", "<f8", (1000, 1000))])})
+    from modalities.satellite.files import read_npz_cube
+    refused(lambda: read_npz_cube(structured), structured, "'image'", "non-numeric")
+
+
+def test_npy_bytes_are_checked_where_elements_were(tmp_path):
+    """complex128 within the element count but over max_elements x 8 bytes: the binding is named."""
+    from modalities.limits import Limit
+    from modalities.satellite.files import read_npy
+    path = str(tmp_path / "cube.npy")
+    np.save(path, np.zeros((1, 10, 10), np.complex128))
+    refused(lambda: read_npy(path, Limit(100, "SatelliteDataset.max_elements")), path,
+            "SatelliteDataset.max_elements=100", "bytes")
+    assert read_npy(path, Limit(200, "SatelliteDataset.max_elements")).data.shape == (1, 10, 10)
+
+
+@pytest.mark.parametrize("element", ["element vertex +1000000000\n", "element vertex 1_000_000_000\n",
+                                     "element" + " " * 5000 + "vertex 1000000000\n",
+                                     "comment x\n" * 10_001 + "element vertex 1000000000\n",
+                                     "element vertex 10\nelement vertex 999999995\n"])
+def test_ply_header_counts_are_read_as_plyfile_reads_them(tmp_path, element):
+    path = tmp_path / "cloud.ply"
+    path.write_text("ply\nformat ascii 1.0\n" + element + "property float x\nproperty float y\nproperty float z\n"
+                    "end_header\n0 0 0\n")
+    refused(lambda: PointCloudDataset(root=str(tmp_path))[0], path, "PointCloudDataset.max_points")
+
+
+def test_ply_header_that_does_not_end_is_refused(tmp_path):
+    from modalities.points.files import MAX_PLY_HEADER_BYTES, read_point_file
+    path = tmp_path / "open.ply"
+    path.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n")
+    refused(lambda: read_point_file(str(path)), path, "does not end")
+    long = tmp_path / "long.ply"
+    long.write_bytes(b"ply\nformat ascii 1.0\ncomment " + b"x" * MAX_PLY_HEADER_BYTES + b"\nend_header\n")
+    refused(lambda: read_point_file(str(long)), long, "does not end within")
+
+
+def test_video_frames_larger_than_the_header_are_refused_before_conversion(tmp_path):
+    """An MJPEG .avi whose header (and first frame) say 64 x 64, later frames 400 x 400: the PyAV
+    backend checks each decoded frame against max_pixels."""
+    import av
+    from fractions import Fraction
+    from modalities.limits import Limit
+    from modalities.video_decode import VideoReader
+
+    def jpeg(size):
+        buffer = io.BytesIO()
+        Image.new("RGB", (size, size), (90, 120, 200)).save(buffer, "JPEG")
+        return buffer.getvalue()
+    path = str(tmp_path / "grow.avi")
+    small, big = jpeg(64), jpeg(400)
+    with av.open(path, "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuvj420p"
+        for i in range(6):
+            packet = av.Packet(small if i == 0 else big)
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, 25)
+            out.mux(packet)
+    limit = Limit(100 * 100, "VideoDataset.max_pixels")
+    reader = VideoReader(path, backend="av", max_pixels=limit)  # the header passes
+    refused(lambda: reader.get(np.arange(0, 6, 2)), path, "VideoDataset.max_pixels=10000", "400 x 400")
+    reader.index.pts = None  # the decode-from-start path checks too
+    refused(lambda: reader.get(np.arange(0, 6, 2)), path, "VideoDataset.max_pixels=10000", "400 x 400")

@@ -64,11 +64,39 @@ def test_a_class_list_beside_the_file_still_fixes_the_order(corpus):
     assert labels_by_text(train, TRAIN)["stocks fall"] == 1 and train.classes is None
 
 
-def test_names_and_integers_mixed_are_an_error_naming_both(corpus):
+def test_names_and_integers_mixed_are_ignored_in_train_and_an_error_in_test(corpus):
     with open(corpus / "train.jsonl", "a") as f:
         f.write(json.dumps({"text": "numbered", "label": 2}) + "\n")
+    with pytest.warns(UserWarning, match=r"train\.jsonl:1: label 'sports' is a class name but .*train\.jsonl:7"):
+        train = TextDataset(root=str(corpus), packing="document")
+    assert train.classes is None and (train.sequences.labels == -1).all()
     with pytest.raises(CorpusError, match=r"train\.jsonl:1: label 'sports' is a class name but .*train\.jsonl:7"):
-        TextDataset(root=str(corpus))
+        TextDataset(root=str(corpus), split="test")
+
+
+@pytest.mark.parametrize("bad", [None, ["sports", "economy"], 1.0, True])
+def test_labels_that_are_no_class_do_not_stop_the_train_split(corpus, bad):
+    """Pretraining reads the train split: a null, multi-label, float or bool label is ignored (-1);
+    the test split, which scores a probe, refuses it naming file and line (null is just unlabeled)."""
+    rows = TRAIN + [("an odd row", bad)]
+    write_jsonl(corpus / "train.jsonl", rows)
+    train = TextDataset(root=str(corpus), packing="document")
+    assert labels_by_text(train, rows)["an odd row"] == -1 and train.classes == ["economy", "science", "sports"]
+    if bad is None:
+        assert TextDataset(root=str(corpus), split="test").classes == train.classes
+        return
+    with pytest.raises(CorpusError, match=r"train\.jsonl:7: label .* is neither an integer nor a class name"):
+        TextDataset(root=str(corpus), split="test")
+    write_jsonl(corpus / "train.jsonl", TRAIN)
+    write_jsonl(corpus / "test.jsonl", TEST + [("an odd row", bad)])
+    with pytest.raises(CorpusError, match=r"test\.jsonl:3: label .* is neither an integer nor a class name"):
+        TextDataset(root=str(corpus), split="test")
+
+
+def test_integer_test_labels_against_train_names_are_an_error_naming_the_file(corpus):
+    write_jsonl(corpus / "test.jsonl", [(text, 2) for text, _ in TEST])
+    with pytest.raises(CorpusError, match=r"test\.jsonl:1: the test split has the integer label 2 .*train\.jsonl"):
+        TextDataset(root=str(corpus), split="test")
 
 
 def test_pretraining_on_string_labels_runs(corpus, tmp_path):

@@ -24,7 +24,7 @@ def parse_gin(files=(), params=(), config_str: str = None, config_source: str = 
     """Checkpoint config first (if any), then files, then bindings; unknown names raise. The
     checkpoint's config is data (unimask/safe_config.py): only bindings of the project's
     configurables; the user's own files and bindings keep all of gin."""
-    from unimask.safe_config import check_stored_config
+    from unimask.safe_config import check_stored_config, reset_safety_bindings
 
     register_all()
     gin.clear_config()
@@ -32,6 +32,10 @@ def parse_gin(files=(), params=(), config_str: str = None, config_source: str = 
     if config_str:
         check_stored_config(config_str, config_source)
         gin.parse_config(config_str)
+        for key in reset_safety_bindings(config_str):
+            print(f"note: {config_source} sets {key}; a stored config may not open a file to a full unpickle or "
+                  f"move a size limit, so it is back at its default (pass --gin_param yourself to set it)",
+                  file=sys.stderr)
     for path in files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"gin file {path} does not exist")
@@ -81,10 +85,11 @@ def add_trust_pickle(parser):
 def load_errors() -> tuple:
     """The errors a bad or unsafe file gives: a tool prints them as 'error: ...' and exits 2."""
     from unimask.safe_config import UnsafeConfigError
+    from unimask.safe_load import UnsafeFileError
     from unimask.train.checkpoint import CheckpointError
     from unimask.weights.load import WeightsError
 
-    return (CheckpointError, UnsafeConfigError, WeightsError, FileNotFoundError)
+    return (CheckpointError, UnsafeConfigError, UnsafeFileError, WeightsError, FileNotFoundError)
 
 
 def write_json(path: str, result: dict) -> None:

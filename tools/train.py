@@ -30,6 +30,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     parse_gin(args.gin, args.gin_param)
     from unimask.safe_config import UnsafeConfigError
+    from unimask.safe_load import UnsafeFileError
     from unimask.train.checkpoint import CheckpointError
     from unimask.train.durable import SaveError
     from unimask.train.trainer import NonFiniteLossError, Trainer
@@ -45,7 +46,7 @@ def main(argv=None):
         last = trainer.fit(workdir, resume={"yes": True, "no": False, "auto": "auto"}[args.resume],
                            overwrite=args.overwrite)
     except (NonFiniteLossError, WorkdirError, DataChangedError, CheckpointError, SaveError, WeightsError,
-            UnsafeConfigError) as err:
+            UnsafeConfigError, UnsafeFileError, OSError) as err:  # OSError: a full disk, a missing file
         print(f"error: {err}", file=sys.stderr)
         return 1
     if trainer.dist.is_main:

@@ -12,6 +12,9 @@ a value names one too.
 """
 from __future__ import annotations
 
+import inspect
+
+import gin
 from gin import config as gin_config
 from gin import config_parser
 
@@ -48,6 +51,31 @@ def is_project_configurable(selector: str) -> bool:
     if match is None:
         return False
     return match.selector in GIN_BUILTINS or match.module.split(".")[0] in PROJECT_PACKAGES
+
+
+OPT_INS = ("trust_pickle", "init_trust_pickle")  # bindings that let a full unpickle through
+
+
+def reset_safety_bindings(text: str) -> list:
+    """After a stored config is parsed: every binding in it that opts in to a full unpickle
+    (`*.trust_pickle`, `train.init_trust_pickle`) or moves a dataset's size limit (`max_*` of a
+    SampleDataset) is bound back to its default, so only the user's own --gin / --gin_param can
+    set them. -> the bindings reset ('GraphDataset.trust_pickle', ...), for a note."""
+    from unimask.data import SampleDataset
+
+    reset = []
+    for statement in config_parser.ConfigParser(text, _RecordReferences()):
+        if not isinstance(statement, config_parser.BindingStatement) or not statement.arg_name:
+            continue
+        match = gin_config._REGISTRY.get_match(statement.selector.rsplit("/", 1)[-1])
+        limit = statement.arg_name.startswith("max_") and inspect.isclass(match.wrapped) and \
+            issubclass(match.wrapped, SampleDataset)
+        if statement.arg_name in OPT_INS or limit:
+            key = (f"{statement.scope}/" if statement.scope else "") + f"{statement.selector}.{statement.arg_name}"
+            signature = inspect.signature(match.wrapped)
+            gin.bind_parameter(key, signature.parameters[statement.arg_name].default)
+            reset.append(key)
+    return reset
 
 
 def check_stored_config(text: str, where: str):

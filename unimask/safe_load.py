@@ -19,6 +19,7 @@ import argparse
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -39,23 +40,50 @@ def allowed_globals() -> list:
     return classes
 
 
-def torch_load(path, opt_in: str, trust_pickle: bool = False, map_location="cpu"):
+def torch_load(path, opt_in: str, trust_pickle: bool = False, map_location="cpu", name: str = None):
     """torch.load(path) as data: weights_only=True with the allowed globals. A file that needs
     more raises UnsafeFileError naming `path` and `opt_in` (the binding or flag that allows a full
     unpickle); with trust_pickle=True (the user said they trust this file) it gets one.
-    `path` may also be a file object (then named by its `name`, if any)."""
-    name = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<buffer>")
+    `path` may also be a file object (named in errors by `name`)."""
+    name = name or (path if isinstance(path, (str, os.PathLike)) else "a buffer")
     if isinstance(path, (str, os.PathLike)):
         check_expansion(path)
     if trust_pickle:
         return torch.load(path, map_location=map_location, weights_only=False)
     try:
         with torch.serialization.safe_globals(allowed_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeFileError(
             f"{name} holds Python objects that only a full unpickle can read, and a full unpickle can run "
             f"code, so it is refused ({first_line(err)}). If you trust this file, allow it with {opt_in}") from err
+    check_views(obj, name)
+    return obj
+
+
+def check_views(obj, name) -> None:
+    """Refuse a tensor that claims more elements than its storage holds (a stride-0 expand of a
+    few bytes into gigabytes): torch.save writes views as they are, and the first copy of such a
+    tensor (a dtype cast, a concatenation) allocates its full extent. Real checkpoints hold
+    tensors whose extent fits their storage."""
+    stack, seen = [obj], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            extent = item.numel() * item.element_size()
+            if extent > item.untyped_storage().nbytes() and item.numel() > 0:
+                raise UnsafeFileError(f"{name} holds a tensor of shape {tuple(item.shape)} ({extent / 2**30:.2f} GiB) "
+                                      f"over a storage of {item.untyped_storage().nbytes()} bytes (a broadcast view: "
+                                      "a memory bomb, not a saved checkpoint); refused")
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif not isinstance(item, (str, bytes, int, float, bool, type(None), torch.dtype, torch.device, torch.Size)):
+            stack.extend(vars(item).values() if "__dict__" in dir(item) else ())  # Namespace, PyG Data
 
 
 def check_expansion(path, slack: int = 64 * 2**20):
@@ -75,8 +103,7 @@ def check_expansion(path, slack: int = 64 * 2**20):
 
 def first_line(err: Exception) -> str:
     """torch's weights-only error is a page long; its first sentence names what was refused."""
-    text = str(err).strip()
-    for marker in ("WeightsUnpickler error: ", "Weights only load failed."):
-        if marker in text:
-            text = text.split(marker, 1)[1].strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "nsupported" in line or "WeightsUnpickler" in line]
+    text = (named or lines or [type(err).__name__])[0]
+    return text.replace("WeightsUnpickler error: ", "")[:300]

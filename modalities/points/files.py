@@ -16,7 +16,8 @@ from typing import List
 
 import numpy as np
 
-from modalities.limits import MAX_POINTS, POINT_VALUES, Limit, SizeLimitError, declared_arrays, member_text
+from modalities.limits import (MAX_POINTS, POINT_VALUES, VALUE_BYTES, Limit, SizeLimitError, check_dtypes,
+                              declared_arrays, member_text)
 
 POINT_EXTS = (".ply", ".off", ".obj", ".stl", ".wrl", ".xyz", ".txt", ".npy", ".npz")
 
@@ -40,17 +41,56 @@ def fan_triangles(polygons) -> np.ndarray:
     return np.concatenate(triangles).astype(np.int64) if triangles else np.zeros((0, 3), np.int64)
 
 
-def ply_element_counts(path: str, max_lines: int = 10_000) -> dict:
-    """{element name: declared count} from a PLY header (read line by line up to end_header);
-    {} when the header is malformed (plyfile then says how)."""
-    counts = {}
+MAX_PLY_HEADER_BYTES = 16 * 2**20  # a header is text up to end_header: real ones are a few hundred bytes
+
+
+def ply_header_lines(path: str, max_bytes: int = MAX_PLY_HEADER_BYTES) -> List[str]:
+    """The header lines after 'ply', split as plyfile splits them (the newline is whatever follows
+    'ply': LF, CR or CRLF; no cap on a line's length or the number of lines), up to and without
+    'end_header'. A header that does not end (end of file, or more than max_bytes) is an error:
+    plyfile would read it to its end."""
     with open(path, "rb") as f:
-        for _ in range(max_lines):
-            words = f.readline(4096).split()
-            if not words or words[0] == b"end_header":
-                break
-            if words[0] == b"element" and len(words) >= 3 and words[2].isdigit():
-                counts[words[1].decode("ascii", "replace")] = int(words[2])
+        head = f.read(5)
+        if head[:3] != b"ply" or head[3:4] not in (b"\n", b"\r"):
+            return []  # plyfile says what is wrong with it
+        nl = b"\r\n" if head[3:5] == b"\r\n" else head[3:4]
+        f.seek(3 + len(nl))
+        buffer, end, marker = bytearray(nl), -1, nl + b"end_header" + nl
+        while end < 0:
+            chunk = f.read(1 << 16)
+            if not chunk:  # plyfile too needs the newline after end_header
+                raise ValueError("the PLY header does not end (no 'end_header' line before the end of the file)")
+            start = max(0, len(buffer) - len(marker))
+            buffer += chunk
+            end = buffer.find(marker, start)
+            if (end < 0 and len(buffer) - len(nl) > max_bytes) or end - len(nl) + len(marker) > max_bytes:
+                raise SizeLimitError(f"{path}: the PLY header does not end within {max_bytes:,} bytes "
+                                     "(no 'end_header' line); a genuine header is a few hundred bytes")
+    try:
+        text = bytes(buffer[len(nl):end]).decode("ascii")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"the PLY header is not ASCII text ({err})") from None
+    return text.split(nl.decode("ascii"))
+
+
+def ply_element_counts(path: str) -> dict:
+    """{element name: declared count} from a PLY header, read as plyfile reads it: every line up to
+    end_header, a stripped line's first word 'element', then exactly two fields and int(count) (which
+    takes '+1000', '1_000' and surrounding whitespace). Elements of the same name add up. Lines
+    plyfile would refuse are skipped here: plyfile refuses them before allocating anything."""
+    counts = {}
+    for line in ply_header_lines(path):
+        line = line.strip()
+        if not line or line.split(None, 1)[0] != "element":
+            continue
+        fields = line[len("element") + 1:].strip().split()
+        if len(fields) != 2:
+            continue
+        try:
+            count = int(fields[1])
+        except ValueError:
+            continue
+        counts[fields[0]] = counts.get(fields[0], 0) + max(count, 0)
     return counts
 
 
@@ -186,13 +226,17 @@ def read_xyz(path: str):
 
 def check_numpy_points(path: str, max_points: Limit):
     """Every array an .npy / .npz declares: at most max_points rows, and at most POINT_VALUES
-    values a point in all (a [10, 1e9] array is no cloud of 10 points)."""
-    for key, declared in declared_arrays(path).items():
+    values a point in all (a [10, 1e9] array is no cloud of 10 points), numeric (check_dtypes: a
+    (100, 3) array of |S4000000 is 300 values and 1.2 GB) and within VALUE_BYTES a value."""
+    arrays = declared_arrays(path)
+    check_dtypes(path, arrays)
+    for key, declared in arrays.items():
         what = member_text(key, declared)
         rows = declared.shape[0] if declared.shape else declared.elements
         max_points.check(path, what, rows, "points", declared.nbytes)
-        max_points.times(POINT_VALUES).check(path, what, declared.elements, f"values (up to {POINT_VALUES} a point)",
-                                             declared.nbytes)
+        values = max_points.times(POINT_VALUES)
+        values.check(path, what, declared.elements, f"values (up to {POINT_VALUES} a point)", declared.nbytes)
+        values.times(VALUE_BYTES).check(path, what, declared.nbytes, f"bytes ({VALUE_BYTES} a value)")
 
 
 def read_numpy(path: str, max_points: Limit = Limit(MAX_POINTS, "PointCloudDataset.max_points")):

@@ -4,7 +4,10 @@ Formats (by file):
     .jsonl / .ndjson   one JSON object a line: {"text": str, "label": int | class name (optional)};
                        a name is an index into a classes.txt / categories.txt beside the file
                        when there is one, else kept as the name (TextDataset maps names to
-                       indices over the train split: labels.py)
+                       indices over the train split: labels.py). A null label is no label (-1);
+                       any other value (a list, 1.0, true, a name the class list lacks) is kept
+                       as an `Unusable` label: reading never fails on labels, which pretraining
+                       does not need; labels.py decides where they are needed.
     a fortune file     entries ended by a line holding only '%' (Debian's fortunes, any extension)
     anything else      one document a line (document_per='line'), or the whole file ('file')
 
@@ -31,10 +34,16 @@ class CorpusError(ValueError):
     """Bad input text, named `path:line: what is wrong`."""
 
 
+@dataclass(frozen=True)
+class Unusable:
+    """A label that is no class: `what` says why ("label [1, 2] is neither an integer nor a class name")."""
+    what: str
+
+
 @dataclass
 class Document:
     text: str
-    label: Union[int, str]  # -1: none; a class name until TextDataset maps it (labels.py)
+    label: Union[int, str, Unusable]  # -1: none; a class name until TextDataset maps it (labels.py)
     where: str  # "path:line" of its first line
 
 
@@ -149,15 +158,15 @@ def jsonl_documents(lines: List[str], path: str, text_field: str, label_field: s
             bad_input(f"{where}: no string field {text_field!r} (TextDataset.text_field)", "no text field", policy, log)
             continue
         label = row.get(label_field, -1)
-        if isinstance(label, str):
+        if label is None:
+            label = -1  # an unlabeled row
+        elif isinstance(label, str):
             classes, looked = (classes, True) if looked else (read_classes(path), True)
             if classes is not None:  # a class list beside the file fixes the indices
-                if label not in classes:
-                    raise CorpusError(f"{where}: label {label!r} is not a class in the "
-                                      f"{' / '.join(CLASS_LISTS)} beside the file")
-                label = classes.index(label)
-        elif label is None or isinstance(label, bool) or not isinstance(label, int):
-            raise CorpusError(f"{where}: label {label!r} must be an integer or a class name")
+                label = (classes.index(label) if label in classes else
+                         Unusable(f"label {label!r} is not a class in the {' / '.join(CLASS_LISTS)} beside the file"))
+        elif isinstance(label, bool) or not isinstance(label, int):
+            label = Unusable(f"label {label!r} is neither an integer nor a class name")
         docs.append(Document(text, label, where))
     return docs
 

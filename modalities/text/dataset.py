@@ -14,7 +14,7 @@ import torch
 
 from modalities.text.corpus import BadInputLog, read_documents
 from modalities.text.files import list_text_files
-from modalities.text.labels import check_label_kinds, label_names, map_labels
+from modalities.text.labels import labels_for_split
 from modalities.text.packing import make_sequences
 from modalities.text.tokenizer import ByteTokenizer, TextTokenizer
 from unimask.data import SampleDataset
@@ -47,7 +47,9 @@ class TextDataset(SampleDataset):
     limit: the first `limit` documents only.
     Labels that are class names ({"label": "sports"}) become the indices of the train split's
     sorted names (modalities/text/labels.py); `classes` lists them (index = class id), None when
-    the labels are integers. A name the train split lacks, in another split, is an error.
+    the labels are integers. A name the train split lacks, in another split, is an error. The train
+    split ignores labels that are no class (null, lists, 1.0, true, names mixed with integers: -1,
+    warned), so pretraining runs; a test split refuses them, in itself and in the train split.
     """
 
     def __init__(self, root=gin.REQUIRED, tokenizer: Optional[TextTokenizer] = None, seq_len: int = 128,
@@ -58,16 +60,11 @@ class TextDataset(SampleDataset):
         self.bad = BadInputLog()
         docs, self.source = read_corpus(root, split, test_root, encoding, document_per, text_field, label_field,
                                         on_bad_input, self.bad)
-        self.classes = None  # class names of name labels, index = class id
-        if any(isinstance(d.label, str) for d in docs):
-            check_label_kinds(docs)
-            train, train_source = docs, None
-            if split != "train":  # the train split's names, so class k is the same class in every split
-                train, train_source = read_corpus(root, "train", None, encoding, document_per, text_field,
-                                                  label_field, on_bad_input, BadInputLog())
-                check_label_kinds(train)
-            self.classes = label_names(train)
-            docs = map_labels(docs, self.classes, split, train_source)
+        # class names of name labels (index = class id), None for integer labels; a train split
+        # never fails on labels, another split is checked against the train split (labels.py)
+        docs, self.classes = labels_for_split(
+            docs, split, lambda: read_corpus(root, "train", None, encoding, document_per, text_field, label_field,
+                                             on_bad_input, BadInputLog()), str(self.source))
         docs = docs[:limit] if limit is not None else docs
         docs = self.drop_empty(docs)
         if not docs:

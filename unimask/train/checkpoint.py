@@ -62,7 +62,7 @@ def save_checkpoint(obj, folder: str, step: int, keep: bool = False, last_is_goo
     """last.pt (the previous one kept as prev.pt, see publish) and, with keep, a step_N.pt snapshot."""
     last = os.path.join(folder, "last.pt")
     tmp = f"{last}.new.{os.getpid()}"
-    atomic_save(obj, tmp)
+    atomic_save(obj, tmp, shown=last)
     publish(tmp, folder, last_is_good)
     if keep:
         atomic_save(obj, os.path.join(folder, f"step_{step}.pt"))
@@ -113,7 +113,7 @@ def load_checkpoint(path: str, map_location="cpu", meta_only: bool = False, trus
                 raise CheckpointError(f"{path} is a folder but not a complete sharded checkpoint")
             if not trust_pickle:
                 check_dcp_metadata(path)  # DCP itself unpickles it fully
-            return sharded.load_meta(path) if meta_only else sharded.load_full(path)
+            return sharded.load_meta(path) if meta_only else sharded.load_full(path, trust_pickle)
         return torch_load(path, opt_in="--trust-pickle", trust_pickle=trust_pickle, map_location=map_location)
     except UnsafeFileError as err:
         raise CheckpointError(str(err)) from err

@@ -25,10 +25,10 @@ class SaveError(OSError):
     """A checkpoint could not be written (most often: no space left); the previous one is intact."""
 
 
-def atomic_save(obj, path: str):
+def atomic_save(obj, path: str, shown: str = None):
     """torch.save(obj, path), atomically and durably. A failed write (a full disk, a file size
-    limit) removes its temp file and raises SaveError naming the path and the free space; the
-    file that was at `path` before is untouched."""
+    limit) removes its temp file and raises SaveError naming the path (or `shown`, the file it
+    becomes) and the free space; the file that was at `path` before is untouched."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
@@ -39,7 +39,7 @@ def atomic_save(obj, path: str):
             os.fsync(f.fileno())
     except (OSError, RuntimeError) as err:  # torch's writer says "file write failed", without errno
         remove(tmp)
-        raise SaveError(write_failure(path, folder, err)) from err
+        raise SaveError(write_failure(shown or path, folder, err)) from err
     os.replace(tmp, path)
     fsync_dir(folder)
 
@@ -51,7 +51,8 @@ def write_failure(path: str, folder: str, err: Exception) -> str:
              "a quota or a file size limit gives the same failure)")
     if isinstance(err, OSError) and err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"could not write {path}: {err}"
-    return f"{space}; the previous checkpoint is kept ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    kept = "the previous one is kept" if os.path.exists(path) else "there is no earlier one"
+    return f"{space}; {kept} ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
 
 
 def is_intact(path: str) -> bool:

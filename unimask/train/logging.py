@@ -41,14 +41,19 @@ class MetricsLog:
                 if row.get("step", 0) <= step:
                     rows.append(line if line.endswith("\n") else line + "\n")
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(rows)
+        try:
+            with open(tmp, "w") as f:
+                f.writelines(rows)
+        except OSError:  # a full disk: leave no half-written copy behind
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
         os.replace(tmp, self.path)
 
     def write(self, row: dict):
         if not self.enabled:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:  # one write() of the whole line: a kill leaves the line out, not half of it
             os.write(fd, (json.dumps(row) + "\n").encode())
         finally:
@@ -99,5 +104,6 @@ def git_commit() -> str:
 
 def write_run_info(workdir: str, **info):
     info.update(command=" ".join(sys.argv), versions=package_versions(), git_commit=git_commit())
-    with open(os.path.join(workdir, "run.json"), "w") as f:
-        json.dump(info, f, indent=2)
+    from unimask.train.workdir import replace_file
+
+    replace_file(os.path.join(workdir, "run.json"), json.dumps(info, indent=2))

@@ -15,11 +15,9 @@ state dict back in one process. meta.pt also records each DCP file's size and cr
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import zlib
 
-import torch
 
 from unimask.train.distributed import all_or_none
 from unimask.train.durable import atomic_save, fsync_dir, is_intact, remove
@@ -103,12 +101,30 @@ def load_meta(path: str) -> dict:
     return torch_load(os.path.join(path, META), opt_in="--trust-pickle")
 
 
+def data_only(planner_class, path: str, trust_pickle: bool = False):
+    """A DCP load planner of `planner_class` that reads the checkpoint's bytes items (optimizer
+    settings and other non-tensor values) as data. DCP's own planner torch.load()s each of them
+    with weights_only=False, so a crafted shard could run code: here each one must first pass the
+    weights-only reader (unimask/safe_load.py) before DCP reads the same bytes."""
+    from unimask.safe_load import torch_load
+
+    class DataOnly(planner_class):
+        def load_bytes(self, read_item, value):
+            if not trust_pickle:
+                torch_load(value, opt_in="--trust-pickle", name=f"{path} (item {read_item.dest_index.fqn})")
+                value.seek(0)
+            super().load_bytes(read_item, value)
+
+    return DataOnly()
+
+
 def load_sharded_into(tensors: dict, path: str):
     """Fill this run's state dicts in place from a sharded checkpoint saved at any world size."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
     with readable(path):
-        dcp.load(tensors, checkpoint_id=path)
+        dcp.load(tensors, checkpoint_id=path, planner=data_only(DefaultLoadPlanner, path))
 
 
 @contextlib.contextmanager
@@ -120,18 +136,29 @@ def readable(path: str):
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # noqa: B036 - CheckpointException
+        from torch.distributed.checkpoint.api import CheckpointException
+
+        from unimask.safe_load import UnsafeFileError
+
+        failures = err.failures.values() if isinstance(err, CheckpointException) else ()
+        for failure, _ in failures:  # a refused bytes item (data_only) is the news, not a damaged file
+            if isinstance(failure, UnsafeFileError):
+                raise failure from None
         raise ShardedCheckpointError(f"sharded checkpoint {path} could not be read "
                                      f"({type(err).__name__}: {err})") from err
 
 
-def load_full(path: str) -> dict:
-    """One process, no process group: meta + the full (unsharded) model / optimizer / EMA."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+def load_full(path: str, trust_pickle: bool = False) -> dict:
+    """One process, no process group: meta + the full (unsharded) model / optimizer / EMA (what
+    torch's dcp_to_torch_save reads, through the data-only planner)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-    buffer = io.BytesIO()
+    tensors = {}
     with readable(path):
-        dcp_to_torch_save(path, buffer)
-    buffer.seek(0)
+        _load_state_dict(tensors, storage_reader=FileSystemReader(path), no_dist=True,
+                         planner=data_only(_EmptyStateDictLoadPlanner, path, trust_pickle))
     state = load_meta(path)
-    state.update(torch.load(buffer, map_location="cpu", weights_only=True))  # tensors DCP itself wrote
+    state.update(tensors)
     return state

@@ -46,7 +46,10 @@ class RunLock:
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, ".lock")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a .lock that is a link (a run directory from elsewhere) writes nowhere else
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise WorkdirError(f"{self.path} cannot be opened as this run's lock file ({err}); is it a link?") from None
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -152,6 +155,14 @@ def keep_original_config(workdir: str, config: str, step: int):
     """config.gin is the run's first config; a resumed run's goes beside it as config.resumed_<step>.gin."""
     first = os.path.join(workdir, "config.gin")
     path = first if step == 0 or not os.path.exists(first) else os.path.join(workdir, f"config.resumed_{step}.gin")
-    with open(path, "w") as f:
-        f.write(config)
+    replace_file(path, config)
+
+
+def replace_file(path: str, text: str):
+    """Write `text` to a new file and rename it over `path`: a link at `path` (a run directory
+    handed over by someone else) is replaced, never written through."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 

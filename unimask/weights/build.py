@@ -16,7 +16,7 @@ def build_from_checkpoint(path: str, gin_files=(), gin_params=(), strict: bool =
     file is read weights-only unless trust_pickle, and its config may bind only the project's
     configurables (unimask/safe_config.py)."""
     from unimask.configurables import register_all
-    from unimask.safe_config import check_stored_config
+    from unimask.safe_config import check_stored_config, reset_safety_bindings
 
     register_all()
     obj = read_file(path, trust_pickle)
@@ -29,6 +29,7 @@ def build_from_checkpoint(path: str, gin_files=(), gin_params=(), strict: bool =
     if config:
         check_stored_config(config, path)
         gin.parse_config(config)
+        reset_safety_bindings(config)  # opt-ins and size limits come from the caller's own bindings only
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_params))
     model = gin.query_parameter("train.model").scoped_configurable_fn()
     if not isinstance(model, torch.nn.Module):
