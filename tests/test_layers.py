@@ -44,14 +44,14 @@ def test_adapters_are_found_through_the_entry_point_group():
 
 
 PROBE = re.compile(r"\bhasattr\(|\bgetattr\(|inspect\.signature\(")
-THIRD_PARTY = re.compile(r"#\s*(torch|timm)\b")
+THIRD_PARTY = re.compile(r"#\s*(torch|timm|gin)\b")
 
 
 def test_the_core_asks_its_own_classes_nothing():
     """Models, adapters, encoders, decoders and maskers declare every capability on their base
     classes (unimask/interfaces.py), so the core calls them instead of asking what they have. The
-    probes that remain look at torch's or timm's objects and say so in a `# torch` / `# timm`
-    comment on their line."""
+    probes that remain look at torch's or timm's objects, or read a gin configurable's declared
+    defaults, and say so in a `# torch` / `# timm` / `# gin` comment on their line."""
     probes = []
     for folder, _, files in os.walk(os.path.join(ROOT, "unimask")):
         for name in files:

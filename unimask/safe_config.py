@@ -72,7 +72,7 @@ def reset_safety_bindings(text: str) -> list:
             issubclass(match.wrapped, SampleDataset)
         if statement.arg_name in OPT_INS or limit:
             key = (f"{statement.scope}/" if statement.scope else "") + f"{statement.selector}.{statement.arg_name}"
-            signature = inspect.signature(match.wrapped)
+            signature = inspect.signature(match.wrapped)  # gin: the configurable's declared default
             gin.bind_parameter(key, signature.parameters[statement.arg_name].default)
             reset.append(key)
     return reset
