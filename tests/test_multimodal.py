@@ -121,6 +121,7 @@ def test_every_cross_modal_recipe_trains_with_falling_loss_per_modality(tmp_path
     assert any(f.startswith("step_30_") for f in os.listdir(os.path.join(workdir, "recon")))
 
 
+@pytest.mark.slow  # ~2 min on 2 cores (a cross-modal run, then three probes): .ci/run runs it after README's command
 def test_cross_modal_figure_and_per_modality_probes(tmp_path, capsys):
     import eval as evaluator
     import visualize
