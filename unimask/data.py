@@ -58,6 +58,13 @@ class SampleDataset(torch.utils.data.Dataset):
     skip_bad_samples = False
     items: list = []  # one (path, label, ...) tuple per sample, filled by the subclass
     classes = None  # names of string labels, index = class id (sorted over the train split); None: ints
+    collate = None  # a batch-building function of the subclass's own (graphs, ragged cubes); None: torch's
+
+    @staticmethod
+    def declared(dataset):
+        """`dataset` itself, or this base class for a plain torch Dataset: either way it answers
+        samples_per_item, collate and classes (with this class's defaults), so no one has to ask."""
+        return dataset if isinstance(dataset, SampleDataset) else SampleDataset
 
     def __len__(self):
         return len(self.items)

@@ -195,7 +195,7 @@ class PretrainingModel(nn.Module):
     """The base of every model the trainer runs (MaskedModel, SiameseModel, MultiModalModel,
     Classifier, VQTokenizer, and each new family): everything the trainer, weight loading,
     export and the probes call on a model, declared here with a default, so none of them asks a
-    model what it has (no hasattr probes) and a new family overrides what it does differently.
+    model what it has (no probing of its attributes) and a new family overrides what it does differently.
 
     forward(batch, progress, generator, mask=None, mask_only=False) -> {'loss': scalar to
     backward, 'terms': {name: every named loss term, logged as loss_<name>}, 'stats': {name:

@@ -40,7 +40,8 @@ def make_loader(dataset, indices: Optional[Sequence[int]] = None, batch_size: in
     """DataLoader over `indices` of `dataset` (all by default), using the dataset's own collate."""
     indices = range(len(dataset)) if indices is None else indices
     sampler = IndexBatches(indices, batch_size, isinstance(dataset, SampleDataset), shuffle, seed)
-    kwargs = {"collate_fn": dataset.collate} if getattr(dataset, "collate", None) is not None else {}  # torch: any Dataset
+    collate = SampleDataset.declared(dataset).collate
+    kwargs = {"collate_fn": collate} if collate is not None else {}
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, **kwargs)
 
 

@@ -18,7 +18,7 @@ import gin
 import torch
 from tqdm import tqdm
 
-from unimask.data import StepBatchSampler, to_device
+from unimask.data import SampleDataset, StepBatchSampler, to_device
 from unimask.ema import ema_update
 from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
@@ -75,7 +75,8 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.precision = resolve_precision(precision, self.device)
         micro_total = self.dist.world * accum_steps
-        samples_per_item = getattr(dataset, "samples_per_item", 1)  # torch: any Dataset (SampleDataset declares it)
+        self.declared = SampleDataset.declared(dataset)
+        samples_per_item = self.declared.samples_per_item
         if batch_size % (micro_total * samples_per_item):
             raise ValueError(f"train.batch_size={batch_size} must be divisible by world size x train.accum_steps x "
                              f"samples per dataset item = {self.dist.world} x {accum_steps} x {samples_per_item}")
@@ -97,7 +98,7 @@ class Trainer:
         self.loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and self.device.type == "cuda",
                                   persistent_workers=persistent_workers and num_workers > 0,
                                   prefetch_factor=prefetch_factor if num_workers > 0 else None,
-                                  collate_fn=getattr(dataset, "collate", None))  # torch: any Dataset
+                                  collate_fn=self.declared.collate)
         self.fsdp = fsdp and self.dist.world > 1
         if activation_checkpointing:
             from unimask.transformer import set_activation_checkpointing
@@ -162,7 +163,7 @@ class Trainer:
                               "mask": self.model.schedule.state_dict() if self.model.schedule is not None else {}},
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": ckpt.rng_state(),
                 "data": {"position": self.position, "seed": self.seed, **self.data_identity},
-                "classes": getattr(self.dataset, "classes", None), "skipped": self.skipped,  # torch: any Dataset
+                "classes": self.declared.classes, "skipped": self.skipped,
                 "n_bad": self.n_bad, "world_size": self.dist.world, "config": gin.config_str()}
 
     def state(self) -> dict:
@@ -284,7 +285,7 @@ class Trainer:
                                          f"gradient (last at step {self.step}); stopping (train.max_consecutive_skips)")
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.position += self.batch_size // getattr(self.dataset, "samples_per_item", 1)  # torch: any Dataset
+        self.position += self.batch_size // self.declared.samples_per_item
         return {"loss": total_loss if finite else float("nan"), "terms": terms if finite else {}, "lr": lr,
                 "mask_ratio": sum(ratios) / len(ratios),
                 "grad_norm": float(grad_norm) if finite else float("nan"), "stop": stop}
@@ -330,7 +331,7 @@ class Trainer:
         if self.eval_dataset is not None:  # fine-tuning: top-1 on the labeled split
             row.update(score_split(self.model, self.eval_dataset, self.eval_batch_size, self.device, self.dist,
                                    self.precision, self.loader_kwargs["num_workers"],
-                                   getattr(self.eval_dataset, "collate", None)))  # torch: any Dataset
+                                   SampleDataset.declared(self.eval_dataset).collate))
         return row
 
     # ---- the loop --------------------------------------------------------------------------
@@ -396,7 +397,7 @@ class Trainer:
             keep_original_config(workdir, config, self.step)
             write_run_info(workdir, world_size=self.dist.world, device=str(self.device), precision=self.precision,
                            micro_batch=self.micro_batch, accum_steps=self.accum_steps, resumed_at=self.step,
-                           classes=getattr(self.dataset, "classes", None))  # torch: any Dataset
+                           classes=self.declared.classes)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         ok = False
         try:
