@@ -20,7 +20,7 @@ from torch import nn
 
 from unimask.interfaces import ModalityAdapter
 from unimask.pos import sincos_pos
-from unimask.patches import patchify, unpatchify  # noqa: F401  (grid adapters import them from here)
+from unimask.patches import patchify, unpatchify
 from unimask.tokens import Tokens
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

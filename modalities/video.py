@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import RandomResizedCrop
 
-from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, save_rows, unpatchify
+from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, save_rows
+from unimask.patches import unpatchify
 from modalities.limits import MAX_FRAME_PIXELS, MAX_FRAMES, Limit, SizeLimitError
 from modalities.video_decode import VideoReader, set_decoder_logging
 from unimask.data import SampleDataset

@@ -1,5 +1,5 @@
 """View samplers for two-view masked modeling (SiamMAE, CropMAE): two views of one scene per
-item, view 1 under the dataset's key and view 2 under the key + '_2' (unimask/siamese.py).
+item, view 1 under the dataset's key and view 2 under the key + '_2' (unimask/models/siamese.py).
 
     FramePairs  two frames of a video a random gap apart (SiamMAE: 4-48 frames), one crop and
                 flip for both, so what differs is what moved

@@ -15,7 +15,7 @@ from modalities.image import ImageAdapter
 from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder
 from unimask.masking import ConstantRatio, RandomMasker
-from unimask.model import MaskedModel
+from unimask.models.masked import MaskedModel
 from unimask.targets import PixelTarget
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,8 @@ from PIL import Image
 
 from modalities.image import ImageDataset
 from modalities.video import VideoDataset, VideoReader
-from unimask.data import StepBatchSampler, list_files
+from unimask.data import StepBatchSampler
+from unimask.files import list_files
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "data", "sample")
 CLIPS = os.path.join(SAMPLE, "video", "clips")

@@ -163,6 +163,7 @@ PROBE = textwrap.dedent(r'''
         path = os.path.join(request["root"], tool)
         argv, sys.argv = sys.argv, [path, "--help"]
         saved_path = list(sys.path)
+        sys.path.insert(0, os.path.dirname(path))  # as `python tools/x.py` does: the script's folder first
         try:
             runpy.run_path(path, run_name="__main__")
             parsers[tool] = {"error": "ran without parsing arguments"}

@@ -1,5 +1,6 @@
-"""Evaluation: feature extraction, linear / kNN / fine-tuning probes, tools/eval.py end to end,
-training curves and the report's markdown tables."""
+"""Evaluation: feature extraction, linear / kNN / fine-tuning probes, a probe of a run end to end
+(unimask/evaluation/protocols.py, and tools/eval.py as users run it) and training curves. The
+report's pieces are tested in test_evaluation_lib.py."""
 import json
 import os
 import re
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SMOKE, fast_params, load_tool, run_train, tiny_image_model
+from helpers import ROOT, SMOKE, cli, fast_params, load_tool, run_train, tiny_image_model
+from unimask.evaluation.protocols import ProbeOptions, evaluate
 from unimask.probe import (HoldOutLabels, NoLabelsError, extract_features, extract_raw, finetune, holdout_mask,
                            knn_predict, linear_probe)
 from unimask.tokens import Tokens
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_RECIPE = os.path.join(ROOT, "gin", "image_mae_cpu.gin")
 SMALL = ["--gin_param", "ImageDataset.limit=300", "--batch-size", "100", "--epochs", "50", "--wd", "1e-3"]
+SMALL_OPTIONS = dict(gin_param=["ImageDataset.limit=300"], batch_size=100, epochs=50, wd=[1e-3])  # the same, as options
 
 
 def labeled_batches(n_batches=2, batch=4, size=16, seed=0):
@@ -191,7 +193,7 @@ def test_holdout_split_is_exact_and_stable_across_passes():
         assert torch.equal(torch.where(train >= 0, train, held), labels)
 
 
-# ---- tools/eval.py end to end ----------------------------------------------------------------------
+# ---- a probe end to end: the library (ProbeOptions) and tools/eval.py ------------------------------
 @pytest.fixture(scope="module")
 def smoke_checkpoint(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("smoke_run"))
@@ -213,10 +215,9 @@ def test_eval_checkpoint_ends_with_top1_line(smoke_checkpoint, capsys, extra):
 
 
 def test_random_init_matches_checkpoint_architecture_and_gin_only_works(smoke_checkpoint, capsys):
-    evaluator = load_tool("eval")
-    args = ["--protocol", "knn", "--random-init"] + SMALL
-    a = evaluator.evaluate(["--checkpoint", smoke_checkpoint] + args)
-    b = evaluator.evaluate(["--gin", CPU_RECIPE, "--gin", SMOKE] + args)
+    options = dict(protocol="knn", random_init=True, **SMALL_OPTIONS)
+    a = evaluate(ProbeOptions(checkpoint=smoke_checkpoint, **options))
+    b = evaluate(ProbeOptions(gin=[CPU_RECIPE, SMOKE], **options))
     assert a["dim"] == b["dim"] == 64 and a["top1_acc"] == b["top1_acc"]  # same seeded init, same data
 
 
@@ -230,20 +231,19 @@ def write_npz(path, n, labels=True, split_keys=False):
     return path
 
 
-def test_eval_of_unlabeled_data_says_so(tmp_path, capsys):
+def test_eval_of_unlabeled_data_says_so(tmp_path):
+    """As users run it: a script of its own (no test path set up), exit 2 and one error line."""
     root = write_npz(str(tmp_path / "unlabeled.npz"), 20, labels=False, split_keys=True)
-    evaluator = load_tool("eval")
-    code = evaluator.main(["--gin", CPU_RECIPE, "--gin", SMOKE, "--random-init",
-                           "--gin_param", f"ImageDataset.root='{root}'"])
-    assert code == 2 and "no labels" in capsys.readouterr().err
+    code, output, _ = cli(["tools/eval.py", "--gin", CPU_RECIPE, "--gin", SMOKE, "--random-init"],
+                          [f"ImageDataset.root='{root}'"])
+    assert code == 2 and "error: the data has no labels" in output and "Traceback" not in output, output[-2000:]
 
 
 def test_eval_without_test_split_uses_a_deterministic_80_20_item_split(tmp_path):
     root = write_npz(str(tmp_path / "one_split.npz"), 50)  # x/y only: 'test' would be the train data again
-    evaluator = load_tool("eval")
-    args = ["--gin", CPU_RECIPE, "--gin", SMOKE, "--random-init", "--protocol", "knn", "--k", "3",
-            "--gin_param", f"ImageDataset.root='{root}'"]
-    first, second = evaluator.evaluate(args), evaluator.evaluate(args)
+    options = ProbeOptions(gin=[CPU_RECIPE, SMOKE], random_init=True, protocol="knn", k=3,
+                           gin_param=[f"ImageDataset.root='{root}'"])
+    first, second = evaluate(options), evaluate(options)
     assert (first["n_train"], first["n_test"]) == (40, 10) and first["top1_acc"] == second["top1_acc"]
 
 
@@ -264,257 +264,19 @@ def test_plot_writes_png_from_metrics(tmp_path):
         plot.plot_metrics(rows, out, keys=["top1"])
 
 
-def test_report_upserts_rows_and_fits_steps_to_budget():
-    report = load_tool("report")
-    header = ["Modality", "Acc"]
-    text = "# Title\n\nintro\n"
-    text = report.upsert_row(text, "t", header, ["images", "80.0"])
-    text = report.upsert_row(text, "t", header, ["points", "60.0"])
-    text = report.upsert_row(text, "t", header, ["images", "82.5"])
-    assert text.startswith("# Title\n\nintro\n")
-    assert "| images | 82.5 |" in text and "80.0" not in text and text.index("images") < text.index("points")
-    assert report.steps_for(600, 0.5, startup_s=100) == 970 and report.steps_for(1, 10.0) == 20
-    assert report.tree_cpu_seconds(os.getpid()) > 0  # this test process has used CPU
-
-
-def test_report_seeds_row_gives_means_and_the_seed_spread(tmp_path):
-    """--seeds: earlier runs of the same budget are reused, the row shows the means of the
-    random-init and pretrained accuracies and the pretrained accuracies' sd across seeds."""
-    import json
-
-    report = load_tool("report")
-
-    def result(seed, pre, rnd):
-        run = {"steps": 100 + seed, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2, "checkpoint": "x"}
-        probes = {"pretrained": {"top1_acc": pre, "n_test": 400}, "random_init": {"top1_acc": rnd},
-                  "raw": {"top1_acc": 20.0, "n_test": 400}}
-        return {"run": run, "probes": probes, "minutes": 10, "seed": seed}
-
-    earlier = {"points3d": result(0, 75.0, 58.0), "points3d_seed1": result(1, 73.0, 60.0),
-               "points3d_seed2": result(2, 77.0, 59.0)}
-    (tmp_path / "report.json").write_text(json.dumps(earlier))
-    md = tmp_path / "report.md"
-    md.write_text("# Report\n")
-    out = report.run_seeds("points3d", 10, str(tmp_path), str(md), [], [0, 1, 2])
-    assert len(out["results"]) == 3
-    row = next(line for line in md.read_text().splitlines() if line.startswith("| points3d |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[3].startswith("3 seeds, 100, 101, 102 steps")
-    assert cells[5] == "59.0" and cells[6] == "**75.0**" and cells[7] == "+16.0"
-    # gains 17 / 13 / 18: sd 2.65, so the mean gain's standard error is 2.65 / sqrt(3) = 1.5
-    assert "seeds sd 2.0, mean gain ±1.5 (pretrained 75.0 / 73.0 / 77.0" in cells[9]
-    assert cells[9].startswith("±2.2 (n=400)")
-
-
-def finished_run(workdir: str, step: int, top1: float) -> dict:
-    """What report.run_training leaves behind, without training (a stand-in for it): a checkpoint,
-    one scored metrics row, and the timing it returns."""
-    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-    open(os.path.join(workdir, "checkpoints", "last.pt"), "w").close()
-    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-        f.write(json.dumps({"step": step, "loss": 0.5, "eval_top1": top1}) + "\n")
-    return {"wall_s": 1.0, "cpu_s": 2.0, "terminated": False, "row_cpu": []}
-
-
-def finished_pretraining(report, tmp_path) -> tuple:
-    """runs/, the markdown file and the checkpoint of a points3d-unlabeled run of 400 fixed steps
-    that report.json already holds (what the fine-tune rows reuse): -> (runs, md, checkpoint)."""
-    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
-    checkpoint = str(tmp_path / "last.pt")
-    open(checkpoint, "w").close()
-    run = {"steps": 400, "planned_steps": 400, "fixed_steps": True, "cpu_min": 1.0, "wall_min": 1.0, "cores": 2,
-           "checkpoint": checkpoint}
-    report.save_json(os.path.join(runs, "report.json"), "points3d-unlabeled", {"run": run, "minutes": 10})
-    return runs, md, checkpoint
-
-
-def test_report_fixed_steps_skip_the_timing_run_and_a_finetune_row_reuses_its_pretraining(tmp_path, monkeypatch):
-    """--steps N: no timing run, exactly N steps with 5% warmup and no budget to stop them; a row
-    with pretrained_by (points3d-finetune) fine-tunes the checkpoint of that row's run of the same
-    seed and budget instead of pretraining again, and pretrains when the budgets differ."""
-    report = load_tool("report")
-    calls = []
-
-    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
-        calls.append((spec.key, params, cpu_limit_s, wall_limit_s))
-        return finished_run(workdir, 400, 70.0)
-
-    def no_timing(*args, **kwargs):
-        raise AssertionError("a fixed schedule must not time steps")
-
-    monkeypatch.setattr(report, "run_training", fake_training)
-    monkeypatch.setattr(report, "time_steps", no_timing)
-    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: {"top1_acc": 20.0, "n_test": 288})
-    monkeypatch.setattr(report.SPECS["points3d-finetune"], "needs", [])  # data/kicad3d need not be here
-    run = report.pretrain(report.SPECS["points3d"], 10, str(tmp_path / "p"), steps=400)
-    assert calls[-1][1][-2:] == ["train.steps=400", "train.warmup_steps=20"] and calls[-1][2:] == (None, None)
-    assert run["fixed_steps"] and run["planned_steps"] == 400 and run["budget_cpu_min"] is None
-    runs, md = str(tmp_path / "runs"), str(tmp_path / "report.md")
-    report.save_json(os.path.join(runs, "report.json"), "points3d", {"run": run, "minutes": 10})
-    calls.clear()
-    result = report.run_modality("points3d-finetune", 10, runs, md, steps=400)
-    assert [c[0] for c in calls] == ["points3d-finetune"] * 2  # two fine-tunes, no pretraining
-    assert f"train.init_from={run['checkpoint']!r}" in calls[1][1]
-    assert result["command"] == "python tools/report.py points3d-finetune --steps 400"
-    assert "| points3d-finetune |" in open(md).read() and "400 steps (fixed)" in open(md).read()
-    calls.clear()
-    report.run_modality("points3d-finetune", 10, runs, md, steps=800)  # another budget: pretrain first
-    assert any("train.steps=800" in c[1] for c in calls)
-
-
-def test_report_few_shot_row_averages_episodes_of_the_shots(tmp_path, monkeypatch):
-    """--episodes N: a few-shot row fine-tunes both inits once per draw of its shots (the episode
-    binding in the fine-tune and in the raw probe), and its row shows the means, the episodes'
-    spread and every draw; a row without draws refuses --episodes before it trains anything."""
-    report = load_tool("report")
-    calls, probes = [], []
-
-    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
-        calls.append(params)
-        episode = int(next(p for p in params if p.startswith("PointCloudDataset.episode=")).split("=")[1])
-        top1 = 60.0 + episode + (4.0 if "None" not in params[0] else 0.0)  # pretrained: +4 in every draw
-        return finished_run(workdir, 600, top1)
-
-    def fake_probe(spec, checkpoint, **kwargs):
-        probes.append(list(spec.eval_params))
-        return {"top1_acc": 10.0, "n_test": 288}
-
-    monkeypatch.setattr(report, "run_training", fake_training)
-    monkeypatch.setattr(report, "eval_probe", fake_probe)
-    monkeypatch.setattr(report.SPECS["points3d-10shot"], "needs", [])
-    runs, md, checkpoint = finished_pretraining(report, tmp_path)
-    result = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=3)
-    assert len(calls) == 6 and [c[-1] for c in calls[::2]] == [f"PointCloudDataset.episode={e}" for e in range(3)]
-    assert [p[-1] for p in probes] == [f"PointCloudDataset.episode={e}" for e in range(3)]
-    assert result["probes"]["pretrained"]["top1_acc"] == 65.0 and result["probes"]["random_init"]["top1_acc"] == 61.0
-    assert result["command"].endswith("--steps 400 --episodes 3")
-    row = next(line for line in open(md).read().splitlines() if line.startswith("| points3d-10shot |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[5:8] == ["61.0", "**65.0**", "+4.0"] and "mean of 3 episodes" in cells[4]
-    assert "episodes sd 1.0, mean gain ±0.0 (pretrained 64.0 / 65.0 / 66.0, random 60.0 / 61.0 / 62.0)" in cells[9]
-    calls.clear()
-    one = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=1)  # one draw: a plain row
-    assert calls == []  # episode 0's fine-tunes finished above: read back
-    assert "draws" not in one["probes"] and one["probes"]["pretrained"]["top1_acc"] == 64.0
-    assert "nan" not in open(md).read() and "mean of" not in open(md).read()
-    both = report.run_modality("points3d-10shot", 10, runs, md, steps=400, episodes=2, finetune_seeds=[0, 1])
-    assert len(calls) == 4 and all("train.seed=1" in c for c in calls)  # seed 0 of episodes 0 and 1: read back
-    assert len(both["probes"]["draws"]) == 4
-    assert "mean of 4 runs: 2 episodes (draws of the shots) x 2 fine-tune seeds (0 1)" in open(md).read()
-    calls.clear()
-    with pytest.raises(SystemExit, match="not a few-shot fine-tune row"):
-        report.run_modality("points3d-finetune", 10, runs, md, steps=400, episodes=3)
-    assert calls == []
-
-
-def test_report_finetune_seeds_fine_tune_one_checkpoint_once_per_seed(tmp_path, monkeypatch):
-    """--finetune-seeds 0 1 2: a fine-tune row fine-tunes both inits from the one pretraining
-    checkpoint once per seed (train.seed=<s>, its own run directory) and probes raw input once;
-    its row shows the means, the seeds' spread and every seed's figures; run_seeds reuses the
-    result only for the same seeds; a refused combination trains nothing."""
-    report = load_tool("report")
-    calls, raw_probes = [], []
-
-    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
-        calls.append((os.path.basename(workdir), params))
-        seed = int(next(p for p in params if p.startswith("train.seed=")).split("=")[1])
-        top1 = 70.0 + 2 * seed + (3.0 + seed if "None" not in params[0] else 0.0)  # gains 3 / 4 / 5
-        return finished_run(workdir, 1200, top1)
-
-    monkeypatch.setattr(report, "run_training", fake_training)
-    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: raw_probes.append(1) or {"top1_acc": 50.0, "n_test": 288})
-    monkeypatch.setattr(report.SPECS["points3d-unlabeled-finetune-lpft"], "needs", [])
-    runs, md, checkpoint = finished_pretraining(report, tmp_path)
-    name = "points3d-unlabeled-finetune-lpft"
-    result = report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
-    assert [c[0] for c in calls] == [f"{name}{suffix}_{init}" for suffix in ("", "_ft1", "_ft2")
-                                     for init in ("random_init", "pretrained")]
-    assert all(f"train.init_from={checkpoint!r}" in c[1] for c in calls[1::2])  # one checkpoint, no pretraining
-    assert [c[1][1] for c in calls[::2]] == ["train.seed=0", "train.seed=1", "train.seed=2"]
-    assert len(raw_probes) == 1  # raw input does not depend on the fine-tune seed
-    probes = result["results"][0]["probes"]
-    assert probes["pretrained"]["top1_acc"] == 76.0 and probes["random_init"]["top1_acc"] == 72.0
-    assert result["results"][0]["command"].endswith("--steps 400 --finetune-seeds 0 1 2")
-    row = next(line for line in open(md).read().splitlines() if line.startswith(f"| {name} |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[5:8] == ["72.0", "**76.0**", "+4.0"] and "mean of 3 fine-tune seeds (0 1 2)" in cells[4]
-    # gains 3 / 4 / 5: sd 1, standard error 1 / sqrt(3)
-    assert "fine-tune seeds sd 3.0, mean gain ±0.6 (pretrained 73.0 / 76.0 / 79.0, random 70.0 / 72.0 / 74.0)" in cells[9]
-    for draw in ("", "_ft1", "_ft2"):  # without the fine-tunes' own records, only report.json can give it
-        for init in ("random_init", "pretrained"):
-            os.remove(os.path.join(runs, f"{name}{draw}_{init}", load_tool("finetune_records").FINETUNE_RECORD))
-    calls.clear()
-    report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 1, 2])
-    assert calls == []  # the same seeds: reused from report.json
-    report.run_seeds(name, 10, runs, md, [], [0], steps=400, finetune_seeds=[0, 5])
-    assert [c[0] for c in calls] == [f"{name}{draw}_{init}" for draw in ("", "_ft5")
-                                     for init in ("random_init", "pretrained")]
-    calls.clear()
-
-    def must_not_train(*args, **kwargs):
-        raise AssertionError("a refused row trains nothing")
-
-    monkeypatch.setattr(report, "run_training", must_not_train)
-    with pytest.raises(SystemExit, match="not a fine-tune row"):
-        report.run_modality("points3d-unlabeled", 10, runs, md, steps=400, finetune_seeds=[0, 1])
-    with pytest.raises(SystemExit, match="different seeds"):
-        report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[1, 1])
-    with pytest.raises(SystemExit, match="one pretraining seed"):
-        report.run_seeds(name, 10, runs, md, [], [0, 1], steps=400, finetune_seeds=[0, 1])
-
-
-def test_report_reads_back_a_finished_fine_tune_but_not_a_stopped_one_or_another_checkpoint(tmp_path, monkeypatch):
-    """A many-draw row that was stopped resumes: a fine-tune whose run directory holds its result
-    with the same stamp is read back; one that stopped short of its train.steps, or one that
-    started from another checkpoint file, runs again. The stamp covers included recipes too."""
-    report = load_tool("report")
-    calls, short = [], set()
-
-    def fake_training(spec, workdir, params, cpu_limit_s=None, wall_limit_s=None):
-        calls.append(os.path.basename(workdir))
-        timing = finished_run(workdir, 600 if os.path.basename(workdir) in short else 1200, 80.0)
-        with open(os.path.join(workdir, "config.gin"), "w") as f:
-            f.write("train.steps = 1200\ntrain.seed = 0\n")
-        return timing
-
-    monkeypatch.setattr(report, "run_training", fake_training)
-    monkeypatch.setattr(report, "eval_probe", lambda *a, **k: {"top1_acc": 50.0, "n_test": 288})
-    monkeypatch.setattr(report.SPECS["points3d-unlabeled-finetune"], "needs", [])
-    runs, md, checkpoint = finished_pretraining(report, tmp_path)
-    name = "points3d-unlabeled-finetune"
-    short.add(f"{name}_ft1_pretrained")  # this one is stopped at step 600 of 1200
-    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
-    assert len(calls) == 4
-    calls.clear()
-    short.clear()
-    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
-    assert calls == [f"{name}_ft1_pretrained"]  # the finished ones are read back, the stopped one runs again
-    calls.clear()
-    os.utime(checkpoint, ns=(1, 1))  # another pretraining run's checkpoint: nothing is read back
-    report.run_modality(name, 10, runs, md, steps=400, finetune_seeds=[0, 1])
-    assert len(calls) == 4
-    closure = load_tool("finetune_records").recipe_closure(["gin/finetune_points_lpft.gin"])  # includes of includes, each once
-    assert closure[:3] == ["gin/finetune_points_lpft.gin", "gin/finetune_points.gin", "gin/point_mae_kicad_cpu.gin"]
-    assert "gin/point_mae.gin" in closure and len(set(closure)) == len(closure)
-
-
 def test_video_arrow_of_time_probe_uses_early_windows_to_train_and_late_ones_to_test():
-    evaluator = load_tool("eval")
-    result = evaluator.evaluate(["--gin", "gin/video_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",
-                                 "--k", "3", "--gin_param", "VideoDataset.probe='reverse'",
-                                 "--gin_param", "VideoDataset.clips_per_video=2"])
+    result = evaluate(ProbeOptions(gin=["gin/video_mae_cpu.gin", SMOKE], random_init=True, protocol="knn", k=3,
+                                   gin_param=["VideoDataset.probe='reverse'", "VideoDataset.clips_per_video=2"]))
     assert "train split (16) / test split (16)" in result["data"]  # 4 clips x 2 windows x (forward, reversed)
     assert (result["n_train"], result["n_test"]) == (16, 16) and 0.0 <= result["top1_acc"] <= 100.0
 
 
 def test_point_sets_from_images_probe_end_to_end(capsys):
-    evaluator = load_tool("eval")
-    result = evaluator.evaluate(["--gin", "gin/point_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol", "knn",
-                                 "--k", "3", "--gin_param", "ImagePointSetDataset.limit=40"])
+    options = dict(gin=["gin/point_mae_cpu.gin", SMOKE], random_init=True, protocol="knn", k=3,
+                   gin_param=["ImagePointSetDataset.limit=40"])
+    result = evaluate(ProbeOptions(**options))
     assert "train split (40) / test split (40)" in result["data"] and result["dim"] == 64
-    recomputed = evaluator.evaluate(["--gin", "gin/point_mae_cpu.gin", "--gin", SMOKE, "--random-init", "--protocol",
-                                     "knn", "--k", "3", "--gin_param", "ImagePointSetDataset.limit=40",
-                                     "--norm-stats", "recompute", "--pool", "max+mean"])
+    recomputed = evaluate(ProbeOptions(**options, norm_stats="recompute", pool="max+mean"))
     assert recomputed["dim"] == 128  # max- and mean-pooled side by side
     assert "norm stats: 2 BatchNorm layers recomputed on the train split" in capsys.readouterr().out
 
@@ -537,7 +299,7 @@ def test_norm_stats_are_recomputed_on_the_data_for_any_encoder():
     from unimask.decoders import MAEDecoder
     from unimask.encoders import ViTEncoder
     from unimask.masking import ConstantRatio, RandomMasker
-    from unimask.model import MaskedModel
+    from unimask.models.masked import MaskedModel
     from unimask.probe import recompute_norm_stats
 
     torch.manual_seed(0)

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from helpers import SMOKE, fast_params, read_metrics, run_train
-from modalities.graph import (EdgeReconstruction, FeatureLatentSCELoss, GraphAdapter, GraphDataset, GraphFormatError,
-                              graph_embeddings, hide_edges, node_embeddings,
-                              pyg_neighbor_sampler_available, probe_nodes, sample_subgraph)
-from unimask.decoders import GNNDecoder
-from unimask.encoders import GNNEncoder
-from unimask.losses import SCELoss
+from modalities.graph import (GraphAdapter, GraphDataset, GraphFormatError, graph_embeddings, hide_edges,
+                              node_embeddings, pyg_neighbor_sampler_available, probe_nodes, sample_subgraph)
+from unimask.gnn import GNNDecoder, GNNEncoder
+from unimask.losses import FeatureLatentSCELoss, SCELoss
+from unimask.objectives import EdgeReconstruction
 from unimask.masking import ConstantRatio, RandomMasker
-from unimask.model import MaskedModel
+from unimask.models.masked import MaskedModel
 from unimask.targets import EMATeacherTarget
 from unimask.optim import param_groups
 
@@ -166,7 +165,7 @@ def test_isolated_nodes_train_and_self_loops_are_dropped(tmp_path):
     assert edge_set(ds.records[0]["edge_index"]) == {(0, 1), (1, 0), (1, 2), (2, 1)}
     model = tiny_model(6)
     out = model(batch_of(ds, [0, 0]), generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(out["loss"]) and bool(torch.isfinite(out["pred"]).all())
+    assert torch.isfinite(out.loss) and bool(torch.isfinite(out.pred).all())
 
 
 # ---- collation, masking, replace ---------------------------------------------------------------
@@ -201,9 +200,9 @@ def test_drop_mode_on_a_ragged_batch_keeps_padding_out():
     ds = ragged_dataset()
     model = tiny_model(4, mode="drop").eval()
     out = model(batch_of(ds, [0, 1, 2]), generator=torch.Generator().manual_seed(0))
-    mask = out["mask"]
+    mask = out.mask
     assert mask.keep_valid.sum(1).tolist() == [2, 4, 6]  # n - round(n / 2) visible
-    assert bool((out["latent"][~mask.keep_valid] == 0).all()) and torch.isfinite(out["loss"])
+    assert bool((out.extras["latent"][~mask.keep_valid] == 0).all()) and torch.isfinite(out.loss)
 
 
 def encoder_input(model, batch, seed=0):
@@ -221,14 +220,14 @@ def test_replace_mode_puts_mask_token_and_random_nodes_on_hidden_nodes_only():
     model = tiny_model(128, replace_probs=(1.0, 0.0, 0.0)).eval()
     x_in, out = encoder_input(model, batch)
     embedded = model.adapter.embed(batch["x"], None, None)
-    hidden = out["mask"].masked
+    hidden = out.mask.masked
     assert torch.allclose(x_in[hidden], model.enc_mask_token.view(1, -1).expand(int(hidden.sum()), -1))
     assert torch.allclose(x_in[~hidden], embedded[~hidden])
     # replace_rate r = (1 - r, r, 0): about r of the hidden nodes get another real node's features
     model = tiny_model(128, replace_probs=(0.8, 0.2, 0.0)).eval()
     x_in, out = encoder_input(model, batch, seed=3)
     embedded = model.adapter.embed(batch["x"], None, None)
-    hidden = out["mask"].masked
+    hidden = out.mask.masked
     is_token = (x_in - model.enc_mask_token).abs().amax(-1) < 1e-6
     real = embedded.flatten(0, 1)
     gap = (x_in.flatten(0, 1)[:, None] - real[None]).abs().amax(-1)  # [B*N, B*N]
@@ -244,7 +243,7 @@ def test_sce_loss_matches_hand_computation():
     model = tiny_model(ds.feature_dim).eval()
     batch = batch_of(ds, [0])
     out = model(batch, generator=torch.Generator().manual_seed(1))
-    hidden = out["mask"].masked[0]  # 17 of 34 nodes
+    hidden = out.mask.masked[0]  # 17 of 34 nodes
     assert int(hidden.sum()) == 17
     pred = model.full_prediction(out)[0][hidden]
     target = batch["x"][0][hidden]
@@ -253,10 +252,10 @@ def test_sce_loss_matches_hand_computation():
         norms = max(sum(a * a for a in p) ** 0.5, 1e-8) * max(sum(b * b for b in t) ** 0.5, 1e-8)
         cos = sum(a * b for a, b in zip(p, t)) / norms  # a zero prediction (all neighbours re-masked) -> 0
         by_hand.append((1 - cos) ** 3)
-    assert abs(float(out["loss"].detach()) - sum(by_hand) / len(by_hand)) < 1e-5
+    assert abs(float(out.loss.detach()) - sum(by_hand) / len(by_hand)) < 1e-5
     # GraphMAE's own sce_loss: normalize, (1 - x.y)^alpha, mean
     graphmae = (1 - (F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(-1)).pow(3).mean()
-    assert torch.allclose(out["loss"], graphmae, atol=1e-6)
+    assert torch.allclose(out.loss, graphmae, atol=1e-6)
 
 
 # ---- encoder / decoder ---------------------------------------------------------------------------
@@ -297,8 +296,8 @@ def test_gnn_decoder_kinds(kind):
     batch = batch_of(ds, [0, 0])
     model = tiny_model(ds.feature_dim, decoder=kind).eval()
     out = model(batch, generator=torch.Generator().manual_seed(0))
-    assert out["pred"].shape == (2, 34, ds.feature_dim) and torch.isfinite(out["loss"])
-    tokens = out["tokens"]
+    assert out.pred.shape == (2, 34, ds.feature_dim) and torch.isfinite(out.loss)
+    tokens = out.tokens
     x = torch.randn(2, 34, 16)
     no_edges = tokens.replace(extras={"edge_index": torch.zeros(2, 0, dtype=torch.long)})
     changed = not torch.allclose(model.decoder(x, None, tokens, None), model.decoder(x, None, no_edges, None))
@@ -317,10 +316,10 @@ def losses_fall(model, batch, steps, lr=1e-2):
     for step in range(steps):
         out = model(batch, progress=step / steps, generator=torch.Generator().manual_seed(step))
         opt.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         opt.step()
         model.after_step(step / steps)
-        losses.append(float(out["loss"]))
+        losses.append(float(out.loss))
     return sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
 
 
@@ -392,7 +391,7 @@ def test_default_recipe_trains_on_drosophila_under_smoke(tmp_path):
 
 
 def test_recipe_switches_build_and_run():
-    from common import parse_gin
+    from unimask.cli import parse_gin
 
     switches = ["MaskedModel.target=@EMATeacherTarget()", "EMATeacherTarget.with_input=True",
                 "MaskedModel.loss=@FeatureLatentSCELoss()", "GraphAdapter.edge_mask_ratio=0.3",
@@ -402,8 +401,8 @@ def test_recipe_switches_build_and_run():
     model = gin.query_parameter("train.model").scoped_configurable_fn()
     dataset = gin.query_parameter("train.dataset").scoped_configurable_fn()
     out = model(batch_of(dataset, [0, 0]), generator=torch.Generator().manual_seed(0))
-    assert isinstance(model.target, EMATeacherTarget) and out["pred"].shape[-1] == 18 + 64
-    assert "aux_0_EdgeReconstruction" in out and torch.isfinite(out["loss"])
+    assert isinstance(model.target, EMATeacherTarget) and out.pred.shape[-1] == 18 + 64
+    assert "aux_0_EdgeReconstruction" in out.terms and torch.isfinite(out.loss)
 
 
 # ---- GraphMAE2 teacher and edge masking -----------------------------------------------------------
@@ -423,7 +422,7 @@ def test_ema_teacher_starts_as_the_student_and_follows_it_by_ema():
     before = {k: v.clone() for k, v in teacher.items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model.train()
-    model(batch, generator=torch.Generator().manual_seed(0))["loss"].backward()
+    model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
     opt.step()
     model.after_step(0.1)
     for k in student:
@@ -461,9 +460,9 @@ def test_edge_reconstruction_objective_adds_a_trained_term(mode):
     objective = EdgeReconstruction(dim=16)
     model = tiny_model(ds.feature_dim, mode=mode, aux=[objective], edge_mask_ratio=0.3).train()
     out = model(batch_of(ds, [0, 0]), generator=torch.Generator().manual_seed(0))
-    term = out["aux_0_EdgeReconstruction"]
-    assert float(term) > 0 and torch.isfinite(out["loss"])
-    out["loss"].backward()
+    term = out.terms["aux_0_EdgeReconstruction"]
+    assert float(term) > 0 and torch.isfinite(out.loss)
+    out.loss.backward()
     assert objective.score[0].weight.grad is not None and float(objective.score[0].weight.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="edge_mask_ratio"):
         tiny_model(ds.feature_dim, aux=[EdgeReconstruction(dim=16)]).train()(batch_of(ds, [0]))

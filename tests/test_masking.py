@@ -314,8 +314,8 @@ def test_hard_patch_masker_mines_hard_tokens_by_progress_and_learns_the_ranking(
 def test_learned_maskers_train_inside_masked_model(masker_cls):
     model = tiny_image_model(masker=masker_cls(dim=32, num_heads=2))
     out = model(image_batch(), generator=torch.Generator().manual_seed(0))
-    assert "aux_loss" in out and torch.isfinite(out["loss"])
-    out["loss"].backward()
+    assert "aux_loss" in out.extras and torch.isfinite(out.loss)
+    out.loss.backward()
     assert all(p.grad is not None for p in model.masker.parameters())
     model.after_step(0.5)
 
@@ -351,16 +351,16 @@ def test_uniform_schedule_is_per_sample_and_seeded():
 def test_dual_masking_decodes_only_the_running_cell_subset():
     model = tiny_image_model(ratio=0.75, decoder_masker=RunningCellMasker(), decoder_ratio=0.5)
     out = model(image_batch(), generator=torch.Generator().manual_seed(0))
-    mask = out["mask"]
+    mask = out.mask
     assert mask.masked.sum(1).tolist() == [12] * 4
     assert bool((mask.decode <= mask.masked).all()) and mask.decode.sum(1).tolist() == [6] * 4
-    scored = torch.zeros_like(mask.masked, dtype=torch.float).scatter(1, out["dec_ids"], out["token_loss"].detach())
+    scored = torch.zeros_like(mask.masked, dtype=torch.float).scatter(1, out.extras["dec_ids"], out.extras["token_loss"].detach())
     assert bool((scored[~mask.decode] == 0).all()) and bool((scored[mask.decode] > 0).all())
-    values, _ = model.target(out["tokens"], model.adapter)
+    values, _ = model.target(out.tokens, model.adapter)
     pred = model.full_prediction(out)
     expected = ((pred - values) ** 2).mean(-1)[mask.decode].mean()
-    assert torch.allclose(out["loss"], expected, atol=1e-5)
-    out["loss"].backward()
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    out.loss.backward()
     assert model.decoder.head.weight.grad.abs().sum() > 0
 
 
@@ -368,7 +368,7 @@ def test_dual_masking_copes_with_a_sample_that_hides_nothing():
     model = tiny_image_model(decoder_masker=RunningCellMasker(), decoder_ratio=0.5)
     model.schedule = lambda progress, batch, generator=None: torch.tensor([0.0, 0.75, 0.75, 0.75])
     out = model(image_batch(), generator=torch.Generator().manual_seed(0))
-    assert out["mask"].decode.sum(1).tolist() == [0, 6, 6, 6] and torch.isfinite(out["loss"])
+    assert out.mask.decode.sum(1).tolist() == [0, 6, 6, 6] and torch.isfinite(out.loss)
 
 
 def test_running_cell_keeps_its_pattern_under_a_tube_mask():

@@ -11,7 +11,7 @@ from unimask.encoders import ViTEncoder
 from unimask.masking import (ChannelGroupMasker, ConstantRatio, DirichletMasker, FrameMasker, RunningCellMasker,
                              SpanMasker, TubeMasker)
 from unimask.masking.groups import sample_gamma
-from unimask.model import MaskedModel
+from unimask.models.masked import MaskedModel
 from unimask.targets import PixelTarget
 from unimask.tokens import Tokens
 
@@ -159,13 +159,13 @@ def test_running_cell_as_decoder_masker_under_tube_masking_keeps_its_pattern():
 def test_dual_masking_in_masked_model_scores_only_decoded_tokens():
     model = tiny_image_model(ratio=0.75, decoder_masker=RunningCellMasker(), decoder_ratio=0.5)
     out = model(image_batch(), generator=torch.Generator().manual_seed(0))
-    mask = out["mask"]
+    mask = out.mask
     assert mask.decode is not None and not bool((mask.decode & ~mask.masked).any())
     assert mask.masked.sum(1).tolist() == [12] * 4 and mask.decode.sum(1).tolist() == [6] * 4
-    token_loss = torch.zeros(mask.masked.shape).scatter(1, out["dec_ids"], out["token_loss"].detach())
+    token_loss = torch.zeros(mask.masked.shape).scatter(1, out.extras["dec_ids"], out.extras["token_loss"].detach())
     assert not bool(token_loss[~mask.decode].any()) and bool((token_loss[mask.decode] > 0).all())
-    assert torch.allclose(out["loss"], token_loss.sum() / mask.decode.sum())
-    out["loss"].backward()
+    assert torch.allclose(out.loss, token_loss.sum() / mask.decode.sum())
+    out.loss.backward()
     assert model.adapter.proj.weight.grad.abs().sum() > 0 and model.decoder.head.weight.grad.abs().sum() > 0
 
 
@@ -176,11 +176,11 @@ def test_dual_masking_on_tubelets_decodes_half_of_the_hidden_tubes():
                         MAEDecoder(in_dim=dim, dim=dim, depth=1, num_heads=2), target=PixelTarget(),
                         decoder_masker=RunningCellMasker(), decoder_ratio=0.5)
     out = model({"video": torch.randn(2, 3, 8, 16, 16)}, generator=torch.Generator().manual_seed(1))
-    mask = out["mask"]
+    mask = out.mask
     assert mask.masked.sum(1).tolist() == [48, 48] and mask.decode.sum(1).tolist() == [24, 24]
     decoded_slots = mask.decode.view(2, 4, 16).sum(1)  # per place: decoded in 2 of its 4 hidden slots
     assert set(decoded_slots[mask.masked.view(2, 4, 16)[:, 0]].tolist()) == {2}
-    out["loss"].backward()
+    out.loss.backward()
 
 
 def runs_of(hidden_row):
@@ -291,5 +291,5 @@ def test_dual_masking_copes_with_a_sample_that_hides_nothing():
     model = tiny_image_model(decoder_masker=RunningCellMasker())
     model.schedule = UniformRatio(0.0, 0.02)  # 16 tokens: round(ratio * 16) = 0 hidden, nothing to decode
     out = model(image_batch(), generator=torch.Generator().manual_seed(0))
-    assert not bool(out["mask"].masked.any()) and not bool(out["mask"].decode.any())
-    assert torch.isfinite(out["loss"])
+    assert not bool(out.mask.masked.any()) and not bool(out.mask.decode.any())
+    assert torch.isfinite(out.loss)

@@ -10,7 +10,7 @@ from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder
 from unimask.masking import ConstantRatio, DirichletMasker, RandomMasker
 from unimask.masking.base import count_hidden
-from unimask.multimodal import MultiModalModel
+from unimask.models.multimodal import MultiModalModel
 from unimask.targets import PixelTarget
 
 
@@ -48,16 +48,16 @@ def test_a_missing_modality_gives_no_encoder_tokens_and_no_loss():
     encoder_forward = model.encoder.forward
     model.encoder.forward = lambda x, key_valid, *a, **k: (seen.update(valid=key_valid), encoder_forward(x, key_valid, *a, **k))[1]
     out = model(batch_of(4, present=present), generator=torch.Generator().manual_seed(0))
-    edges = out["mask"]["edges"]
+    edges = out.mask["edges"]
     assert not edges.keep_valid[[1, 3]].any() and not edges.masked[[1, 3]].any()
-    visible = out["mask"]["image"].keep_valid.sum(1) + edges.keep_valid.sum(1)
+    visible = out.mask["image"].keep_valid.sum(1) + edges.keep_valid.sum(1)
     assert visible.tolist() == [8, 4, 8, 4]  # 25% of the real tokens: 32, or 16 without the edges
     k_edges = edges.ids_keep.shape[1]
     assert not seen["valid"][[1, 3], :k_edges].any()  # edges come first (sorted names); none for those samples
     absent = {"image": torch.ones(4, dtype=torch.bool), "edges": torch.zeros(4, dtype=torch.bool)}
     out = model(batch_of(4, present=absent), generator=torch.Generator().manual_seed(0))
-    assert float(out["terms"]["edges"]) == 0.0 and torch.isfinite(out["loss"])
-    out["loss"].backward()  # and the graph still runs
+    assert float(out.terms["edges"]) == 0.0 and torch.isfinite(out.loss)
+    out.loss.backward()  # and the graph still runs
 
 
 def test_the_encoder_sees_the_modalities_in_sorted_order():
@@ -67,7 +67,7 @@ def test_the_encoder_sees_the_modalities_in_sorted_order():
     model.encoder.forward = lambda x, *a, **k: (captured.update(x=x), x)[1]
     batch = batch_of(2)
     out = model(batch, generator=torch.Generator().manual_seed(0))
-    tokens, mask = out["tokens"], out["mask"]
+    tokens, mask = out.tokens, out.mask
     pieces = []
     for name in ("edges", "image"):  # sorted, whatever the dict order
         from unimask.encoders import embed_ids, position_codes

@@ -13,7 +13,7 @@ from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder, encode_all
 from unimask.losses import ChamferLoss
 from unimask.masking import ConstantRatio, RandomMasker
-from unimask.model import MaskedModel
+from unimask.models.masked import MaskedModel
 
 SAMPLE_POINTS = os.path.join(ROOT, "data", "sample", "points")
 SQUARE = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float64)  # a unit quad in z = 0
@@ -347,7 +347,7 @@ def test_embed_pos_and_errors():
 def test_point_mae_head_reads_max_and_mean_pooled_tokens_and_learns_the_radius(tmp_path):
     """Point-MAE's fine-tune head: max- and mean-pooled tokens [B, 2D] into a 256-256 MLP with
     BatchNorm (here 16-16); a pretraining checkpoint fills the encoder, the head starts fresh."""
-    from unimask.classifier import Classifier
+    from unimask.models.classifier import Classifier
     from unimask.weights.load import load_pretrained
 
     torch.manual_seed(0)
@@ -376,10 +376,10 @@ def test_point_mae_head_reads_max_and_mean_pooled_tokens_and_learns_the_radius(t
     for _ in range(60):
         out = model(batch)
         optimizer.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
-        losses.append(out["loss"].item())
-    assert losses[-1] < 0.5 * losses[0] and out["stats"]["train_top1"] == 100
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.5 * losses[0] and out.stats["train_top1"] == 100
     # (eval mode needs BatchNorm statistics of hundreds of steps: the mini-PointNet's variance
     # decays from its initial 1 by 0.9 a step towards ~1e-6; fine-tuning runs 1000+ steps)
 
@@ -399,13 +399,13 @@ def test_overfitting_one_batch_lowers_chamfer_and_renders(tmp_path):
     for step in range(20):
         out = model(batch, generator=torch.Generator().manual_seed(step % 2))
         optimizer.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
-        losses.append(out["loss"].item())
-    assert out["pred"].shape == (4, 10, 24) and out["mask"].masked.sum(1).tolist() == [10] * 4  # hidden groups only
+        losses.append(out.loss.item())
+    assert out.pred.shape == (4, 10, 24) and out.mask.masked.sum(1).tolist() == [10] * 4  # hidden groups only
     assert np.mean(losses[-3:]) < 0.25 * np.mean(losses[:3]), losses
     pred = model.full_prediction(out).detach()
-    path = model.adapter.render(out["tokens"], pred, out["mask"], str(tmp_path / "r.png"))
+    path = model.adapter.render(out.tokens, pred, out.mask, str(tmp_path / "r.png"))
     assert os.path.getsize(path) > 5000
 
 

@@ -9,7 +9,7 @@ from modalities.points import PointAdapter
 from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder, encode_ids
 from unimask.masking import ConstantRatio, RandomMasker
-from unimask.model import MaskedModel
+from unimask.models.masked import MaskedModel
 from unimask.position_prediction import PositionPredictor, ride_along_masks
 
 
@@ -74,11 +74,11 @@ def test_decoder_never_reads_the_hidden_true_positions():
     moved = tokens.coords + 2.0 * mask.masked[..., None]  # hidden centres shifted, patches kept
     model.adapter.tokenize = lambda _: tokens.replace(coords=moved)
     out_moved = model(batch, mask=mask)
-    assert torch.allclose(out["pred"], out_moved["pred"], atol=1e-5)
-    assert out_moved["terms"]["position"] > out["terms"]["position"] + 1.0
+    assert torch.allclose(out.pred, out_moved.pred, atol=1e-5)
+    assert out_moved.terms["position"] > out.terms["position"] + 1.0
     # what the plain Point-MAE decoder does with the same move: its reconstruction changes
     model.position_predictor = None
-    assert not torch.allclose(model(batch, mask=mask)["pred"], out_moved["pred"], atol=1e-3)
+    assert not torch.allclose(model(batch, mask=mask).pred, out_moved.pred, atol=1e-3)
 
 
 def test_training_lowers_both_losses_and_the_position_term_is_weighted():
@@ -89,11 +89,11 @@ def test_training_lowers_both_losses_and_the_position_term_is_weighted():
     for step in range(30):
         out = model(batch, generator=torch.Generator().manual_seed(step % 2))
         optimizer.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
-        recon.append(float(out["terms"]["recon"]))
-        position.append(float(out["terms"]["position"]))
-        assert torch.isclose(out["loss"], out["terms"]["recon"] + 0.1 * out["terms"]["position"])
+        recon.append(float(out.terms["recon"]))
+        position.append(float(out.terms["position"]))
+        assert torch.isclose(out.loss, out.terms["recon"] + 0.1 * out.terms["position"])
     assert np.mean(recon[-3:]) < 0.5 * np.mean(recon[:3]), recon
     assert np.mean(position[-3:]) < 0.5 * np.mean(position[:3]), position
     assert model.position_predictor.mask_pos_token.grad is not None
@@ -128,7 +128,7 @@ def test_pcp_recipe_trains_under_smoke_and_logs_both_terms(tmp_path):
 def test_a_pcp_checkpoint_fine_tunes_and_a_plain_one_starts_a_pcp_run(tmp_path):
     """The centre head is pretraining-only: a classifier drops it, a PCP model starts it fresh
     from a plain Point-MAE file."""
-    from unimask.classifier import Classifier
+    from unimask.models.classifier import Classifier
     from unimask.weights.load import load_pretrained
 
     path = str(tmp_path / "pcp.pt")

@@ -19,7 +19,7 @@ from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder
 from unimask.losses import MSELoss
 from unimask.masking import ConstantRatio, RandomMasker, TubeMasker
-from unimask.model import MaskedModel
+from unimask.models.masked import MaskedModel
 from unimask.targets import PixelTarget
 from unimask.tokens import Mask
 
@@ -137,7 +137,7 @@ def decoder_masker():
 def check_same_loss_and_grads(model, batch, x, patch, mask, per_channel):
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    loss = model(batch, mask=mask)["loss"]
+    loss = model(batch, mask=mask).loss
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     ref = reference_loss(model, x, patch, mask.masked, mask.decode, per_channel)
     ref_grads = torch.autograd.grad(ref, params, allow_unused=True)

@@ -142,7 +142,7 @@ def test_a_checkpoint_config_that_would_run_code_is_refused(finished, tmp_path):
     code, out, _ = cli(["tools/eval.py", "--checkpoint", str(path)])
     assert code == 2 and not sentinel.exists(), out[-2000:]
     assert "imports a module" in out and str(path) in out, out[-2000:]
-    from unimask.model import MaskedModel
+    from unimask.models.masked import MaskedModel
 
     with pytest.raises(UnsafeConfigError):
         MaskedModel.from_checkpoint(str(path))

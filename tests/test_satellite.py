@@ -155,7 +155,7 @@ def test_nodata_and_nan_pixels_are_filled_finite_and_carry_zero_loss_weight(tmp_
     ids = torch.arange(16)[None]
     values, weight = PixelTarget(norm_pix=False).select(tokens, a, ids)
     expected = torch.from_numpy(np.stack([valid.numpy()]).astype(np.float32))
-    from modalities.grid import patchify
+    from unimask.patches import patchify
     torch.testing.assert_close(weight, patchify(expected, (4, 4)))
     pred = values.clone()
     pred[weight == 0] += 100.0  # a wrong prediction of a no-data pixel costs nothing

@@ -12,7 +12,7 @@ from unimask.cross_decoder import CrossSelfDecoder
 from unimask.encoders import ViTEncoder
 from unimask.masking import ConstantRatio, RandomMasker
 from unimask.patches import unpatchify
-from unimask.siamese import SiameseModel
+from unimask.models.siamese import SiameseModel
 from unimask.targets import PixelTarget
 
 
@@ -36,7 +36,7 @@ def test_both_views_go_through_the_same_encoder_weights():
     out = model(pair(), generator=torch.Generator().manual_seed(0))
     assert calls == [16, 4]  # view 1 whole, then view 2's 25% visible: one module, one set of weights
     assert len({id(p) for p in model.encoder.parameters()}) == sum(1 for _ in model.encoder.parameters())
-    out["loss"].backward()
+    out.loss.backward()
     assert model.encoder.blocks[0].attn.qkv.weight.grad is not None
 
 
@@ -56,14 +56,14 @@ def test_view_1_is_never_touched_by_view_2(mode):
     batch = pair()
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     out = model(batch, generator=generator())
-    hidden = out["mask"].masked[0]  # [16] view 2's hidden patches of sample 0
+    hidden = out.mask.masked[0]  # [16] view 2's hidden patches of sample 0
     patches = model.adapter.tokenize({"image": batch["image_2"]}).patches.clone()
     patches[0, hidden] += torch.randn_like(patches[0, hidden])  # change only view 2's hidden patches
     again = model(dict(batch, image_2=unpatchify(patches, (4, 4), (4, 4), 3)), generator=generator())
-    torch.testing.assert_close(again["view1_latent"], out["view1_latent"])  # keys/values of view 1 only
-    torch.testing.assert_close(again["pred"], out["pred"])  # the hidden patches' pixels never reach the model
+    torch.testing.assert_close(again.extras["view1_latent"], out.extras["view1_latent"])  # keys/values of view 1 only
+    torch.testing.assert_close(again.pred, out.pred)  # the hidden patches' pixels never reach the model
     other = model(dict(batch, image=torch.randn(3, 3, 16, 16)), generator=generator())
-    assert not torch.allclose(other["pred"], out["pred"])  # the decoder does read view 1
+    assert not torch.allclose(other.pred, out.pred)  # the decoder does read view 1
 
 
 def test_view_samplers_give_two_views_of_one_scene():

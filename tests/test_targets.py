@@ -108,7 +108,7 @@ def test_frozen_teacher_gets_no_gradient_and_never_changes(tmp_path):
     for step in range(3):
         out = model(batch, generator=torch.Generator().manual_seed(step))
         optimizer.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
         model.after_step(step / 3)
     assert all(p.grad is None for p in target.parameters())
@@ -165,7 +165,7 @@ def test_shipped_tokenizer_loads_into_the_beit_recipe_and_uses_its_codebook():
     """data/sample/tokenizers/fashion_vq512.pt is what gin/beit_v2_tiny.gin reads on a fresh clone:
     it loads strictly at the recipe's size and spreads the sample images over many codes."""
     import gin
-    from common import parse_gin
+    from unimask.cli import parse_gin
 
     from modalities.image import ImageDataset
 
@@ -185,7 +185,7 @@ def test_integer_targets_are_not_rounded_to_the_prediction_dtype():
     """Under bf16 autocast the predictions are bf16; token ids above 256 must not be cast with
     them (bf16 rounds 511 to 512 and every odd id above 256 to an even one: silently wrong)."""
     from unimask.losses import CELoss
-    from unimask.model import Decoded, score_decoded
+    from unimask.models.masked import Decoded, score_decoded
     from unimask.targets.base import Target
 
     class Ids(Target):

@@ -13,7 +13,7 @@ from modalities.text.objective import digits_to_ids, ids_to_digits
 from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder, embed_ids
 from unimask.masking import ConstantRatio, RandomMasker, SpanMasker, count_hidden
-from unimask.model import MaskedModel, all_ids
+from unimask.models.masked import MaskedModel, all_ids
 
 TEXT = os.path.join(ROOT, "data", "sample", "text")
 
@@ -197,7 +197,7 @@ def test_full_size_recipes_build_under_smoke_and_pack_documents(recipe):
     """The recipes the CPU ones include, as smoke.gin shrinks them: packed data, one step's loss."""
     import gin
 
-    from common import parse_gin
+    from unimask.cli import parse_gin
 
     parse_gin([f"gin/{recipe}.gin", SMOKE])
     model = gin.query_parameter("train.model").scoped_configurable_fn()
@@ -206,7 +206,7 @@ def test_full_size_recipes_build_under_smoke_and_pack_documents(recipe):
     assert data.sequences.ids.shape[1] == 128 and bool((data.sequences.ids[:-1] != 256).all())  # packed
     batch = data.collate([data[(i, 0)] for i in range(4)])
     out = model(batch, generator=torch.Generator().manual_seed(0))
-    assert math.isfinite(float(out["loss"].detach())) and out["pred"].shape[-1] == 260
+    assert math.isfinite(float(out.loss.detach())) and out.pred.shape[-1] == 260
     assert model.replace_probs == ((0.8, 0.1, 0.1) if recipe == "text_mlm" else (1.0, 0.0, 0.0))
 
 
@@ -229,8 +229,8 @@ def test_mdm_loss_weight_is_one_over_the_ratio(runs):
     assert torch.equal(hidden, torch.round(ratio * n.double()).long())
     realized = n.float() / hidden.float()  # = 1 / ratio up to the rounding of t n
     torch.testing.assert_close(realized, 1 / ratio.float(), rtol=0.2, atol=0)
-    torch.testing.assert_close(weighted["token_loss"], plain["token_loss"] * realized[:, None])
-    assert float(weighted["loss"]) == pytest.approx(float(plain["token_loss"].sum(1).div(hidden).mul(n).sum() / n.sum()),
+    torch.testing.assert_close(weighted.extras["token_loss"], plain.extras["token_loss"] * realized[:, None])
+    assert float(weighted.loss) == pytest.approx(float(plain.extras["token_loss"].sum(1).div(hidden).mul(n).sum() / n.sum()),
                                                     rel=1e-5)  # sum_b (n_b / k_b) sum_hidden CE / sum_b n_b
 
 

@@ -34,7 +34,7 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 def build_trainer(*params):
-    from common import parse_gin, seed_for_init
+    from unimask.cli import parse_gin, seed_for_init
     from unimask.train.trainer import Trainer
 
     parse_gin(["gin/image_mae_cpu.gin", "gin/smoke.gin"],
@@ -80,7 +80,7 @@ class NaNAt(torch.nn.Module):
     def forward(self, *args, **kwargs):
         out = self.model(*args, **kwargs)
         if self.steps is None or self.calls in self.steps:
-            out["loss"] = out["loss"] * float("nan")
+            out.loss = out.loss * float("nan")
         self.calls += 1
         return out
 
@@ -171,7 +171,7 @@ def test_two_processes_match_accumulation(tmp_path, sharding):
 
 def test_export_loads_into_timm_and_embeds_identically(tmp_path, capsys):
     import export
-    from common import model_from_checkpoint
+    from unimask.weights.build import model_from_checkpoint
 
     workdir = str(tmp_path / "run")
     assert run_train(RECIPE + ["--workdir", workdir, *fast_params("train.steps=2")]) == 0
@@ -236,8 +236,8 @@ def test_activation_checkpointing_gives_the_same_step(tmp_path, precision):
         assert set_activation_checkpointing(model, on) == 2  # encoder and decoder stacks
         with autocast(precision, torch.device("cpu")):
             out = model(image_batch(), generator=torch.Generator().manual_seed(1))
-        out["loss"].backward()
-        grads.append((float(out["loss"]), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        out.loss.backward()
+        grads.append((float(out.loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
     assert grads[0][1].keys() == grads[1][1].keys()
     for name, grad in grads[0][1].items():

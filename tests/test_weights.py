@@ -14,11 +14,11 @@ import torch
 from helpers import ROOT, SMOKE, fast_params, read_metrics, run_train
 from modalities.image import ImageAdapter
 from modalities.video import VideoAdapter
-from unimask.classifier import Classifier
+from unimask.models.classifier import Classifier
 from unimask.decoders import MAEDecoder
 from unimask.encoders import ViTEncoder
 from unimask.masking import ConstantRatio, RandomMasker
-from unimask.model import MaskedModel
+from unimask.models.masked import MaskedModel
 from unimask.optim import param_groups
 from unimask.targets import PixelTarget
 from unimask.weights import WeightsError, load_pretrained
@@ -279,7 +279,7 @@ def test_layer_decay_gives_the_documented_learning_rates():
 
 
 def test_trainer_applies_the_lr_scales(tmp_path):
-    from common import parse_gin
+    from unimask.cli import parse_gin
 
     import gin
 
@@ -306,7 +306,7 @@ def test_thaw_factor_waits_then_warms_up_again():
 def test_linear_probe_first_trains_only_the_head_then_everything():
     """LP-FT through the trainer: while frozen the adapter and encoder keep their weights (no
     gradient, lr 0), the head moves; after the thaw the encoder moves too, from a fresh warmup."""
-    from common import parse_gin
+    from unimask.cli import parse_gin
 
     import gin
 
@@ -372,7 +372,7 @@ def test_traced_encoder_matches_the_model(tmp_path):
     checkpoint = os.path.join(pretrain, "checkpoints", "last.pt")
     out = str(tmp_path / "encoder.pt2")
     assert export.main(["--checkpoint", checkpoint, "--out", out, "--format", "export"]) == 0
-    from common import model_from_checkpoint
+    from unimask.weights.build import model_from_checkpoint
 
     model, _ = model_from_checkpoint(checkpoint)
     model.eval()
@@ -393,7 +393,7 @@ def test_finetune_video_recipe_trains_from_a_pretrained_run(tmp_path):
                       *fast_params(f"train.init_from='{checkpoint}'", "train.steps=4", "train.eval_every=2")]) == 0
     rows = [r for r in read_metrics(workdir) if "eval_top1" in r]
     assert len(rows) == 2 and all(0 <= r["eval_top1"] <= 100 for r in rows)
-    from common import model_from_checkpoint
+    from unimask.weights.build import model_from_checkpoint
 
     model, _ = model_from_checkpoint(os.path.join(workdir, "checkpoints", "last.pt"))
     start = torch.load(checkpoint, weights_only=False)["model"]

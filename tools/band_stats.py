@@ -14,23 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def band_stats(root, bands=None, nodata=None, split: str = "train", limit=None) -> dict:
-    """-> band_stats.json contents for the files (or .npz collection rows) under root."""
-    from modalities.satellite.dataset import SatelliteDataset
-
-    data = SatelliteDataset(root=root, bands=bands, crop_size=None, split=split, augment=False, normalize="none",
-                            nodata=nodata, limit=limit)
-    return data.statistics()
 
 
 def main(argv=None) -> int:
-    from modalities.satellite.stats import stats_path, write_stats
+    from modalities.satellite.stats import band_stats, stats_path, write_stats
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, action="append", help="folder, file, list file or .npz (repeatable)")

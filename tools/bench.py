@@ -8,6 +8,7 @@ loader against a plain decord loader, the maskers and the attention kernels.
   python tools/bench.py data --vs reference [--workers 0 1 2] [--repeats 1] [--sample] [--train-rates]
   python tools/bench.py masking
   python tools/bench.py attention [--precision bf16|fp32] [--threads N]
+  python tools/bench.py trace [--gin gin/image_mae_cpu.gin] [--sequence]
 
 `videomae` builds the same VideoMAE (ViT-S encoder 384 x 12, decoder 192 x 4, 16 x 224^2
 clips, tubelet 2 x 16 x 16, 90% tube mask, per-channel norm-pix MSE, AdamW) in unimask and in
@@ -31,8 +32,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT  # noqa: E402  (puts the repository on sys.path)
+from unimask.cli import REPO_ROOT as ROOT
 
 
 def pair_options(parser, default_batch_help: str):
@@ -87,8 +87,16 @@ def main(argv=None):
     attention.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     attention.add_argument("--repeats", type=int, default=5)
     attention.add_argument("--threads", type=int, default=None)
+    trace = sub.add_parser("trace", help="the project modules one training step visits, and its re-entries")
+    trace.add_argument("--gin", default="gin/image_mae_cpu.gin", help="the recipe (run under gin/smoke.gin)")
+    trace.add_argument("--gin_param", action="append", default=[], help="gin binding (repeatable)")
+    trace.add_argument("--sequence", action="store_true", help="also print the whole module sequence")
     args = parser.parse_args(argv)
-    if args.what in ("videomae", "imagemae"):
+    if args.what == "trace":
+        from benchmarks.trace import trace_step
+
+        trace_step(args)
+    elif args.what in ("videomae", "imagemae"):
         from benchmarks.pairs import run_pair
 
         run_pair(args, args.what)

@@ -25,13 +25,12 @@ the recipe's input size: `torch.export.load(path).module()(x)` or `torch.jit.loa
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_trust_pickle, load_errors, model_from_checkpoint  # noqa: E402
+from unimask.cli import add_trust_pickle, load_errors
+from unimask.weights.build import model_from_checkpoint
 
 from unimask.weights.export import BareEncoder, canonical_encoder, save_hf  # noqa: E402
 

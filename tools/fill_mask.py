@@ -15,11 +15,10 @@ it); --gin / --gin_param add overrides to its config.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_trust_pickle, exit_code, load_errors, model_from_checkpoint, write_json  # noqa: E402
+from unimask.cli import add_trust_pickle, exit_code, load_errors, write_json
+from unimask.weights.build import model_from_checkpoint
 
 
 def parse_args(argv=None):

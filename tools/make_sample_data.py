@@ -32,11 +32,7 @@ import importlib
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make the tools.sample_data package importable
-    sys.path.insert(0, str(REPO))
-
-from tools.sample_data.sources import DEFAULT_SRC, SourceMissing
+from sample_data.sources import DEFAULT_SRC, SourceMissing  # tools/sample_data/, beside this script
 
 # The committed sample folders, in build order: what "all" builds.
 SAMPLE_TARGETS = ["images", "video", "points", "graphs", "audio", "text", "satellite", "audiovisual"]
@@ -59,7 +55,7 @@ def builder(module: str, function: str = "build"):
     Each needs its own libraries (soundfile, av, tifffile, ...), and the video builder
     re-runs this script in fresh processes, which should load as little as possible.
     """
-    return getattr(importlib.import_module(f"tools.sample_data.{module}"), function)
+    return getattr(importlib.import_module(f"sample_data.{module}"), function)
 
 
 def build_target(name: str, out: Path, src: Path) -> None:
@@ -80,7 +76,7 @@ def build_target(name: str, out: Path, src: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", nargs="?", default="all", choices=[*SAMPLE_TARGETS, *EXTRA_TARGETS, "all"])
-    p.add_argument("--out", type=Path, default=REPO / "data" / "sample",
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "sample",
                    help="sample data folder; each target writes its own subfolder")
     p.add_argument("--src", type=Path, default=DEFAULT_SRC,
                    help="cache dir for raw sources (.deb / .whl files)")

@@ -13,8 +13,7 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import parse_gin, seed_for_init  # noqa: E402
+from unimask.cli import parse_gin, seed_for_init
 
 
 def main(argv=None):

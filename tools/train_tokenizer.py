@@ -13,11 +13,9 @@ and the checkpoints keep a copy of it (tools/fill_mask.py needs only the checkpo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import exit_code  # noqa: E402  (common puts the repository on sys.path)
+from unimask.cli import exit_code
 
 
 def parse_args(argv=None):

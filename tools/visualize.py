@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_trust_pickle, load_errors, model_from_checkpoint, parse_gin  # noqa: E402
+from unimask.cli import add_trust_pickle, load_errors, parse_gin
+from unimask.weights.build import model_from_checkpoint
 
 GREY = 0.5
 TILE_MIN = 180  # pixels: tiny tiles are upscaled so labels fit
@@ -199,10 +199,10 @@ def draw_recon(args) -> str:
     out = model(batch, progress=progress, generator=torch.Generator().manual_seed(args.seed))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     try:
-        path = model.render(out, args.out)
+        path = model.render(batch, out, args.out)
     except NotImplementedError as err:  # latent targets: no reconstruction to show
         raise SystemExit(f"error: {args.checkpoint}: {err}")
-    print(f"wrote {path}: step {state.get('step')}, loss {float(out['loss']):.4f}")
+    print(f"wrote {path}: step {state.get('step')}, loss {float(out.loss):.4f}")
     return path
 
 
@@ -211,7 +211,7 @@ def draw_cross(args) -> str:
     """A cross-modal model's prediction of all of --target from --source alone: every token of
     the target hidden, every token of the source visible, the other modalities left out."""
     from unimask.data import to_device
-    from unimask.multimodal import MultiMask
+    from unimask.models.multimodal import MultiMask
     from unimask.tokens import Mask
 
     model, state = model_from_checkpoint(args.checkpoint, args.gin, args.gin_param, trust_pickle=args.trust_pickle)
@@ -232,7 +232,7 @@ def draw_cross(args) -> str:
                                              model.adapters[args.target])
     path = model.adapters[args.target].render(tokens[args.target], pred, masks[args.target], args.out)
     print(f"wrote {path}: all of {args.target!r} predicted from {args.source!r} alone, step {state.get('step')}, "
-          f"{args.target} loss {float(out['terms'][args.target]):.4f}")
+          f"{args.target} loss {float(out.terms[args.target]):.4f}")
     return path
 
 

@@ -15,10 +15,11 @@ from typing import Optional
 import gin
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from timm.layers import Mlp
 from torch import nn
 
-from unimask.interfaces import Decoder
+from unimask.interfaces import Decoder, DecoderSpec
 from unimask.tokens import gather_tokens
 from unimask.transformer import RowBlock, attention_backend, key_padding_mask
 
@@ -35,11 +36,10 @@ class CrossAttention(nn.Module):
             nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_valid: Optional[torch.Tensor]) -> torch.Tensor:
-        b, m, d = x.shape
-        q = self.q(x).view(b, m, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, M, hd]
-        k, v = self.kv(context).view(b, context.shape[1], 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = rearrange(self.q(x), "b m (h e) -> b h m e", h=self.num_heads)  # [B, H, M, hd]
+        k, v = rearrange(self.kv(context), "b c (two h e) -> two b h c e", two=2, h=self.num_heads)  # [B, H, C, hd]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(context_valid))
-        return self.proj(out.transpose(1, 2).reshape(b, m, d))
+        return self.proj(rearrange(out, "b h m e -> b m (h e)"))
 
 
 class CrossSelfBlock(nn.Module):
@@ -65,8 +65,7 @@ class CrossSelfDecoder(Decoder):
     or 'cross' (cross-attention and MLP only). forward also takes context [B, C, dim] (the other
     view's latents, already at decoder width) and context_valid [B, C]."""
 
-    predicts_rows = True
-    cross_context = True
+    spec = DecoderSpec(remask=True, use_pos=True, predicts_rows=True, cross_context=True)
 
     def __init__(self, in_dim: int = 384, dim: int = 256, depth: int = 4, num_heads: int = 8,
                  mlp_ratio: float = 4.0, mode: str = "cross_self"):
@@ -79,7 +78,6 @@ class CrossSelfDecoder(Decoder):
         self.blocks = nn.ModuleList([CrossSelfBlock(dim, num_heads, mlp_ratio, mode == "cross_self")
                                      for _ in range(depth)])
         self.norm, self.head, self.dim = nn.LayerNorm(dim), None, dim
-        self.remask, self.use_pos = True, True
 
     def init_head(self, out_dim: int):
         self.head = nn.Linear(self.dim, out_dim)

@@ -14,7 +14,6 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from unimask.files import list_files  # noqa: F401  (its old home; datasets import unimask.files)
 
 
 def to_device(batch, device, non_blocking: bool = False, drop=("n_bad",)):
@@ -59,6 +58,7 @@ class SampleDataset(torch.utils.data.Dataset):
     items: list = []  # one (path, label, ...) tuple per sample, filled by the subclass
     classes = None  # names of string labels, index = class id (sorted over the train split); None: ints
     collate = None  # a batch-building function of the subclass's own (graphs, ragged cubes); None: torch's
+    source = ""  # where the items came from ('train: root/train, 600 files'), for the probes' `data:` line
 
     @staticmethod
     def declared(dataset):

@@ -9,8 +9,7 @@ import gin
 import torch
 from torch import nn
 
-from unimask.gnn import GNNDecoder  # noqa: F401  (registered with gin; its home is unimask/gnn.py)
-from unimask.interfaces import Decoder
+from unimask.interfaces import Decoder, DecoderSpec
 from unimask.tokens import gather_tokens
 from unimask.transformer import TransformerStack, window_masks
 
@@ -31,33 +30,35 @@ class MAEDecoder(Decoder):
         super().__init__()
         if window is not None and (not window or any(int(w) < 1 for w in window)):
             raise ValueError(f"MAEDecoder.window={window!r}: grid cells per window axis, each >= 1")
-        self.window, self.shift_windows = (tuple(int(w) for w in window) if window else None), shift_windows
+        self.shift_windows = shift_windows
         self.embed = nn.Linear(in_dim, dim) if (depth or in_dim != dim) else nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.normal_(self.mask_token, std=0.02)
         self.body = TransformerStack(dim, depth, num_heads, mlp_ratio, pos_every_block=pos_every_block,
                                      norm_eps=norm_eps) if depth else None
         self.head = None
-        self.dim, self.remask, self.use_pos = dim, remask, use_pos
-        self.pos_every_block = bool(depth) and use_pos and pos_every_block  # the model then passes `pos`
+        self.dim = dim
+        # with depth 0 there are no blocks to give `pos` to; predicts_rows: the last block and the
+        # head compute only the rows the loss scores
+        self.spec = DecoderSpec(remask=remask, use_pos=use_pos, pos_every_block=bool(depth) and use_pos and pos_every_block,
+                                predicts_rows=True, window=tuple(int(w) for w in window) if window else None)
 
     def init_head(self, out_dim: int):
         """The model sets the output width once it knows the target's."""
         self.head = nn.Linear(self.dim, out_dim)
-
-    predicts_rows = True  # forward(out_rows=...) computes the last block and the head at those rows only
 
     def forward(self, x, key_valid=None, tokens=None, ids=None, out_rows=None, pos=None):
         """x [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows [B, S]; pos [B, M, dim]
         comes with pos_every_block."""
         if self.body is not None:
             masks = None
-            if self.window is not None:
+            window = self.spec.window
+            if window is not None:
                 coords = gather_tokens(tokens.coords, ids)  # [B, M, d] grid positions of the rows
-                if coords.shape[-1] != len(self.window):
-                    raise ValueError(f"MAEDecoder.window={self.window} has {len(self.window)} axes, the tokens' "
+                if coords.shape[-1] != len(window):
+                    raise ValueError(f"MAEDecoder.window={window} has {len(window)} axes, the tokens' "
                                      f"coords have {coords.shape[-1]}")
-                masks = window_masks(coords, self.window, len(self.body.blocks), self.shift_windows)
+                masks = window_masks(coords, window, len(self.body.blocks), self.shift_windows)
             x = self.body(x, key_valid, out_rows, pos, masks)
         elif out_rows is not None:
             x = gather_tokens(x, out_rows)

@@ -12,7 +12,6 @@ import gin
 import torch
 from torch import nn
 
-from unimask.gnn import GNNEncoder  # noqa: F401  (registered with gin; its home is unimask/gnn.py)
 from unimask.interfaces import Encoder
 from unimask.rope import rope_angles
 from unimask.tokens import Tokens, gather_rows, gather_tokens, select_ids

@@ -10,7 +10,7 @@ import gin
 import torch
 from torch import nn
 
-from unimask.interfaces import Decoder, Encoder
+from unimask.interfaces import Decoder, DecoderSpec, Encoder
 from unimask.tokens import edges_among
 
 
@@ -110,7 +110,7 @@ class GNNDecoder(Decoder):
     kind 'gat' / 'gin': message passing over Tokens.extras['edge_index'] restricted to the decoded
     tokens (the head *is* the last layer; GraphMAE uses one GAT layer with one head);
     'mlp': per-token Linear-PReLU-Dropout-Linear; 'linear': one Linear. Same interface as
-    MAEDecoder: embed, mask_token, dim, remask, use_pos, init_head(out_dim), forward.
+    MAEDecoder: embed, mask_token, dim, spec (remask, use_pos), init_head(out_dim), forward.
     """
 
     def __init__(self, in_dim: int = 512, dim: int = 512, depth: int = 1, kind: str = "gat", num_heads: int = 1,
@@ -123,7 +123,8 @@ class GNNDecoder(Decoder):
             raise ValueError(f"GNNDecoder.depth must be >= 1, got {depth}")
         self.embed = nn.Linear(in_dim, dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.dim, self.depth, self.kind, self.remask, self.use_pos = dim, depth, kind, remask, use_pos
+        self.dim, self.depth, self.kind = dim, depth, kind
+        self.spec = DecoderSpec(remask=remask, use_pos=use_pos)
         self.layer_args = dict(num_heads=num_heads, attn_drop=attn_drop, negative_slope=negative_slope)
         self.feat_drop, self.activation = nn.Dropout(feat_drop), activation
         self.body, self.acts, self.head = nn.ModuleList(), nn.ModuleList(), None

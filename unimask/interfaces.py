@@ -10,7 +10,8 @@ Encoder or Decoder and fills them in; the core never asks a part whether it has 
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -160,28 +161,39 @@ class Encoder(nn.Module):
         return [self(x, key_valid, tokens, ids, pos=pos)]
 
 
-class Decoder(nn.Module):
-    """embed: encoder width -> dim (applied to the latent); mask_token [1, 1, dim]: fills the places
-    of tokens the decoder predicts; remask: hidden tokens' latents are replaced by the mask token
-    (always true in drop mode; GraphMAE's re-mask in replace mode); use_pos: the model adds the
-    adapter's position codes at width dim; pos_every_block: forward also takes `pos`;
-    predicts_rows: forward(out_rows=[B, S]) returns only those rows (the model passes the scored
-    ones), else forward returns every row it was given. init_head(out_dim) is called once the
-    target's width is known. cross_context: forward takes context= / context_valid= (another
-    set of tokens read through cross-attention: SiamMAE's view 1); else the model appends context
-    tokens to the decoded ones (MultiMAE's other modalities). window: local attention within
-    windows of that many grid cells per axis (AudioMAE), None = global attention; a windowed
-    decoder cannot take other modalities' tokens as context."""
+@dataclass(frozen=True)
+class DecoderSpec:
+    """How a decoder wants to be fed, declared once (Decoder.spec), so the models read one
+    record instead of five loose flags.
 
-    dim: int
-    embed: nn.Module
-    mask_token: nn.Parameter
+    remask: hidden tokens' latents are replaced by the mask token (always true in drop mode;
+    GraphMAE's re-mask in replace mode); use_pos: the model adds the adapter's position codes at
+    decoder width; pos_every_block: forward also takes `pos` (Point-MAE adds it before every
+    block); predicts_rows: forward(out_rows=[B, S]) returns only those rows (the model passes
+    the scored ones), else forward returns every row it was given; cross_context: forward takes
+    context= / context_valid= (another set of tokens read through cross-attention: SiamMAE's
+    view 1), else the model appends context tokens to the decoded ones (MultiMAE's other
+    modalities); window: local attention within windows of that many grid cells per axis
+    (AudioMAE), None = global attention; a windowed decoder cannot take other modalities'
+    tokens as context."""
+
     remask: bool = True
     use_pos: bool = True
     pos_every_block: bool = False
     predicts_rows: bool = False
     cross_context: bool = False
     window: Optional[tuple] = None
+
+
+class Decoder(nn.Module):
+    """embed: encoder width -> dim (applied to the latent); mask_token [1, 1, dim]: fills the places
+    of tokens the decoder predicts; spec: how the model feeds it (DecoderSpec). init_head(out_dim)
+    is called once the target's width is known."""
+
+    dim: int
+    embed: nn.Module
+    mask_token: nn.Parameter
+    spec: DecoderSpec = DecoderSpec()
 
     def init_head(self, out_dim: int):
         raise NotImplementedError
@@ -191,15 +203,36 @@ class Decoder(nn.Module):
         raise NotImplementedError  # [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows
 
 
+@dataclass
+class StepOutput:
+    """What a model's forward gives the trainer, the renderers and the objectives.
+
+    loss: the scalar backward runs on (None for mask_only); terms: every named loss term, detached,
+    logged as loss_<name> (a model whose loss is one term leaves it empty, so no column repeats
+    `loss`); stats: other numbers to log (codebook usage, train top-1); mask: what was hidden
+    (None for a classifier); pred: the predictions, for rendering ([B, M, T], or per modality);
+    tokens: the batch's Tokens (per modality for a cross-modal model) that render and objectives
+    read; extras: what one model family hands its own render or objectives (dec_ids [B, M],
+    latent, token_loss, the first view, logits, aux_loss), by name."""
+
+    loss: Optional[torch.Tensor] = None
+    terms: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    mask: Any = None
+    pred: Any = None
+    tokens: Any = None
+    extras: dict = field(default_factory=dict)
+
+
 class PretrainingModel(nn.Module):
     """The base of every model the trainer runs (MaskedModel, SiameseModel, MultiModalModel,
     Classifier, VQTokenizer, and each new family): everything the trainer, weight loading,
     export and the probes call on a model, declared here with a default, so none of them asks a
     model what it has (no probing of its attributes) and a new family overrides what it does differently.
 
-    forward(batch, progress, generator, mask=None, mask_only=False) -> {'loss': scalar to
-    backward, 'terms': {name: every named loss term, logged as loss_<name>}, 'stats': {name:
-    other numbers to log}, 'mask': what was hidden (None for a classifier), 'pred', ...}.
+    forward(batch, progress, generator, mask=None, mask_only=False) -> StepOutput; mask_only
+    stops once the mask is drawn (StepOutput with mask and tokens only: the trainer's fixed
+    evaluation mask, drawn inside forward so wrappers such as FSDP gather a learned masker).
     """
 
     schedule = None  # the RatioSchedule the trainer checkpoints; None: the model does not mask
@@ -207,7 +240,8 @@ class PretrainingModel(nn.Module):
     init_from_drop: tuple = ()  # key prefixes of a weights file this model leaves out on purpose
     can_score: bool = False  # score_batch gives top-1 counts (train.eval_dataset: fine-tuning)
 
-    def forward(self, batch, progress: float = 0.0, generator=None, mask=None, mask_only: bool = False) -> dict:
+    def forward(self, batch, progress: float = 0.0, generator=None, mask=None,
+                mask_only: bool = False) -> StepOutput:
         raise NotImplementedError
 
     def after_step(self, progress: float):
@@ -232,9 +266,14 @@ class PretrainingModel(nn.Module):
         """What probes read: frozen features with every token visible, (tokens [B, N, D], valid [B, N])."""
         raise NotImplementedError(f"{type(self).__name__} gives no probe features")
 
-    def render(self, out: dict, path: str) -> str:
-        """A picture (or sound) of out's sample 0 at `path` -> the path written."""
+    def render(self, batch, out: StepOutput, path: str) -> str:
+        """A picture (or sound) of sample 0 of `out` (the step on `batch`) at `path` -> the path written."""
         raise NotImplementedError(f"{type(self).__name__} draws no reconstruction")
+
+    def probe_modalities(self, name: str):
+        """Point features() (and the raw baseline) at one modality, or 'all' side by side (tools/eval.py
+        --modality); a model of one modality refuses."""
+        raise ValueError(f"--modality: {type(self).__name__} has one modality; --modality is for cross-modal models")
 
     def score_batch(self, batch, keep: torch.Tensor) -> dict:
         """-> {'top1': (correct, count), ...} over the rows keep [B] marks (models with can_score)."""

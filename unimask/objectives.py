@@ -22,8 +22,9 @@ class EdgeReconstruction(nn.Module):
         self.weight = weight
         self.score = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def forward(self, out: dict, src_ids: torch.Tensor, src_valid: torch.Tensor) -> torch.Tensor:
-        tokens, latent = out["tokens"], out["latent"]  # latent [B, K, D] at src_ids
+    def forward(self, out, src_ids: torch.Tensor, src_valid: torch.Tensor) -> torch.Tensor:
+        """out: the model's StepOutput so far; src_ids, src_valid [B, K] -> a scalar."""
+        tokens, latent = out.tokens, out.extras["latent"]  # latent [B, K, D] at src_ids
         hidden_edges = tokens.extras.get(MASKED_EDGE_INDEX)
         if hidden_edges is None:
             if self.training:

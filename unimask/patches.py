@@ -4,32 +4,35 @@ its patch axes first and channels last, MAE's order). In the core because target
 whole picture back (HOG's gradients, a frequency band) read Tokens.grid and Tokens.patch_shape."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
+from einops import rearrange
 
 
 def patchify(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
     """[B, C, *S] -> [B, N, prod(patch) * C] for any number of axes (1-D, 2-D or 3-D
     grids): tokens in row-major grid order, each patch's values with the patch
     axes first and channels last (MAE's order, so norm-pix per channel can view them)."""
-    batch, channels, *sizes = x.shape
-    d = len(patch)
+    sizes, d = x.shape[2:], len(patch)
     if len(sizes) != d:
         raise ValueError(f"patchify: input has {len(sizes)} axes after channels, patch {tuple(patch)} has {d}")
-    grid = [s // p for s, p in zip(sizes, patch)]
-    x = x.reshape(batch, channels, *[n for g, p in zip(grid, patch) for n in (g, p)])  # [B, C, g1, p1, g2, p2, ...]
-    order = [0, *range(2, 2 + 2 * d, 2), *range(3, 3 + 2 * d, 2), 1]  # B, grid axes, patch axes, C
-    return x.permute(order).reshape(batch, math.prod(grid), math.prod(patch) * channels)
+    grid_axes, patch_axes = patch_layout(d)  # 2-D: 'b c (g0 p0) (g1 p1) -> b (g0 g1) (p0 p1 c)'
+    return rearrange(x, f"b c {' '.join(f'(g{i} p{i})' for i in range(d))} -> b ({grid_axes}) ({patch_axes} c)",
+                     **{f"p{i}": p for i, p in enumerate(patch)})
 
 
 def unpatchify(patches: torch.Tensor, grid: Sequence[int], patch: Sequence[int], channels: int) -> torch.Tensor:
     """Inverse of patchify: [B, N, P] -> [B, C, *S]."""
     d = len(grid)
-    x = patches.reshape(patches.shape[0], *grid, *patch, channels)  # [B, g1.., p1.., C]
-    order = [0, 1 + 2 * d, *[i for k in range(d) for i in (1 + k, 1 + d + k)]]  # B, C, g1, p1, g2, p2, ...
-    return x.permute(order).reshape(patches.shape[0], channels, *[g * p for g, p in zip(grid, patch)])
+    grid_axes, patch_axes = patch_layout(d)
+    return rearrange(patches, f"b ({grid_axes}) ({patch_axes} c) -> b c {' '.join(f'(g{i} p{i})' for i in range(d))}",
+                     c=channels, **{f"g{i}": g for i, g in enumerate(grid)}, **{f"p{i}": p for i, p in enumerate(patch)})
+
+
+def patch_layout(d: int) -> tuple:
+    """einops axis names of a d-axis grid: ('g0 g1', 'p0 p1') for d = 2."""
+    return " ".join(f"g{i}" for i in range(d)), " ".join(f"p{i}" for i in range(d))
 
 
 def tokens_to_array(tokens, values=None) -> torch.Tensor:

@@ -51,7 +51,8 @@ class AudioAdapter(GridAdapter):
         as sound (a WAV beside the PNG, by Griffin-Lim)."""
         import soundfile as sf
 
-        from modalities.grid import save_rows, unpatchify
+        from modalities.grid import save_rows
+        from unimask.patches import unpatchify
 
         panels = self.panels(tokens, pred, mask)  # 3 x [1, T, F] in [0, 1]
         png = save_rows([[spectrogram_picture(p) for p in panels]], path)

@@ -37,5 +37,3 @@ from modalities.graph.dataset import GraphDataset, graph_feature_width  # noqa: 
 from modalities.graph.probe import graph_embeddings, node_embeddings, probe_nodes  # noqa: F401
 from modalities.graph.records import GraphFormatError  # noqa: F401
 from modalities.graph.sampling import pyg_neighbor_sampler_available, sample_subgraph  # noqa: F401
-from unimask.losses import FeatureLatentSCELoss  # noqa: F401  (GraphMAE2's loss; its home is the core)
-from unimask.objectives import EdgeReconstruction  # noqa: F401  (likewise)

@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 import gin
 import torch
 
-from modalities.grid import check_divisible, grid_coords, patchify
+from modalities.grid import check_divisible, grid_coords
+from unimask.patches import patchify
 from modalities.satellite.bands import SATMAE_BANDS, SATMAE_GROUPS, GroupSpec, optional_bands, resolve_groups
 from modalities.satellite.embed import GroupPatchEmbed
 from modalities.satellite.encoding import satellite_pos

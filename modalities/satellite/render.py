@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from modalities.grid import save_rows, unpatchify
+from modalities.grid import save_rows
+from unimask.patches import unpatchify
 
 GREY = 0.5
 

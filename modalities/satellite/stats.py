@@ -102,3 +102,13 @@ def normalize(cube: np.ndarray, mean: Optional[np.ndarray], std: Optional[np.nda
         low = mean - 2 * std
         return np.clip((cube - low) / (4 * std), 0.0, 1.0)
     raise ValueError(f"SatelliteDataset.normalize={how!r}: use one of {NORMALIZATIONS}")
+
+
+def band_stats(root, bands=None, nodata=None, split: str = "train", limit=None) -> dict:
+    """-> band_stats.json contents for the files (or .npz collection rows) under root: the
+    training split only, read and band-selected as SatelliteDataset reads them (tools/band_stats.py)."""
+    from modalities.satellite.dataset import SatelliteDataset
+
+    data = SatelliteDataset(root=root, bands=bands, crop_size=None, split=split, augment=False, normalize="none",
+                            nodata=nodata, limit=limit)
+    return data.statistics()

@@ -16,7 +16,7 @@ from typing import List
 import numpy as np
 import torch
 
-from common import ROOT
+from unimask.cli import REPO_ROOT as ROOT
 
 CLIP_SECONDS, CLIP_FPS, CLIP_SIZE = 10, 30, (320, 426)  # (height, width)
 
@@ -112,7 +112,7 @@ def training_clips_per_second(gin_file: str, batch: int, steps: int = 2) -> floa
     import gin
 
     from benchmarks.pairs import unimask_step
-    from common import parse_gin, seed_for_init
+    from unimask.cli import parse_gin, seed_for_init
     from unimask.optim import make_optimizer
     from unimask.train.precision import resolve_device, resolve_precision
 

@@ -41,7 +41,7 @@ def unimask_video(c: dict, dual: bool):
     from unimask.encoders import ViTEncoder
     from unimask.losses import MSELoss
     from unimask.masking import ConstantRatio, RunningCellMasker, TubeMasker
-    from unimask.model import MaskedModel
+    from unimask.models.masked import MaskedModel
     from unimask.targets import PixelTarget
 
     return MaskedModel(
@@ -62,7 +62,7 @@ def unimask_image(c: dict):
     from unimask.encoders import ViTEncoder
     from unimask.losses import MSELoss
     from unimask.masking import ConstantRatio, RandomMasker
-    from unimask.model import MaskedModel
+    from unimask.models.masked import MaskedModel
     from unimask.targets import PixelTarget
 
     return MaskedModel(
@@ -117,10 +117,10 @@ def unimask_step(model, optimizer, batch, forward_kwargs, precision, device):
     def step():
         with autocast(precision, device):
             out = model(batch, **forward_kwargs())
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return out["loss"]
+        return out.loss
     return step
 
 

@@ -190,12 +190,7 @@ See that folder's README.md, written by the same command.
 
 def write_band_stats(folder: Path) -> None:
     """tiles/band_stats.json, as tools/band_stats.py writes it: the recipes' normalization."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from band_stats import band_stats  # tools/band_stats.py
-
-    from modalities.satellite.stats import stats_path, write_stats
+    from modalities.satellite.stats import band_stats, stats_path, write_stats
 
     write_stats(band_stats(str(folder)), stats_path(str(folder)))
 

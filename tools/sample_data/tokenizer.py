@@ -9,6 +9,7 @@ the gin config, which is all tools/eval.py / TokenTarget read.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,21 +23,15 @@ NAME = "fashion_vq512.pt"
 
 def build(out_dir: Path, steps: int = 1500) -> dict:
     """Train the tokenizer into a temporary run, write out_dir/fashion_vq512.pt -> a summary."""
-    sys.path.insert(0, str(REPO / "tools"))
-    import train  # tools/train.py
-
     from unimask.train.checkpoint import load_checkpoint
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
-        cwd = os.getcwd()
-        os.chdir(REPO)  # recipes name their data relative to the repository
-        try:
-            code = train.main(["--gin", RECIPE, "--workdir", workdir, "--gin_param", f"train.steps={steps}",
-                               "--gin_param", "train.progress_bar=False"])
-        finally:
-            os.chdir(cwd)
+        # the training command as a user runs it; recipes name their data relative to the repository
+        code = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), "--gin", RECIPE, "--workdir", workdir,
+                               "--gin_param", f"train.steps={steps}",
+                               "--gin_param", "train.progress_bar=False"], cwd=REPO).returncode
         if code != 0:
             raise RuntimeError(f"training {RECIPE} failed with exit code {code}")
         state = load_checkpoint(os.path.join(workdir, "checkpoints", "last.pt"))

@@ -138,7 +138,8 @@ class Masker:
 
     What the model may call on a masker, all defined here: __call__; needs_features (True: the
     model embeds every token and passes them as `features=`); aux_loss (a learning masker's own
-    loss term, None for the rest); after_step (curricula that follow training progress)."""
+    loss term, None for the rest); after_step (curricula that follow training progress);
+    check_schedule (refuses a schedule the masker would ignore)."""
 
     needs_features = False
 
@@ -148,6 +149,10 @@ class Masker:
 
     def after_step(self, progress: float):
         """Called after every optimizer step with progress in [0, 1]."""
+
+    def check_schedule(self, schedule) -> None:
+        """Called once by a model with the ratio schedule bound beside this masker: a masker whose
+        hidden share does not come from the ratio (MultiBlockMasker) refuses one that varies."""
 
     def hide(self, tokens: Tokens, ratio: torch.Tensor, generator) -> torch.Tensor:
         raise NotImplementedError

@@ -1,7 +1,8 @@
 """The Target contract: target(tokens, adapter) -> (values [B, N, T], weight [B, N, T] | None).
 
 What the model may call on a target, all defined on Target: dim, select (the scored rows only),
-attach (once, after the model's weights are initialized), after_step, invert (for pictures);
+attach (once, after the model's weights are initialized), after_step, invert (for pictures),
+log_stats (numbers to log about the last select);
 needs_mask: select also receives the step's Mask (a target that depends on what was hidden).
 """
 from __future__ import annotations
@@ -42,6 +43,17 @@ class Target(nn.Module):
 
     def after_step(self, progress: float):
         """Targets with weights of their own (EMA teachers) update here."""
+
+    def teacher_parts(self):
+        """(adapter, encoder) of the teacher network this target reads, for probing it (I-JEPA
+        evaluates the target encoder); None for targets without one (pixels, HOG, codes)."""
+        return None
+
+    def log_stats(self) -> dict:
+        """Numbers about the last select() for the trainer to log ({name: 0-d tensor}, e.g. a
+        cluster target's `cluster_entropy`); the model merges them into StepOutput.stats, where
+        they replace its own of the same name. None by default."""
+        return {}
 
     def invert(self, pred, tokens, adapter):
         """Predictions [B, N, T] back in patch space, for pictures; identity by default."""

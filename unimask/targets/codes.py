@@ -1,5 +1,5 @@
 """TokenTarget (BEiT v2-style, simplified): the discrete code of every token under a frozen VQ
-tokenizer (unimask/vq.py, trained by gin/vq_tokenizer.gin), predicted with cross-entropy.
+tokenizer (unimask/models/vq.py, trained by gin/vq_tokenizer.gin), predicted with cross-entropy.
 
 The tokenizer is built by gin (so any size), its weights loaded from its checkpoint; it gets no
 gradient, is left out of the optimizer and is saved with the model. Codes are the nearest

@@ -16,6 +16,7 @@ import math
 import gin
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from unimask.patches import patchify, tokens_to_array
 from unimask.targets.base import Target
@@ -36,7 +37,7 @@ def hog_cells(arrays: torch.Tensor, bins: int = 9, cell: int = 8, gradient: str 
     angle = torch.remainder(torch.atan2(gy, gx), math.pi)  # unsigned: [0, pi)
     index = torch.floor(angle / math.pi * bins).long().clamp(max=bins - 1)  # [B, C, H, W]
     votes = F.one_hot(index, bins).to(arrays.dtype) * magnitude[..., None]  # [B, C, H, W, bins]
-    votes = votes.permute(0, 1, 4, 2, 3).reshape(b, c * bins, h, w)
+    votes = rearrange(votes, "b c h w bins -> b (c bins) h w")
     cells = F.avg_pool2d(votes, cell, cell) * (cell * cell)  # sums over each cell
     return F.normalize(cells.view(b, c, bins, h // cell, w // cell), p=2, dim=2)
 

@@ -61,6 +61,9 @@ class TeacherFeatures(Target):
         self.teacher_adapter, self.teacher_encoder = None, None
         self._warned = False
 
+    def teacher_parts(self):
+        return self.teacher_adapter, self.teacher_encoder
+
     def train(self, mode: bool = True):
         """The teacher always runs in eval mode (no dropout), whatever the model's mode."""
         super().train(mode)

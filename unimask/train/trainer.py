@@ -244,15 +244,15 @@ class Trainer:
             with (contextlib.nullcontext() if sync else self.train_model.no_sync()):
                 with autocast(self.precision, self.device):
                     out = self.train_model(batch, progress=progress, generator=generator)
-                loss = out["loss"] / len(batches)
+                loss = out.loss / len(batches)
                 finite &= bool(torch.isfinite(loss.detach()))
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.detach().float()
-            for name, value in out.get("terms", {}).items():  # per-modality losses of a cross-modal model
+            for name, value in out.terms.items():  # every named term: aux, masker, per modality
                 terms[f"loss_{name}"] = terms.get(f"loss_{name}", 0.0) + value.detach().float() / len(batches)
-            for name, value in out.get("stats", {}).items():  # other numbers a model reports (codebook usage)
+            for name, value in out.stats.items():  # other numbers a model reports (codebook usage)
                 terms[name] = terms.get(name, 0.0) + torch.as_tensor(value).detach().float() / len(batches)
-            ratios.append(float(out["mask"].ratio.float().mean()) if out.get("mask") is not None else 0.0)
+            ratios.append(float(out.mask.ratio.float().mean()) if out.mask is not None else 0.0)
             if self._micro_hook is not None:
                 self._micro_hook(micro + 1, len(batches))
         total_loss = float(all_reduce_mean(total_loss, self.dist))
@@ -304,7 +304,7 @@ class Trainer:
             batch = to_device(collate([self.dataset[item] for item in items]), self.device)
             with torch.no_grad():  # a learned masker must not keep this graph alive all run
                 # through forward, so that FSDP gathers a learned masker's weights
-                mask = self.model(batch, generator=torch.Generator().manual_seed(12345), mask_only=True)["mask"]
+                mask = self.model(batch, generator=torch.Generator().manual_seed(12345), mask_only=True).mask
             self._fixed = (batch, mask)
         return self._fixed
 
@@ -320,13 +320,13 @@ class Trainer:
         if workdir and self.dist.is_main:
             path = os.path.join(workdir, "recon", f"step_{self.step}.png")
             try:  # no figure where the adapter cannot draw or the target is not the input
-                self.log.image("recon", self.model.render(out, path), self.step)
+                self.log.image("recon", self.model.render(batch, out, path), self.step)
             except NotImplementedError:
                 pass
         self.model.train()
-        recon_loss = out["loss"] - out.get("aux_loss", 0.0)  # comparable across maskers
+        recon_loss = out.loss - out.extras.get("aux_loss", 0.0)  # comparable across maskers
         row = {"eval_loss": float(all_reduce_mean(recon_loss.detach().float(), self.dist))}
-        for name, value in out.get("terms", {}).items():
+        for name, value in out.terms.items():
             row[f"eval_loss_{name}"] = float(all_reduce_mean(value.detach().float(), self.dist))
         if self.eval_dataset is not None:  # fine-tuning: top-1 on the labeled split
             row.update(score_split(self.model, self.eval_dataset, self.eval_batch_size, self.device, self.dist,

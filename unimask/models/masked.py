@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, encode_all, encode_ids, position_codes
-from unimask.interfaces import PretrainingModel
+from unimask.interfaces import PretrainingModel, StepOutput
 from unimask.position_prediction import accepts_block_masks
 from unimask.targets import Target
 from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
@@ -55,6 +55,12 @@ class OneEncoderModel(PretrainingModel):
         self.target.after_step(progress)
         self.masker.after_step(progress)
 
+    def full_prediction(self, out: StepOutput) -> torch.Tensor:
+        """Scatter decoder predictions back to all tokens: [B, N, T] (zeros where not decoded)."""
+        pred, dec_ids, tokens = out.pred, out.extras["dec_ids"], out.tokens
+        full = torch.zeros(tokens.batch_size, tokens.num_tokens, pred.shape[-1], dtype=pred.dtype, device=pred.device)
+        return full.scatter(1, dec_ids[..., None].expand_as(pred), pred)
+
 
 @gin.configurable
 class MaskedModel(OneEncoderModel):
@@ -66,9 +72,9 @@ class MaskedModel(OneEncoderModel):
     def from_checkpoint(cls, path: str, gin_files=(), gin_params=(), strict: bool = True) -> nn.Module:
         """The model of a unimask checkpoint (its own gin config) or, with gin files describing
         the model, of a timm / MAE / VideoMAE / Hugging Face file, weights loaded and reported."""
-        from unimask.weights.build import build_from_checkpoint
+        from unimask.weights.build import model_from_checkpoint
 
-        return build_from_checkpoint(path, gin_files, gin_params, strict, verbose=True)
+        return model_from_checkpoint(path, gin_files, gin_params, strict=strict, verbose=True)[0]
 
     def __init__(self, adapter, masker, schedule, encoder, decoder, target: Optional[Target] = None,
                  loss=None, mode: str = "drop", decoder_masker=None, decoder_ratio: float = 0.5,
@@ -79,7 +85,7 @@ class MaskedModel(OneEncoderModel):
         super().__init__()
         if isinstance(adapter, dict):
             raise TypeError("MaskedModel takes one adapter; for several modalities and one encoder use "
-                            "MultiModalModel (unimask/multimodal.py: adapters, decoders, targets, losses per modality)")
+                            "MultiModalModel (unimask/models/multimodal.py: adapters, decoders, targets, losses per modality)")
         if mode not in ("drop", "replace"):
             raise ValueError(f"MaskedModel.mode must be 'drop' or 'replace', got {mode!r}")
         if loss_weighting not in LOSS_WEIGHTINGS:
@@ -89,6 +95,7 @@ class MaskedModel(OneEncoderModel):
             raise ValueError(f"MaskedModel.replace_probs must be 3 numbers (mask, random, keep) summing to 1, got {replace_probs}")
         self.adapter, self.encoder, self.decoder = adapter, encoder, decoder
         self.masker, self.schedule, self.decoder_masker = masker, schedule, decoder_masker
+        masker.check_schedule(schedule)  # a masker that sets its own share refuses a varying ratio
         self.decoder_ratio, self.mode, self.replace_probs = decoder_ratio, mode, tuple(replace_probs)
         self.target = target if target is not None else Target()
         self.loss_fn = loss if loss is not None else adapter.loss
@@ -184,15 +191,16 @@ class MaskedModel(OneEncoderModel):
 
     # ---- whole pipeline --------------------------------------------------------------------
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
-                mask_only: bool = False) -> dict:
-        """The whole pipeline -> {'loss', 'pred', 'dec_ids', 'mask', 'tokens', 'latent', 'token_loss', ...}.
-        mask_only: stop once the mask is drawn -> {'tokens', 'mask'} (the trainer's fixed evaluation
-        mask; drawn here, inside forward, so that wrappers such as FSDP gather a learned masker's weights)."""
+                mask_only: bool = False) -> StepOutput:
+        """The whole pipeline -> StepOutput(loss, terms, mask, pred [B, M, T], tokens, extras:
+        dec_ids [B, M], latent [B, K, D], token_loss [B, M], aux_loss). mask_only: stop once the
+        mask is drawn (the trainer's fixed evaluation mask; drawn here, inside forward, so that
+        wrappers such as FSDP gather a learned masker's weights)."""
         tokens = self.adapter.tokenize(batch)
         if mask is None:
             mask = self.make_mask(tokens, progress, generator)
         if mask_only:
-            return {"tokens": tokens, "mask": mask}
+            return StepOutput(mask=mask, tokens=tokens)
         decoder_tokens, position_loss = tokens, None
         if self.position_predictor is not None:  # PCP-MAE: the decoder reads predicted positions
             latent, decoder_tokens, position_loss = self.position_predictor(self.adapter, self.encoder, tokens, mask)
@@ -200,37 +208,31 @@ class MaskedModel(OneEncoderModel):
         else:
             latent, src_ids, src_valid = self.encode(tokens, mask, generator)
         decoded = self.decode(latent, src_ids, src_valid, decoder_tokens, mask)
-        loss, token_loss = self.score(decoded, tokens, mask)
-        out = {"loss": loss, "pred": decoded.pred, "dec_ids": decoded.ids, "mask": mask, "tokens": tokens,
-               "latent": latent, "token_loss": token_loss}
+        recon, token_loss = self.score(decoded, tokens, mask)
+        out = StepOutput(loss=recon, stats=dict(self.target.log_stats()), mask=mask, pred=decoded.pred, tokens=tokens,
+                         extras={"dec_ids": decoded.ids, "latent": latent, "token_loss": token_loss})
         terms = {}  # every term beside the reconstruction, each logged as loss_<name> with recon beside it
         if position_loss is not None:
             terms["position"] = position_loss.detach()
-            out["loss"] = loss + self.position_predictor.weight * position_loss
+            out.loss = out.loss + self.position_predictor.weight * position_loss
         for i, objective in enumerate(self.aux_objectives):  # extra terms (edge reconstruction...)
             term = objective(out, src_ids, src_valid)
-            out[f"aux_{i}_{type(objective).__name__}"] = terms[f"aux_{i}_{type(objective).__name__}"] = term.detach()
-            out["loss"] = out["loss"] + term
-        full_loss = torch.zeros(mask.masked.shape, device=loss.device).scatter(1, decoded.ids, token_loss.detach().float())
+            terms[f"aux_{i}_{type(objective).__name__}"] = term.detach()
+            out.loss = out.loss + term
+        full_loss = torch.zeros(mask.masked.shape, device=recon.device).scatter(1, decoded.ids, token_loss.detach().float())
         aux = self.masker.aux_loss(mask, full_loss)  # [B, N] token losses -> a learning masker's term
         if aux is not None:
-            out["aux_loss"], terms["masker"] = aux, aux.detach()
-            out["loss"] = out["loss"] + aux
+            out.extras["aux_loss"], terms["masker"] = aux, aux.detach()
+            out.loss = out.loss + aux
         if terms:  # a plain MAE's one term is its loss: no column repeats it
-            out["terms"] = {"recon": loss.detach(), **terms}
+            out.terms = {"recon": recon.detach(), **terms}
         return out
 
-    def render(self, out: dict, path: str) -> str:
+    def render(self, batch, out: StepOutput, path: str) -> str:
         """The adapter's picture (or sound) of input | masked | reconstruction of out's sample 0;
         NotImplementedError where the adapter cannot draw or the target is not the input."""
-        pred = self.target.invert(self.full_prediction(out), out["tokens"], self.adapter)
-        return self.adapter.render(out["tokens"], pred, out["mask"], path)
-
-    def full_prediction(self, out: dict) -> torch.Tensor:
-        """Scatter decoder predictions back to all tokens: [B, N, T] (zeros where not decoded)."""
-        pred, dec_ids, tokens = out["pred"], out["dec_ids"], out["tokens"]
-        full = torch.zeros(tokens.batch_size, tokens.num_tokens, pred.shape[-1], dtype=pred.dtype, device=pred.device)
-        return full.scatter(1, dec_ids[..., None].expand_as(pred), pred)
+        pred = self.target.invert(self.full_prediction(out), out.tokens, self.adapter)
+        return self.adapter.render(out.tokens, pred, out.mask, path)
 
 
 def decode_latent(adapter, dec, latent, src_ids, src_valid, tokens: Tokens, mask: Mask,
@@ -244,7 +246,7 @@ def decode_latent(adapter, dec, latent, src_ids, src_valid, tokens: Tokens, mask
     context [B, C, Dd] (valid [B, C]): attended to, never predicted."""
     z = dec.embed(latent)  # [B, K, Dd]
     batch, n = tokens.batch_size, tokens.num_tokens
-    keep_latent = src_valid & ~(gather_tokens(mask.masked, src_ids) if dec.remask else torch.zeros_like(src_valid))
+    keep_latent = src_valid & ~(gather_tokens(mask.masked, src_ids) if dec.spec.remask else torch.zeros_like(src_valid))
     mask_token = dec.mask_token.to(z.dtype)
     z = torch.where(keep_latent[..., None], z, mask_token)
     full = mask_token.expand(batch, n, z.shape[-1]).clone()
@@ -257,21 +259,21 @@ def decode_latent(adapter, dec, latent, src_ids, src_valid, tokens: Tokens, mask
         dec_ids, dec_valid = select_ids(seen)
         x = gather_tokens(full, dec_ids)
     pos = None
-    if dec.use_pos:
+    if dec.spec.use_pos:
         pos = position_codes(adapter, tokens, dec_ids, x)
         x = x + pos
     m = x.shape[1]
     seq, seq_ids, seq_valid = x, dec_ids, dec_valid
     kwargs = {}
-    if context is not None and dec.cross_context:  # read through the decoder's cross-attention
+    if context is not None and dec.spec.cross_context:  # read through the decoder's cross-attention
         kwargs, context = {"context": context.to(x.dtype), "context_valid": context_valid}, None
     if context is not None:  # attended to after the decoded rows; predictions stop at row m
         seq, seq_valid = torch.cat([x, context.to(x.dtype)], 1), torch.cat([dec_valid, context_valid], 1)
         seq_ids = torch.cat([dec_ids, torch.zeros_like(context_valid, dtype=dec_ids.dtype)], 1)
         pos = None if pos is None else torch.cat([pos, torch.zeros_like(context, dtype=pos.dtype)], 1)
-    kwargs.update({"pos": pos} if dec.pos_every_block else {})
+    kwargs.update({"pos": pos} if dec.spec.pos_every_block else {})
     scored = gather_tokens(mask.targets, dec_ids) & dec_valid  # [B, M]
-    if dec.predicts_rows and not bool(scored.all()):  # the last block and the head skip the rows nobody scores
+    if dec.spec.predicts_rows and not bool(scored.all()):  # the last block and the head skip the rows nobody scores
         rows, rows_valid = select_ids(scored)  # [B, S] places in M of the scored tokens
         pred = dec(seq, seq_valid, tokens, seq_ids, out_rows=rows, **kwargs)
         return Decoded(pred, gather_tokens(dec_ids, rows), rows_valid)

@@ -1,4 +1,4 @@
-"""Finished fine-tunes that tools/report.py reads back instead of running again.
+"""Finished fine-tunes that a report reads back instead of running again.
 
 A row of many draws (episodes x fine-tune seeds) runs for hours on 2 cores; each finished
 fine-tune leaves finetune_result.json in its run directory with a stamp of everything its result
@@ -8,45 +8,58 @@ recipe, code, data set or checkpoint runs it again.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
+from importlib import metadata
 from typing import List, Optional
 
-from common import ROOT
+from unimask.configurables import ENTRY_POINT_GROUP
 
 FINETUNE_RECORD = "finetune_result.json"  # written into a fine-tune's run directory once it finished
 
 
-def finetune_stamp(command: List[str], recipes: List[str], needs: List[str], checkpoint: str) -> dict:
+def code_roots(command: List[str], root: str) -> List[str]:
+    """The code a training command runs: its script (the first .py word), unimask and every
+    adapter package installed for it (the entry points that register_all loads)."""
+    script = [word for word in command if word.endswith(".py")][:1]
+    packages = ["unimask"] + [entry.module for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    folders = [location for name in packages
+               for location in (importlib.util.find_spec(name).submodule_search_locations or [])]
+    return [os.path.relpath(path, root) for path in script + folders]
+
+
+def finetune_stamp(command: List[str], recipes: List[str], needs: List[str], checkpoint: str, root: str) -> dict:
     """What makes a fine-tune's result: its command, the text of its recipes and of every recipe
-    they include, the code that trains (unimask/, modalities/, tools/train.py), the data files the
-    row needs and the checkpoint file it may start from (a new pretraining run is another file)."""
+    they include, the code that trains (code_roots), the data files the row needs and the
+    checkpoint file it may start from (a new pretraining run is another file). Paths are
+    relative to `root`, the repository the recipes name files from."""
     info = os.stat(checkpoint)
-    code = [os.path.join("tools", "train.py"), os.path.join("tools", "common.py")]
-    code += [path for top in ("unimask", "modalities") for path in tree_files(top) if path.endswith(".py")]
-    data = [os.stat(os.path.join(ROOT, path)) for top in needs for path in tree_files(top)]
-    return {"command": command, "recipes": {path: file_sha1(path) for path in recipe_closure(recipes)},
-            "code": hashlib.sha1("".join(file_sha1(path) for path in code).encode()).hexdigest(),
+    code = [path for top in code_roots(command, root) for path in tree_files(top, root) if path.endswith(".py")]
+    data = [os.stat(os.path.join(root, path)) for top in needs for path in tree_files(top, root)]
+    return {"command": command,
+            "recipes": {path: file_sha1(path, root) for path in recipe_closure(recipes, root)},
+            "code": hashlib.sha1("".join(file_sha1(path, root) for path in code).encode()).hexdigest(),
             "data": [len(data), sum(st.st_size for st in data), max((st.st_mtime_ns for st in data), default=0)],
             "checkpoint": [os.path.abspath(checkpoint), info.st_size, info.st_mtime_ns]}
 
 
-def file_sha1(path: str) -> str:
-    with open(os.path.join(ROOT, path), "rb") as f:
+def file_sha1(path: str, root: str) -> str:
+    with open(os.path.join(root, path), "rb") as f:
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def tree_files(top: str) -> List[str]:
-    """Every file under `top` (relative to the repository; a file alone if `top` is one), sorted."""
-    root = os.path.join(ROOT, top)
-    if os.path.isfile(root):
+def tree_files(top: str, root: str) -> List[str]:
+    """Every file under `top` (relative to `root`; a file alone if `top` is one), sorted."""
+    start = os.path.join(root, top)
+    if os.path.isfile(start):
         return [top]
-    return sorted(os.path.relpath(os.path.join(d, name), ROOT) for d, _, names in os.walk(root) for name in names
+    return sorted(os.path.relpath(os.path.join(d, name), root) for d, _, names in os.walk(start) for name in names
                   if "__pycache__" not in d)
 
 
-def recipe_closure(recipes: List[str]) -> List[str]:
+def recipe_closure(recipes: List[str], root: str) -> List[str]:
     """The gin files and every file they include (gin's `include 'path'` lines), in first-seen order."""
     seen, todo = [], list(recipes)
     while todo:
@@ -54,7 +67,7 @@ def recipe_closure(recipes: List[str]) -> List[str]:
         if path in seen:
             continue
         seen.append(path)
-        with open(os.path.join(ROOT, path)) as f:
+        with open(os.path.join(root, path)) as f:
             todo += re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", f.read(), flags=re.M)
     return seen
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Optional
 
 import gin
-import torch
 
 from unimask.encoders import encode_ids
-from unimask.model import OneEncoderModel, decode_latent, init_model_weights, score_decoded
+from unimask.interfaces import StepOutput
+from unimask.models.masked import OneEncoderModel, decode_latent, init_model_weights, score_decoded
 from unimask.targets import Target
 from unimask.tokens import Mask, select_ids
 
@@ -34,11 +34,12 @@ class SiameseModel(OneEncoderModel):
                  schedule=gin.REQUIRED, target: Optional[Target] = None, loss=None, view1_masker=None,
                  view1_ratio: float = 0.0):
         super().__init__()
-        if not decoder.cross_context:
+        if not decoder.spec.cross_context:
             raise ValueError(f"SiameseModel needs a decoder that reads view 1 through cross-attention "
                              f"(CrossSelfDecoder), got {type(decoder).__name__}")
         self.adapter, self.encoder, self.decoder = adapter, encoder, decoder
         self.masker, self.schedule, self.view1_masker, self.view1_ratio = masker, schedule, view1_masker, view1_ratio
+        masker.check_schedule(schedule)
         self.target = target if target is not None else Target()
         self.loss_fn = loss if loss is not None else adapter.loss
         self.decoder.init_head(self.target.dim(adapter))
@@ -59,11 +60,13 @@ class SiameseModel(OneEncoderModel):
         return seen, masked
 
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
-                mask_only: bool = False) -> dict:
+                mask_only: bool = False) -> StepOutput:
+        """-> StepOutput on view 2 (mask, pred, tokens) with extras dec_ids, latent, token_loss,
+        view1 (its Tokens) and view1_latent."""
         first, second = self.views(batch)
         view1_mask, mask = (self.make_masks(first, second, progress, generator) if mask is None else (None, mask))
         if mask_only:
-            return {"tokens": second, "mask": mask}
+            return StepOutput(mask=mask, tokens=second)
         ids1, valid1 = (view1_mask.ids_keep, view1_mask.keep_valid) if view1_mask is not None else \
             select_ids(first.valid_mask())
         context = encode_ids(self.adapter, self.encoder, first, ids1, valid1)  # view 1: the same encoder
@@ -71,15 +74,11 @@ class SiameseModel(OneEncoderModel):
         decoded = decode_latent(self.adapter, self.decoder, latent, mask.ids_keep, mask.keep_valid, second, mask,
                                 context=self.decoder.embed(context), context_valid=valid1)
         loss, token_loss = score_decoded(self.adapter, self.target, self.loss_fn, decoded, second, mask)
-        return {"loss": loss, "pred": decoded.pred, "dec_ids": decoded.ids, "mask": mask, "tokens": second,
-                "latent": latent, "token_loss": token_loss, "view1": first, "view1_latent": context}
+        return StepOutput(loss=loss, mask=mask, pred=decoded.pred, tokens=second,
+                          extras={"dec_ids": decoded.ids, "latent": latent, "token_loss": token_loss, "view1": first,
+                                  "view1_latent": context})
 
-    def full_prediction(self, out: dict) -> torch.Tensor:
-        pred, dec_ids, tokens = out["pred"], out["dec_ids"], out["tokens"]
-        full = torch.zeros(tokens.batch_size, tokens.num_tokens, pred.shape[-1], dtype=pred.dtype, device=pred.device)
-        return full.scatter(1, dec_ids[..., None].expand_as(pred), pred)
-
-    def render(self, out: dict, path: str) -> str:
+    def render(self, batch, out: StepOutput, path: str) -> str:
         """view 1 | masked view 2 | reconstruction of view 2 (the adapter's render_views)."""
-        pred = self.target.invert(self.full_prediction(out), out["tokens"], self.adapter)
-        return self.adapter.render_views(out["view1"], out["tokens"], pred, out["mask"], path)
+        pred = self.target.invert(self.full_prediction(out), out.tokens, self.adapter)
+        return self.adapter.render_views(out.extras["view1"], out.tokens, pred, out.mask, path)

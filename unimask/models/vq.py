@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from unimask.encoders import encode_ids, position_codes
-from unimask.interfaces import PretrainingModel
+from unimask.interfaces import PretrainingModel, StepOutput
 from unimask.masking.schedules import ConstantRatio
-from unimask.model import init_weights
+from unimask.models.masked import init_weights
 from unimask.quantize import VectorQuantizer
 from unimask.targets import PixelTarget
 from unimask.tokens import Mask, Tokens
@@ -56,31 +56,32 @@ class VQTokenizer(PretrainingModel):
         return out
 
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
-                mask_only: bool = False) -> dict:
+                mask_only: bool = False) -> StepOutput:
+        """-> StepOutput(loss = recon + commitment, terms, stats: perplexity and dead codes, pred [B, N, T])."""
         tokens = self.adapter.tokenize(batch)
         valid = tokens.valid_mask()
         mask = Mask.from_hidden(valid, valid, torch.zeros(tokens.batch_size))  # all reconstructed, none hidden
         if mask_only:
-            return {"tokens": tokens, "mask": mask}
+            return StepOutput(mask=mask, tokens=tokens)
         quantized = self.encode_codes(tokens)
         ids = torch.arange(tokens.num_tokens, device=valid.device).expand(tokens.batch_size, -1)
         z = self.decoder.embed(quantized["quantized"])
-        if self.decoder.use_pos:
+        if self.decoder.spec.use_pos:
             z = z + position_codes(self.adapter, tokens, ids, z)
         pred = self.decoder(z, valid, tokens, ids)  # [B, N, T]
         values, weight = self.target.select(tokens, self.adapter, ids)
         recon = (((pred.float() - values) ** 2).mean(-1) * valid).sum() / valid.sum().clamp(min=1)
         loss = recon + quantized["commitment"]
-        return {"loss": loss, "mask": mask, "tokens": tokens, "pred": pred, "dec_ids": ids,
-                "terms": {"recon": recon.detach(), "commitment": quantized["commitment"].detach()},
-                "stats": {"perplexity": quantized["perplexity"], "dead_codes": quantized["dead"]}}
+        return StepOutput(loss=loss, mask=mask, pred=pred, tokens=tokens, extras={"dec_ids": ids},
+                          terms={"recon": recon.detach(), "commitment": quantized["commitment"].detach()},
+                          stats={"perplexity": quantized["perplexity"], "dead_codes": quantized["dead"]})
 
     def after_step(self, progress: float):
         """The codebook moves in forward (its EMA); nothing to do after the optimizer step."""
 
-    def render(self, out: dict, path: str) -> str:
-        pred = self.target.invert(out["pred"], out["tokens"], self.adapter)
-        return self.adapter.render(out["tokens"], pred, out["mask"], path)
+    def render(self, batch, out: StepOutput, path: str) -> str:
+        pred = self.target.invert(out.pred, out.tokens, self.adapter)
+        return self.adapter.render(out.tokens, pred, out.mask, path)
 
     @torch.no_grad()
     def features(self, batch) -> tuple:

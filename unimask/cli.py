@@ -1,34 +1,34 @@
-"""Shared by the tools: register every configurable, parse gin, rebuild models from checkpoints."""
+"""What every command in tools/ shares: gin parsing (a stored config read as data), the seed
+before gin builds a model, the --trust-pickle flag, the errors a bad file gives, --json output.
+
+The tools are argument parsing plus calls into the library; this module is the library side of
+their edge. Gin names are registered here, at that edge: `register_all` imports the core and
+every adapter package installed for unimask (entry-point group `unimask.modalities`), so the
+core itself never names an adapter."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import gin
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-
-def register_all():
-    """Import every module that defines gin configurables: the core, the installed adapter
-    packages, and this repository's `modalities` (named here, at the CLI edge, so a checkout that
-    was never pip-installed finds its adapters too)."""
-    from unimask.configurables import register_all as register
-
-    register(extra_modules=("modalities",))
+# The checkout's root when unimask runs from a source tree (pip install -e .): recipes include
+# one another as 'gin/<name>.gin', found from any working directory.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_gin(files=(), params=(), config_str: str = None, config_source: str = "the checkpoint"):
     """Checkpoint config first (if any), then files, then bindings; unknown names raise. The
     checkpoint's config is data (unimask/safe_config.py): only bindings of the project's
     configurables; the user's own files and bindings keep all of gin."""
+    from unimask.configurables import register_all
     from unimask.safe_config import check_stored_config, reset_safety_bindings
 
     register_all()
     gin.clear_config()
-    gin.add_config_file_search_path(ROOT)
+    if os.path.isdir(os.path.join(REPO_ROOT, "gin")):
+        gin.add_config_file_search_path(REPO_ROOT)
     if config_str:
         check_stored_config(config_str, config_source)
         gin.parse_config(config_str)
@@ -53,27 +53,6 @@ def seed_for_init():
     torch.manual_seed(seed)
 
 
-def model_from_checkpoint(path: str, files=(), params=(), load_weights: bool = True, trust_pickle: bool = False):
-    """Rebuild the model (MaskedModel, MultiModalModel, VQTokenizer...) from the checkpoint's own
-    gin config (+ overrides) and load weights. The file is read weights-only unless trust_pickle
-    (--trust-pickle); its config may bind only the project's configurables."""
-    import torch
-
-    from unimask.train.checkpoint import load_checkpoint, load_model_state
-
-    state = load_checkpoint(path, trust_pickle=trust_pickle)
-    if not isinstance(state, dict) or not isinstance(state.get("config"), str):
-        raise ValueError(f"{path} is not a unimask checkpoint (no stored gin config): pass it as train.init_from "
-                         "with a recipe instead")
-    parse_gin(files, params, config_str=state["config"], config_source=path)
-    model = gin.query_parameter("train.model").scoped_configurable_fn()
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"train.model in {path} is not a model ({type(model).__name__})")
-    if load_weights:
-        load_model_state(model, state["model"])
-    return model, state
-
-
 def add_trust_pickle(parser):
     """--trust-pickle: the opt-in that lets a tool fully unpickle a checkpoint the weights-only
     reader refuses (a full unpickle can run code: only for files you trust)."""
@@ -94,8 +73,6 @@ def load_errors() -> tuple:
 
 def write_json(path: str, result: dict) -> None:
     """The tools' --json: the result dict, in a folder made on the way."""
-    import json
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unimask.encoders import encode_all
-from unimask.interfaces import PretrainingModel
-from unimask.model import init_weights
+from unimask.interfaces import PretrainingModel, StepOutput
+from unimask.models.masked import init_weights
 from unimask.optim import layer_decay_scales, still_frozen
 from unimask.probe.features import pool_rows
 
@@ -126,10 +126,11 @@ class Classifier(PretrainingModel):
             raise ValueError("Classifier: the batch has no 'label' (fine-tuning needs a labeled dataset)")
         return labels.long()
 
-    def forward(self, batch, progress: float = 0.0, generator=None, mask=None, mask_only: bool = False) -> dict:
-        """The trainer's interface (as MaskedModel's): {'loss', 'logits', 'mask': None}."""
+    def forward(self, batch, progress: float = 0.0, generator=None, mask=None,
+                mask_only: bool = False) -> StepOutput:
+        """The trainer's interface: StepOutput(loss, stats: train_top1, extras: logits [B, classes]), no mask."""
         if mask_only:
-            return {"mask": None}
+            return StepOutput()
         labels = self.labels_of(batch)
         if bool((labels < 0).any()):
             raise ValueError("Classifier: unlabeled samples (label -1) in a fine-tuning batch; the dataset's "
@@ -143,7 +144,7 @@ class Classifier(PretrainingModel):
             logits = self.logits(batch, frozen)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing if self.training else 0.0)
         accuracy = (logits.argmax(-1) == labels).float().mean()
-        return {"loss": loss, "logits": logits, "mask": None, "stats": {"train_top1": accuracy.detach() * 100}}
+        return StepOutput(loss=loss, stats={"train_top1": accuracy.detach() * 100}, extras={"logits": logits})
 
     def mix(self, batch: dict, labels: torch.Tensor) -> tuple:
         """timm's Mixup on the adapter's input: (mixed batch, soft targets [B, classes])."""

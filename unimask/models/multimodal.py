@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, position_codes
-from unimask.interfaces import PretrainingModel
-from unimask.model import decode_latent, init_model_weights, score_decoded
+from unimask.interfaces import PretrainingModel, StepOutput
+from unimask.models.masked import decode_latent, init_model_weights, score_decoded
 from unimask.probe.features import pool_rows
 from unimask.targets import Target
 from unimask.tokens import Mask, Tokens, select_ids
@@ -92,7 +92,7 @@ class MultiModalModel(PretrainingModel):
         self.names = sorted(adapters)  # the encoder's input order: sorted, as gin's config_str keeps dicts
         self.adapters, self.encoder = nn.ModuleDict(adapters), encoder
         self.decoders = nn.ModuleDict(as_dict(decoders, self.names, "decoders"))
-        if any(d.window is not None for d in self.decoders.values()):
+        if any(d.spec.window is not None for d in self.decoders.values()):
             raise ValueError("MultiModalModel: local-window decoders cannot take the other modalities as context")
         self.targets = nn.ModuleDict({n: t if t is not None else Target()
                                       for n, t in as_dict(targets, self.names, "targets").items()})
@@ -109,6 +109,8 @@ class MultiModalModel(PretrainingModel):
             raise ValueError("MultiModalModel: one budget masker takes one schedule")
         else:
             self.schedule = schedule
+        for name, masker in self.maskers.items():
+            masker.check_schedule(self.schedule.schedules[name] if self.per_modality_masking else self.schedule)
         self.modality_embed = nn.ParameterDict({n: nn.Parameter(torch.zeros(1, 1, encoder.dim)) for n in self.names}
                                                if modality_embedding else {})
         for name in self.names:
@@ -170,15 +172,17 @@ class MultiModalModel(PretrainingModel):
 
     # ---- the pipeline ---------------------------------------------------------------------------
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[MultiMask] = None,
-                mask_only: bool = False) -> dict:
+                mask_only: bool = False) -> StepOutput:
+        """-> StepOutput with one entry per modality in mask, tokens, pred, terms and extras
+        (latent, dec_ids, token_loss): every modality's term is logged."""
         tokens = self.tokenize(batch)
         if mask is None:
             mask = self.make_mask(tokens, progress, generator)
         if mask_only:
-            return {"tokens": tokens, "mask": mask}
+            return StepOutput(mask=mask, tokens=tokens)
         latent = self.encode(tokens, {n: m.ids_keep for n, m in mask.items()}, {n: m.keep_valid for n, m in mask.items()})
-        out = {"mask": mask, "tokens": tokens, "latent": latent, "pred": {}, "dec_ids": {}, "token_loss": {},
-               "terms": {}}
+        out = StepOutput(mask=mask, tokens=tokens, pred={},
+                         extras={"latent": latent, "dec_ids": {}, "token_loss": {}})
         loss = 0.0
         for name in self.names:
             context, context_valid = self.context_for(name, latent, mask)
@@ -186,10 +190,11 @@ class MultiModalModel(PretrainingModel):
                                     mask[name].keep_valid, tokens[name], mask[name], context, context_valid)
             term, token_loss = score_decoded(self.adapters[name], self.targets[name], self.loss_fns[name], decoded,
                                              tokens[name], mask[name])
-            out["pred"][name], out["dec_ids"][name], out["token_loss"][name] = decoded.pred, decoded.ids, token_loss
-            out["terms"][name] = term.detach()
+            out.pred[name], out.extras["dec_ids"][name], out.extras["token_loss"][name] = (decoded.pred, decoded.ids,
+                                                                                          token_loss)
+            out.terms[name] = term.detach()
             loss = loss + self.loss_weights[name] * term
-        out["loss"] = loss
+        out.loss = loss
         return out
 
     def context_for(self, name: str, latent: dict, mask: MultiMask) -> tuple:
@@ -220,19 +225,26 @@ class MultiModalModel(PretrainingModel):
             return torch.stack(rows, 1), torch.stack([valid[n].any(1) for n in tokens], 1)
         return torch.cat([latent[n] for n in tokens], 1), torch.cat([valid[n] for n in tokens], 1)
 
+    def probe_modalities(self, name: str):
+        """features() reads modality `name` alone, or with 'all' every modality, one mean row each."""
+        if name != "all" and name not in self.names:
+            raise ValueError(f"--modality {name!r}: the model's modalities are {self.names} (or 'all')")
+        self.feature_modalities = tuple(self.names) if name == "all" else (name,)
+        self.features_per_modality = name == "all"
+
     def after_step(self, progress: float):
         for target in self.targets.values():
             target.after_step(progress)
         for masker in self.maskers.values():
             masker.after_step(progress)
 
-    def full_prediction(self, out: dict, name: str) -> torch.Tensor:
+    def full_prediction(self, out: StepOutput, name: str) -> torch.Tensor:
         """Modality `name`'s predictions scattered back to all its tokens: [B, N, T]."""
-        pred, dec_ids, t = out["pred"][name], out["dec_ids"][name], out["tokens"][name]
+        pred, dec_ids, t = out.pred[name], out.extras["dec_ids"][name], out.tokens[name]
         full = torch.zeros(t.batch_size, t.num_tokens, pred.shape[-1], dtype=pred.dtype, device=pred.device)
         return full.scatter(1, dec_ids[..., None].expand_as(pred), pred)
 
-    def render(self, out: dict, path: str) -> str:
+    def render(self, batch, out: StepOutput, path: str) -> str:
         """One figure per modality that can draw (path with _<modality> before the extension);
         returns the first one written."""
         import os
@@ -241,9 +253,9 @@ class MultiModalModel(PretrainingModel):
         root, ext = os.path.splitext(path)
         for name in self.names:
             try:
-                pred = self.targets[name].invert(self.full_prediction(out, name), out["tokens"][name],
+                pred = self.targets[name].invert(self.full_prediction(out, name), out.tokens[name],
                                                  self.adapters[name])
-                written.append(self.adapters[name].render(out["tokens"][name], pred, out["mask"][name],
+                written.append(self.adapters[name].render(out.tokens[name], pred, out.mask[name],
                                                           f"{root}_{name}{ext}"))
             except NotImplementedError:
                 continue
