@@ -9,6 +9,7 @@ loader against a plain decord loader, the maskers and the attention kernels.
   python tools/bench.py masking
   python tools/bench.py attention [--precision bf16|fp32] [--threads N]
   python tools/bench.py trace [--gin gin/image_mae_cpu.gin] [--sequence]
+  python tools/bench.py jepa [--jepa-gin gin/ijepa_cpu.gin] [--steps 10] [--threads N] [--smoke]
 
 `videomae` builds the same VideoMAE (ViT-S encoder 384 x 12, decoder 192 x 4, 16 x 224^2
 clips, tubelet 2 x 16 x 16, 90% tube mask, per-channel norm-pix MSE, AdamW) in unimask and in
@@ -91,6 +92,9 @@ def main(argv=None):
     trace.add_argument("--gin", default="gin/image_mae_cpu.gin", help="the recipe (run under gin/smoke.gin)")
     trace.add_argument("--gin_param", action="append", default=[], help="gin binding (repeatable)")
     trace.add_argument("--sequence", action="store_true", help="also print the whole module sequence")
+    from benchmarks.jepa import add_options as jepa_options
+
+    jepa_options(sub.add_parser("jepa", help="I-JEPA (or DMT-JEPA, CAPI) training steps vs MAE's, same encoder"))
     args = parser.parse_args(argv)
     if args.what == "trace":
         from benchmarks.trace import trace_step
@@ -100,6 +104,10 @@ def main(argv=None):
         from benchmarks.pairs import run_pair
 
         run_pair(args, args.what)
+    elif args.what == "jepa":
+        from benchmarks.jepa import bench_jepa
+
+        bench_jepa(args)
     elif args.what == "data":
         from benchmarks.data import bench_data
 

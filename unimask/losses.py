@@ -63,6 +63,19 @@ class L1Loss:
 
 
 @gin.configurable
+class SmoothL1Loss:
+    """Smooth L1 (Huber with `beta`) per token, averaged over T: 0.5 d^2 / beta where |d| < beta,
+    else |d| - 0.5 beta. I-JEPA's and DMT-JEPA's released code (F.smooth_l1_loss, beta 1)."""
+
+    def __init__(self, beta: float = 1.0):
+        self.beta = beta
+
+    def __call__(self, pred, target, weight=None):
+        values = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=self.beta)
+        return weighted_mean(values, weight)
+
+
+@gin.configurable
 class SCELoss:
     """GraphMAE's scaled cosine error (1 - cos)^alpha per token."""
 

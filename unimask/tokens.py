@@ -140,6 +140,8 @@ class Mask:
     decode      [B, N] bool|None  tokens the decoder predicts and the loss covers; None = masked
     aux         dict         state of a learning masker (log-probs, predicted losses); documented
                              key INPUT_PATCHES: what the encoder sees instead of Tokens.patches
+    target_blocks [B, M, N] bool|None  which target block each hidden token belongs to (blocks may
+                             overlap; MultiBlockMasker, for latent prediction: unimask/models/jepa.py)
     """
 
     ids_keep: torch.Tensor
@@ -149,6 +151,7 @@ class Mask:
     ratio: torch.Tensor
     decode: Optional[torch.Tensor] = None
     aux: dict = field(default_factory=dict)
+    target_blocks: Optional[torch.Tensor] = None
 
     @property
     def targets(self) -> torch.Tensor:

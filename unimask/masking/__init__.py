@@ -3,6 +3,7 @@
 Fixed rules      RandomMasker (MAE, SimMIM cells), TubeMasker (VideoMAE), FrameMasker,
                  RunningCellMasker (VideoMAE v2), SpanMasker (SpanBERT), BlockMasker (BEiT),
                  PointBlockMasker (Point-MAE), NoiseMasker (ColorMAE)
+Latent targets   MultiBlockMasker (I-JEPA, V-JEPA: target blocks + a context block)
 Token groups     ChannelGroupMasker (SatMAE), DirichletMasker (MultiMAE)
 Frequencies      FrequencyMasker (MFM: a band of the spectrum instead of patches)
 Learned          AdaptiveMasker (AdaMAE), HardPatchMasker (HPM)
@@ -14,11 +15,12 @@ from unimask.masking.frequency import FrequencyMasker
 from unimask.masking.groups import ChannelGroupMasker, DirichletMasker
 from unimask.masking.learned import AdaptiveMasker, HardPatchMasker
 from unimask.masking.maskers import RandomMasker, TubeMasker
+from unimask.masking.multiblock import MultiBlockMasker
 from unimask.masking.noise import NoiseMasker
 from unimask.masking.schedules import ConstantRatio, CosineRatio, LinearRatio, RatioSchedule, StepRatio, UniformRatio
 from unimask.masking.temporal import FrameMasker, RunningCellMasker, SpanMasker
 
 __all__ = ["Masker", "count_hidden", "ratio_tensor", "RandomMasker", "TubeMasker", "FrameMasker",
-           "RunningCellMasker", "SpanMasker", "BlockMasker", "PointBlockMasker", "NoiseMasker",
+           "RunningCellMasker", "SpanMasker", "BlockMasker", "PointBlockMasker", "NoiseMasker", "MultiBlockMasker",
            "ChannelGroupMasker", "DirichletMasker", "FrequencyMasker", "AdaptiveMasker", "HardPatchMasker", "RatioSchedule",
            "ConstantRatio", "LinearRatio", "CosineRatio", "StepRatio", "UniformRatio"]

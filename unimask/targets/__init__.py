@@ -7,9 +7,15 @@
     teachers.py   EMATeacherTarget (data2vec, Point2Vec, GraphMAE2), TeacherTarget (a frozen
                   encoder from a checkpoint, MaskDistill), top-k layer averages and their norms
     codes.py      TokenTarget: discrete codes of a VQ tokenizer (BEiT v2-style)
+    discriminative.py  DiscriminativeTarget: a teacher's features aggregated over each token's
+                  top-k most similar neighbours (DMT-JEPA)
+    clusters.py   ClusterTarget: Sinkhorn-balanced assignments to online prototypes of a teacher's
+                  features (CAPI, SIGMA), AssignmentCELoss for the student's logits
 """
 from unimask.targets.base import Target, target_weight  # noqa: F401
+from unimask.targets.clusters import AssignmentCELoss, ClusterTarget, sinkhorn  # noqa: F401
 from unimask.targets.codes import TokenTarget  # noqa: F401
+from unimask.targets.discriminative import DiscriminativeTarget, neighbour_aggregate  # noqa: F401
 from unimask.targets.frequency import FrequencyTarget  # noqa: F401
 from unimask.targets.hog import HOGTarget  # noqa: F401
 from unimask.targets.pixels import PixelTarget  # noqa: F401
