@@ -6,6 +6,7 @@ loader against a plain decord loader, the maskers and the attention kernels.
                                  [--steps 10] [--warmup 2] [--precision auto|fp32|bf16] [--threads N]
   python tools/bench.py imagemae --vs hf [--config base|cpu] [same options]
   python tools/bench.py data --vs reference [--workers 0 1 2] [--repeats 1] [--sample] [--train-rates]
+  python tools/bench.py data --modality image --vs torchvision [--root DIR] [--output uint8|float] [--draft]
   python tools/bench.py masking
   python tools/bench.py attention [--precision bf16|fp32] [--threads N]
   python tools/bench.py trace [--gin gin/image_mae_cpu.gin] [--sequence]
@@ -61,16 +62,26 @@ def main(argv=None):
     pair_options(image, "images per step (default 8 for base, 128 for cpu)")
     image.add_argument("--config", choices=["base", "cpu"], default="base",
                        help="base: ViT-B/16 at 224 px; cpu: gin/image_mae_cpu.gin's ViT at 28 px")
-    data = sub.add_parser("data", help="decoded + augmented clips/s: unimask's video loader vs a plain decord loop")
-    data.add_argument("--vs", choices=["reference"], default="reference")
+    data = sub.add_parser("data", help="decoded + augmented clips/s: unimask's video loader vs a plain decord loop "
+                                       "(--modality image --vs torchvision: images vs torchvision's MAE pipeline)")
+    data.add_argument("--vs", choices=["reference", "torchvision"], default="reference")
+    data.add_argument("--modality", choices=["video", "image"], default="video")
+    data.add_argument("--root", default=None, help="image: an ImageFolder tree of JPEGs instead of the built set")
+    data.add_argument("--size", default="500x375", help="image: WxH of the built JPEGs")
+    data.add_argument("--images", type=int, default=64, help="image: how many JPEGs to build")
+    data.add_argument("--samples", type=int, default=256, help="image: samples per measurement")
+    data.add_argument("--check", type=int, default=256, help="image: samples of the same-seed crop/pixel check")
+    data.add_argument("--output", choices=["uint8", "float"], default="uint8", help="image: ImageDataset.output")
+    data.add_argument("--draft", action="store_true", help="image: ImageDataset.draft (JPEG DCT-domain downscale)")
+    data.add_argument("--rounds", type=int, default=3, help="image: interleaved timing rounds (the best counts)")
     data.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    data.add_argument("--batch", type=int, default=2)
+    data.add_argument("--batch", type=int, default=None, help="items per batch (default 2 clips, 32 images)")
     data.add_argument("--clips", type=int, default=16, help="items per measurement")
     data.add_argument("--repeats", type=int, default=1, help="clips per decoded video (repeated sampling)")
     data.add_argument("--num-frames", type=int, default=16)
     data.add_argument("--stride", type=int, default=4)
     data.add_argument("--img-size", type=int, default=224)
-    data.add_argument("--min-scale", type=float, default=0.25)
+    data.add_argument("--min-scale", type=float, default=None, help="default 0.25 (video), 0.2 (image)")
     data.add_argument("--sample", action="store_true", help="the bundled 128 px sample clips instead")
     data.add_argument("--clips-dir", default=os.path.join(ROOT, "runs", "bench_clips"),
                       help="where the Kinetics-like clips are written (once)")

@@ -1,6 +1,7 @@
 """`tools/bench.py data --vs reference`: decoded + augmented clips/s of unimask's VideoDataset
 against a plain decord loop in the style of the official VideoMAE loader, with the same
-sampling and the same crop / flip / normalize, through the same DataLoader.
+sampling and the same crop / flip / normalize, through the same DataLoader. (`--modality image
+--vs torchvision`: images against torchvision's MAE pipeline, benchmarks/image_data.py.)
 
 The bundled sample clips are 64 frames of 128 px: decoding them is nearly free, so by default
 the benchmark writes Kinetics-like clips first (10 s at 30 fps, short side 320, H.264 with
@@ -156,7 +157,16 @@ def pyav_seek_gain(paths: List[str], num_frames: int, stride: int, windows: int 
 def bench_data(args):
     """Both loaders with 0, 1 and 2 workers (or --workers), then the training rates; the last line
     is ratio_vs_reference (the smallest of the per-worker-count ratios)."""
+    if args.modality == "image" or args.vs == "torchvision":
+        if (args.modality, args.vs) != ("image", "torchvision"):
+            raise SystemExit("images are compared with torchvision: --modality image --vs torchvision")
+        from benchmarks.image_data import bench_images
+
+        return bench_images(args)
     from modalities.video import VideoDataset
+
+    args.batch = args.batch or 2
+    args.min_scale = 0.25 if args.min_scale is None else args.min_scale
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # decoding and augmenting is per-worker work: one thread each
