@@ -15,10 +15,12 @@ from unimask.tokens import Tokens
 
 GIN_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "gin", "*.gin")))
 RECIPES = [f for f in GIN_FILES if os.path.basename(f) != "smoke.gin" and not os.path.basename(f).endswith("_arch.gin")]
-MIXINS = {"pcp_centres.gin": "gin/point_mae_kicad_cpu.gin"}  # mix-ins build on top of a recipe
+MIXINS = {"pcp_centres.gin": "gin/point_mae_kicad_cpu.gin",  # mix-ins build on top of a recipe
+          "jepa_switch.gin": "gin/image_mae_cpu.gin"}
 BUILD_ONLY = {  # their frozen parts come from checkpoints of the full-size recipes
     "distill_mae.gin": ["TeacherTarget.checkpoint=None", "TEACHER_DIM=64", "TEACHER_DEPTH=2", "TEACHER_HEADS=2"],
     "beit_v2_tiny.gin": ["TokenTarget.checkpoint=None"],  # the shipped tokenizer: patch 4, not smoke's 8
+    "jepa_switch.gin": ["JEPAModel.adapter=@ImageAdapter()"],  # the switch leaves the adapter to the recipe
 }
 
 

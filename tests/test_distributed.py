@@ -89,7 +89,12 @@ SPEED_PATHS = {  # recipe, bindings, weight tolerance, weights not compared
 }
 
 
-@pytest.mark.parametrize("path", list(SPEED_PATHS))
+# the longest three (~70 s together on 2 cores) run in the slow step, so README's test command stays under 15 minutes
+SLOW_PATHS = ("image-compile", "learned-masker", "video-dual-mask")
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PATHS else p
+                                  for p in SPEED_PATHS])
 def test_fsdp_matches_one_process_on_every_speed_path(tmp_path, path):
     recipe, params, atol, skip = SPEED_PATHS[path]
     common = ["train.steps=3", "train.batch_size=4", *params]
@@ -100,6 +105,7 @@ def test_fsdp_matches_one_process_on_every_speed_path(tmp_path, path):
                     what=("model", "ema") if "ema" in path else ("model",))
 
 
+@pytest.mark.slow  # ~45 s on 2 cores
 def test_sharded_checkpoint_resumes_at_another_world_size(tmp_path):
     common = ["train.steps=6", "train.batch_size=4", "train.ckpt_every=3"]
     torchrun(tmp_path / "straight", IMAGE, *common, "train.fsdp=True")

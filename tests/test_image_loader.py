@@ -213,6 +213,7 @@ def test_probe_resize_and_odd_modes(tmp_path):
     assert all(image.shape == (3, 16, 16) and torch.isfinite(image).all() for image in images)
 
 
+@pytest.mark.slow  # ~9 s: the loader's own tests above stay in the quick run
 def test_image_bench_runs_end_to_end(tmp_path):
     root = photo_folder(tmp_path / "jpegs", sizes=((160, 120),))[0]
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "data", "--modality", "image",

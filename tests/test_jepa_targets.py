@@ -214,6 +214,7 @@ def test_smooth_l1_is_per_token():
                                F.smooth_l1_loss(pred[..., :3], target[..., :3], beta=0.5, reduction="none").mean(-1))
 
 
+@pytest.mark.slow  # ~7 s
 def test_jepa_bench_prints_its_ratio():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "jepa", "--smoke", "--steps", "1",
                            "--warmup", "0", "--threads", "1"], capture_output=True, text=True, timeout=240,
