@@ -11,6 +11,7 @@ import torch
 
 from helpers import ROOT, SMOKE, cli, fast_params, load_tool, run_train, tiny_image_model
 from unimask.evaluation.protocols import ProbeOptions, evaluate
+from unimask.evaluation.protocols import one_thread as single_thread
 from unimask.probe import (HoldOutLabels, NoLabelsError, extract_features, extract_raw, finetune, holdout_mask,
                            knn_predict, linear_probe)
 from unimask.tokens import Tokens
@@ -29,10 +30,8 @@ def labeled_batches(n_batches=2, batch=4, size=16, seed=0):
 @pytest.fixture
 def one_thread():
     """Tiny matmuls run faster on one thread (no sync cost), above all on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 # ---- features -----------------------------------------------------------------------------------

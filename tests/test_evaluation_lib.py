@@ -13,10 +13,11 @@ from unimask.evaluation import budget, records, report, runs
 from unimask.evaluation.markdown import update_markdown, upsert_row
 from unimask.evaluation.plots import read_metrics
 from unimask.evaluation.probe_data import build_dataset, dataset_takes
-from unimask.evaluation.protocols import OPTION_NAMES, ProbeOptions, choose_modality
+from unimask.evaluation.protocols import OPTION_NAMES, ProbeOptions
 from unimask.evaluation.specs import Spec, load_specs, specs_from
 from unimask.evaluation.statistics import mean_probes, noise_cell, spread_cell
 from unimask.evaluation.table import report_row
+from unimask.train import logging as run_log
 
 SPECS_JSON = os.path.join(ROOT, "gin", "report_specs.json")
 
@@ -126,7 +127,7 @@ def test_training_child_is_watched_stopped_past_its_limit_and_its_failure_named(
     assert not os.path.exists(os.path.join(workdir, "stale.txt"))  # a fresh workdir
     seen = [rows for rows, _ in done["row_cpu"]]  # (rows written, CPU s) as each new row appeared
     assert not done["terminated"] and seen and seen == sorted(set(seen)) and seen[-1] <= 3
-    assert len(budget.read_rows(workdir)) == 3 and done["wall_s"] >= 0.9
+    assert len(run_log.read_metrics(os.path.join(workdir, "metrics.jsonl"))) == 3 and done["wall_s"] >= 0.9
     stopped = budget.run_training([sys.executable, "-c", CHILD, workdir, "1", "forever"], workdir, str(tmp_path),
                                   wall_limit_s=1.5)
     assert stopped["terminated"] and 1.5 <= stopped["wall_s"] < 10
@@ -265,7 +266,7 @@ def test_probe_options_say_what_cannot_run_and_modality_needs_a_cross_modal_mode
     assert "nothing to fine-tune" in ProbeOptions(checkpoint="c", features="raw", protocol="finetune").problem()
     assert ProbeOptions(checkpoint="c").problem() is None
     with pytest.raises(ValueError, match="has one modality"):
-        choose_modality(tiny_image_model(), "image")
+        tiny_image_model().probe_modalities("image")
 
 
 # ---- a report's rows, training and probing stood in for ----------------------------------------

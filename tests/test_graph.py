@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from helpers import SMOKE, fast_params, read_metrics, run_train
 from modalities.graph import (GraphAdapter, GraphDataset, GraphFormatError, graph_embeddings, hide_edges,
                               node_embeddings, pyg_neighbor_sampler_available, probe_nodes, sample_subgraph)
+from unimask.evaluation.protocols import one_thread
 from unimask.gnn import GNNDecoder, GNNEncoder
 from unimask.losses import FeatureLatentSCELoss, SCELoss
 from unimask.objectives import EdgeReconstruction
@@ -31,10 +32,8 @@ KARATE, DROSOPHILA, MICE = (os.path.join(GRAPHS, name) for name in ("karate", "d
 def _one_thread():
     """Tiny graphs: scatter ops run faster on one thread, and do not spin against other jobs on
     a shared 2-core machine (2 threads were 30x slower there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def tiny_model(in_dim, dim=16, mode="replace", replace_probs=(1.0, 0.0, 0.0), ratio=0.5, conv="gat",

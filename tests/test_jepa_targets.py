@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from helpers import ROOT, SMOKE, cli, read_metrics, run_train, tiny_image_model
 from modalities.image import ImageAdapter
 from unimask.encoders import ViTEncoder
+from unimask.evaluation.protocols import one_thread
 from unimask.losses import CELoss, SmoothL1Loss
 from unimask.masking import MultiBlockMasker
 from unimask.models.jepa import JEPAModel
@@ -28,13 +29,9 @@ FAST = ["train.num_workers=0", "train.precision='fp32'", "train.progress_bar=Fal
 def train_in_process(recipe, workdir, steps):
     """tools/train.py on `recipe` under smoke, in this process, on one thread (on 2 shared cores a
     second thread mostly waits) -> its metrics rows."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         args = ["--gin", f"gin/{recipe}", "--gin", SMOKE, "--workdir", workdir]
         assert run_train(sum((["--gin_param", p] for p in FAST + [f"train.steps={steps}"]), args)) == 0
-    finally:
-        torch.set_num_threads(threads)
     return read_metrics(workdir)
 
 

@@ -8,7 +8,6 @@ with SIGTERM past a multiple of it (the trainer checkpoints and exits 0).
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -89,12 +88,6 @@ def count_rows(workdir: str) -> int:
             return sum(1 for line in f if line.strip())
     except OSError:
         return 0
-
-
-def read_rows(workdir: str) -> list:
-    """<workdir>/metrics.jsonl as written, one dict per row."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def run_training(command: Sequence[str], workdir: str, cwd: str, cpu_limit_s: Optional[float] = None,

@@ -74,11 +74,6 @@ def build_model(options: ProbeOptions):
     return gin.query_parameter("train.model").scoped_configurable_fn()
 
 
-def choose_modality(model, name: str):
-    """Point a cross-modal model's features (and the raw baseline) at one modality or all."""
-    model.probe_modalities(name)
-
-
 def features(model, data, options: ProbeOptions, device):
     """(train_x [M, D], train_y [M], test_x [M', D], test_y [M']) for the linear / kNN probes."""
     from unimask.evaluation.probe_data import TEST_FRACTION, loaders
@@ -166,7 +161,7 @@ def evaluate(options: ProbeOptions) -> dict:
     device = resolve_device(options.device)
     model = build_model(options).to(device)
     if options.modality is not None:
-        choose_modality(model, options.modality)
+        model.probe_modalities(options.modality)  # a cross-modal model's features: one modality, or all
     data = eval_data(model, device, options.seed, options.test_root)
     print(f"data: {data.how}", flush=True)
     if options.protocol == "finetune":

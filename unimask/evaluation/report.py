@@ -17,6 +17,7 @@ from unimask.evaluation import budget, plots, runs
 from unimask.evaluation.markdown import update_markdown
 from unimask.evaluation.runs import Workspace
 from unimask.evaluation.specs import Spec
+from unimask.train.logging import read_metrics
 from unimask.evaluation.table import SWEEP_HEADER, TABLE_HEADER, report_row, seeds_row, sweep_row
 
 
@@ -192,7 +193,7 @@ def run_sweep(ws: Workspace, minutes: float, ratios: List[float], params: List[s
                                                 f"train.warmup_steps={warmup}"], **budget.caps(minutes))
         ckpt = os.path.join(workdir, "checkpoints", "last.pt")
         points[ratio] = {"top1_acc": runs.eval_probe(spec, ckpt)["top1_acc"], "wall_min": timing["wall_s"] / 60,
-                         "cpu_min": timing["cpu_s"] / 60, "steps": budget.read_rows(workdir)[-1]["step"]}
+                         "cpu_min": timing["cpu_s"] / 60, "steps": read_metrics(os.path.join(workdir, "metrics.jsonl"))[-1]["step"]}
         print(f"[sweep] ratio {ratio}: top1_acc={points[ratio]['top1_acc']:.2f}", flush=True)
     random_acc = runs.eval_probe(spec, ckpt, random_init=True)["top1_acc"]
     png = plots.plot_sweep(ratios, [points[r]["top1_acc"] for r in ratios], random_acc,

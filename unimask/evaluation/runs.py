@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 from unimask.cli import REPO_ROOT
 from unimask.evaluation import budget, plots, protocols, records
 from unimask.evaluation.specs import Spec
+from unimask.train.logging import read_metrics
 from unimask.evaluation.statistics import mean_probes
 
 QUIET = ["train.progress_bar=False", "train.log_every=25"]
@@ -73,7 +74,7 @@ def pretrain(ws: Workspace, spec: Spec, minutes: float, workdir: str, params: Li
     warmup = budget.warmup_for(steps)
     print(f"[{spec.key}] {steps} steps ({warmup} warmup): {why}", flush=True)
     timing = train(ws, spec, workdir, params + [f"train.steps={steps}", f"train.warmup_steps={warmup}"], **caps)
-    rows = budget.read_rows(workdir)
+    rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
     print(f"[{spec.key}] trained {rows[-1]['step']}/{steps} steps in {timing['wall_s'] / 60:.1f} min wall, "
           f"{timing['cpu_s'] / 60:.1f} CPU-min, final loss {rows[-1]['loss']:.4f}", flush=True)
     try:
@@ -155,7 +156,7 @@ def finetune_episode(ws: Workspace, spec: Spec, checkpoint: str, key: str, seed:
         out[name] = records.finished_finetune(workdir, stamp)
         if out[name] is None:
             timing = train(ws, run, workdir, params)
-            scored = [row for row in budget.read_rows(workdir) if "eval_top1" in row]
+            scored = [row for row in read_metrics(os.path.join(workdir, "metrics.jsonl")) if "eval_top1" in row]
             out[name] = {"top1_acc": scored[-1]["eval_top1"], "steps": scored[-1]["step"],
                          "curve": [(row["step"], row["eval_top1"]) for row in scored],
                          "wall_min": timing["wall_s"] / 60, "cpu_min": timing["cpu_s"] / 60}
