@@ -16,11 +16,12 @@ from helpers import ROOT, SMOKE, cli, read_metrics, run_train, tiny_image_model
 from modalities.image import ImageAdapter
 from unimask.encoders import ViTEncoder
 from unimask.evaluation.protocols import one_thread
+from unimask.interfaces import Target
 from unimask.losses import CELoss, SmoothL1Loss
 from unimask.masking import MultiBlockMasker
 from unimask.models.jepa import JEPAModel
 from unimask.predictors import JEPAPredictor
-from unimask.targets import (AssignmentCELoss, ClusterTarget, DiscriminativeTarget, EMATeacherTarget, Target,
+from unimask.targets import (AssignmentCELoss, ClusterTarget, DiscriminativeTarget, EMATeacherTarget,
                              neighbour_aggregate, sinkhorn)
 
 FAST = ["train.num_workers=0", "train.precision='fp32'", "train.progress_bar=False"]

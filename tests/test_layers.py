@@ -116,3 +116,34 @@ def test_every_model_class_answers_the_model_contract():
     classifier = Classifier(model.adapter, model.encoder, num_classes=2)
     scored = classifier(batch)
     assert isinstance(scored, StepOutput) and scored.mask is None and "train_top1" in scored.stats
+
+
+def test_every_contract_the_core_calls_has_one_home():
+    """DESIGN v3: the bases of every part the models call live in unimask/interfaces.py, and every
+    shipped masker, schedule and target derives from them (no second base elsewhere); a shipped loss
+    has the Loss shape: per-token values [B, M] from [B, M, T] predictions."""
+    import inspect
+
+    import torch
+
+    import unimask.interfaces as interfaces
+    import unimask.losses as losses
+    import unimask.masking as masking
+    import unimask.masking.schedules as schedules
+    import unimask.targets as targets
+
+    homes = {name: getattr(interfaces, name).__module__ for name in
+             ("ModalityAdapter", "Encoder", "Decoder", "Masker", "RatioSchedule", "Target", "Loss",
+              "StepOutput", "PretrainingModel")}
+    assert set(homes.values()) == {"unimask.interfaces"}, homes
+    for module, base, suffix in ((masking, interfaces.Masker, "Masker"),
+                                 (schedules, interfaces.RatioSchedule, "Ratio"), (targets, interfaces.Target, "Target")):
+        shipped = [cls for _, cls in inspect.getmembers(module, inspect.isclass)
+                   if cls.__module__.startswith(module.__name__) and cls.__name__.endswith(suffix)]
+        assert shipped, module.__name__
+        for cls in shipped:
+            assert issubclass(cls, base), (cls, base)
+    pred, target = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    for loss in (losses.MSELoss(), losses.L1Loss(), losses.SmoothL1Loss()):
+        assert loss(pred, target).shape == (2, 5)
+    assert not hasattr(masking, "Masker") and not hasattr(targets, "Target")  # no second home by re-export

@@ -184,9 +184,9 @@ def test_shipped_tokenizer_loads_into_the_beit_recipe_and_uses_its_codebook():
 def test_integer_targets_are_not_rounded_to_the_prediction_dtype():
     """Under bf16 autocast the predictions are bf16; token ids above 256 must not be cast with
     them (bf16 rounds 511 to 512 and every odd id above 256 to an even one: silently wrong)."""
+    from unimask.interfaces import Target
     from unimask.losses import CELoss
     from unimask.models.masked import Decoded, score_decoded
-    from unimask.targets.base import Target
 
     class Ids(Target):
         def select(self, tokens, adapter, ids):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from helpers import ROOT, fast_params, read_metrics, run_train
-from unimask.masking.base import Masker, count_hidden
+from unimask.interfaces import Masker
+from unimask.masking.base import count_hidden
 from unimask.train import checkpoint as ckpt
 
 RECIPE = ["--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin"]

@@ -1,9 +1,14 @@
-"""What the core may call on an adapter, an encoder and a decoder: the whole interface, in one place.
+"""Every contract the core calls, in one place: the adapter, the encoder and decoder, the masker
+and its ratio schedule, the target and its loss, and the model the trainer runs (StepOutput,
+PretrainingModel).
 
 The models, weight loading, export, targets and probes talk to these parts only through the
 attributes and calls declared here, each optional capability with its default, so a new modality
-subclasses ModalityAdapter and a new backbone (a GNN, a cross-attention decoder, a Mamba stack)
-Encoder or Decoder and fills them in; the core never asks a part whether it has an attribute.
+subclasses ModalityAdapter, a new backbone (a GNN, a cross-attention decoder, a Mamba stack)
+Encoder or Decoder, a new masking rule Masker, a new prediction target Target, and a new method
+family PretrainingModel; the core never asks a part whether it has an attribute. The shipped
+implementations live below: maskers and schedules in unimask/masking/, targets in
+unimask/targets/, losses in unimask/losses.py, models in unimask/models/.
 
     x [B, K, D] tokens in, key_valid [B, K] bool (False = padding), tokens: the batch's Tokens,
     ids [B, K] which token each row of x holds (a GNN reads the edges among them).
@@ -11,14 +16,14 @@ Encoder or Decoder and fills them in; the core never asks a part whether it has 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, Union
 
 import torch
 from torch import nn
 
 from unimask.losses import MSELoss
 from unimask.pos import sincos_pos
-from unimask.tokens import Tokens
+from unimask.tokens import TARGET_WEIGHT, Mask, Tokens, gather_rows, gather_tokens
 
 
 class ModalityAdapter(nn.Module):
@@ -43,7 +48,7 @@ class ModalityAdapter(nn.Module):
     """
 
     target_dim: int = 0
-    loss = MSELoss()
+    loss: "Loss" = MSELoss()  # how the default target is scored (a graph: SCE; points: Chamfer)
     batch_key: str = "input"  # the key of the raw batch dict this adapter reads
     pos_axes: Optional[str] = None  # 'ij': first grid axis first in the codes' width, 'xy': last first
     patch: Optional[tuple] = None  # patch size per grid axis (a grid adapter's)
@@ -201,6 +206,156 @@ class Decoder(nn.Module):
     def forward(self, x: torch.Tensor, key_valid: Optional[torch.Tensor], tokens, ids: torch.Tensor,
                 out_rows: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError  # [B, M, dim] -> [B, M, out_dim], or [B, S, out_dim] at out_rows
+
+
+# ---- masking: what may be hidden, and how much --------------------------------------------
+Ratio = Union[float, torch.Tensor]
+
+
+def ratio_tensor(ratio: Ratio, batch_size: int, device) -> torch.Tensor:
+    """float or [B] -> [B] float64, checked to lie in [0, 1).
+
+    float64 so that counts match the ratio as written: in float32, 0.9 * 25 is 22.4999995
+    and would round to 22 instead of 23."""
+    r = torch.as_tensor(ratio, dtype=torch.float64, device=device)
+    if r.dim() == 0:
+        r = r.expand(batch_size)
+    if r.shape != (batch_size,):
+        raise ValueError(f"mask ratio must be a float or a [B]={batch_size} tensor, got shape {tuple(r.shape)}")
+    if not bool(torch.isfinite(r).all()) or bool((r < 0).any()) or bool((r >= 1).any()):
+        raise ValueError(f"mask ratio must lie in [0, 1), got {r.tolist()}")
+    return r
+
+
+class Masker:
+    """Base: subclasses implement `hide(tokens, ratio [B], generator) -> [B, N] bool`.
+
+    What the model may call on a masker, all defined here: __call__; needs_features (True: the
+    model embeds every token and passes them as `features=`); aux_loss (a learning masker's own
+    loss term, None for the rest); after_step (curricula that follow training progress);
+    check_schedule (refuses a schedule the masker would ignore)."""
+
+    needs_features = False
+
+    def aux_loss(self, mask: Mask, token_loss: torch.Tensor) -> Optional[torch.Tensor]:
+        """token_loss [B, N] detached -> the masker's own loss term (a scalar), or None."""
+        return None
+
+    def after_step(self, progress: float):
+        """Called after every optimizer step with progress in [0, 1]."""
+
+    def check_schedule(self, schedule) -> None:
+        """Called once by a model with the ratio schedule bound beside this masker: a masker whose
+        hidden share does not come from the ratio (MultiBlockMasker) refuses one that varies."""
+
+    def hide(self, tokens: Tokens, ratio: torch.Tensor, generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, tokens: Tokens, ratio: Ratio, generator: Optional[torch.Generator] = None, **kwargs) -> Mask:
+        """-> Mask. A sample without any real token (a modality missing from it, or nothing
+        left for the decoder masker of dual masking) simply gets an empty mask."""
+        ratio = ratio_tensor(ratio, tokens.batch_size, tokens.patches.device)
+        valid, maskable = tokens.valid_mask(), tokens.maskable_mask()
+        if tokens.maskable is not None:  # units are counted over the tokens that may be hidden
+            tokens = tokens.replace(valid=maskable)
+        hidden = self.hide(tokens, ratio, generator, **kwargs) & maskable
+        hidden = keep_one_visible(hidden, valid)
+        return Mask.from_hidden(hidden, valid, ratio)
+
+
+def keep_one_visible(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Un-hide the first valid token of any sample that would have none visible. [B, N] -> [B, N]."""
+    none_visible = ~(valid & ~hidden).any(1)  # [B]
+    if bool(none_visible.any()):
+        first_valid = torch.argmax(valid.int(), dim=1)  # [B]
+        fix = torch.zeros_like(hidden).scatter_(1, first_valid[:, None], True) & none_visible[:, None]
+        hidden = hidden & ~fix
+    return hidden
+
+
+class RatioSchedule:
+    """Base: subclasses give `value(progress) -> ratio`; __call__ broadcasts it to [B]."""
+
+    def value(self, progress: float) -> float:
+        raise NotImplementedError
+
+    def __call__(self, progress: float, batch_size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return torch.full((batch_size,), float(self.value(min(max(progress, 0.0), 1.0))), dtype=torch.float64)
+
+    def state_dict(self) -> dict:
+        """The schedule's settings (it has no other state: values are pure functions of progress).
+
+        Saved in checkpoints so a run can be inspected, or resumed under the same curve even
+        when gin now binds other numbers."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in vars(self).items()}
+
+    def load_state_dict(self, state: dict):
+        unknown = set(state) - set(vars(self))
+        if unknown:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: unknown keys {sorted(unknown)} "
+                           f"(expected {sorted(vars(self))})")
+        for key, value in state.items():
+            setattr(self, key, list(value) if isinstance(value, (list, tuple)) else value)
+
+
+# ---- what is predicted, and how it is scored ----------------------------------------------
+def target_weight(tokens, ids):
+    """The documented per-value weights of the target (Tokens.extras[TARGET_WEIGHT], 0 = no-data)
+    at the tokens ids [B, S] -> [B, S, T] | None."""
+    weight = tokens.extras.get(TARGET_WEIGHT)
+    return None if weight is None else gather_rows(weight, ids).float()
+
+
+class Target(nn.Module):
+    """Base: default = the adapter's own target (raw patches)."""
+
+    needs_mask = False  # True: select(tokens, adapter, ids, mask=...) gets the step's Mask
+
+    def forward(self, tokens, adapter):
+        return adapter.target(tokens), None
+
+    def dim(self, adapter) -> int:
+        return adapter.target_dim
+
+    def select(self, tokens, adapter, ids):
+        """(values, weight) of the tokens ids [B, S] only -> [B, S, T]. Here: all, then gathered;
+        per-token targets override it to compute only those rows."""
+        values, weight = self(tokens, adapter)
+        if weight is None:
+            return gather_tokens(values, ids), target_weight(tokens, ids)
+        return gather_tokens(values, ids), gather_tokens(weight, ids)
+
+    def attach(self, model):
+        """Targets that need the model (a teacher copying the student) take it here."""
+
+    def after_step(self, progress: float):
+        """Targets with weights of their own (EMA teachers) update here."""
+
+    def teacher_parts(self):
+        """(adapter, encoder) of the teacher network this target reads, for probing it (I-JEPA
+        evaluates the target encoder); None for targets without one (pixels, HOG, codes)."""
+        return None
+
+    def log_stats(self) -> dict:
+        """Numbers about the last select() for the trainer to log ({name: 0-d tensor}, e.g. a
+        cluster target's `cluster_entropy`); the model merges them into StepOutput.stats, where
+        they replace its own of the same name. None by default."""
+        return {}
+
+    def invert(self, pred, tokens, adapter):
+        """Predictions [B, N, T] back in patch space, for pictures; identity by default."""
+        return pred
+
+
+class Loss(Protocol):
+    """How a target is scored, per token: (pred [B, M, T], target [B, M, T], weight [B, M, T] | None)
+    -> [B, M]. The model reduces over the tokens it scores itself, so a learning masker can read
+    the per-token values (HPM, AdaMAE) and ragged batches weigh each real token once.
+    unimask/losses.py holds the shipped ones (MSE, L1, smooth L1, SCE, CE, Chamfer); any callable
+    of this shape serves (a structural contract: losses need no base class)."""
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor,
+                 weight: Optional[torch.Tensor] = None) -> torch.Tensor: ...
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 import gin
 import torch
 
-from unimask.masking.base import Masker, hide_random_units
+from unimask.interfaces import Masker
+from unimask.masking.base import hide_random_units
 
 WORD_IDS = "word_ids"  # Tokens.extras key: [B, N] long word index of each token, -1 for none
 

@@ -16,7 +16,7 @@ import gin
 import torch
 import torch.nn.functional as F
 
-from unimask.targets import Target
+from unimask.interfaces import Target
 from unimask.tokens import gather_rows
 
 DIGIT = 256

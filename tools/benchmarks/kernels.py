@@ -17,7 +17,7 @@ def bench_masking(args):
     import inspect
 
     import unimask.masking as masking
-    from unimask.masking import Masker
+    from unimask.interfaces import Masker
     from unimask.tokens import Tokens
 
     if args.threads:

@@ -1,4 +1,5 @@
 """Maskers and ratio schedules shared by every modality: `masker(tokens, ratio, generator) -> Mask`.
+Their bases, Masker and RatioSchedule, are contracts: unimask/interfaces.py.
 
 Fixed rules      RandomMasker (MAE, SimMIM cells), TubeMasker (VideoMAE), FrameMasker,
                  RunningCellMasker (VideoMAE v2), SpanMasker (SpanBERT), BlockMasker (BEiT),
@@ -9,7 +10,7 @@ Frequencies      FrequencyMasker (MFM: a band of the spectrum instead of patches
 Learned          AdaptiveMasker (AdaMAE), HardPatchMasker (HPM)
 Schedules        ConstantRatio, LinearRatio, CosineRatio, StepRatio, UniformRatio
 """
-from unimask.masking.base import Masker, count_hidden, ratio_tensor
+from unimask.masking.base import count_hidden
 from unimask.masking.block import BlockMasker, PointBlockMasker
 from unimask.masking.frequency import FrequencyMasker
 from unimask.masking.groups import ChannelGroupMasker, DirichletMasker
@@ -17,10 +18,10 @@ from unimask.masking.learned import AdaptiveMasker, HardPatchMasker
 from unimask.masking.maskers import RandomMasker, TubeMasker
 from unimask.masking.multiblock import MultiBlockMasker
 from unimask.masking.noise import NoiseMasker
-from unimask.masking.schedules import ConstantRatio, CosineRatio, LinearRatio, RatioSchedule, StepRatio, UniformRatio
+from unimask.masking.schedules import ConstantRatio, CosineRatio, LinearRatio, StepRatio, UniformRatio
 from unimask.masking.temporal import FrameMasker, RunningCellMasker, SpanMasker
 
-__all__ = ["Masker", "count_hidden", "ratio_tensor", "RandomMasker", "TubeMasker", "FrameMasker",
+__all__ = ["count_hidden", "RandomMasker", "TubeMasker", "FrameMasker",
            "RunningCellMasker", "SpanMasker", "BlockMasker", "PointBlockMasker", "NoiseMasker", "MultiBlockMasker",
-           "ChannelGroupMasker", "DirichletMasker", "FrequencyMasker", "AdaptiveMasker", "HardPatchMasker", "RatioSchedule",
+           "ChannelGroupMasker", "DirichletMasker", "FrequencyMasker", "AdaptiveMasker", "HardPatchMasker",
            "ConstantRatio", "LinearRatio", "CosineRatio", "StepRatio", "UniformRatio"]

@@ -1,8 +1,9 @@
-"""What every masker shares: ratio checks, the counting rule, and unit-wise hiding.
+"""The building blocks maskers share: the counting rule and unit-wise hiding.
 
-Counting rule (the project's contract, docs/architecture.md): hide exactly round(ratio * n_units) units per sample, where a
-unit is what the masker hides whole; padding is never hidden nor visible and every
-sample keeps at least one visible token.
+The Masker contract itself (its __call__, the [0, 1) ratio check and the one-visible-token rule)
+is in unimask/interfaces.py. Counting rule (docs/masking.md): hide exactly
+round(ratio * n_units) units per sample, where a unit is what the masker hides whole; padding is
+never hidden nor visible and every sample keeps at least one visible token.
 
 Helpers here are the building blocks of every masker in this package:
   hide_lowest           exact top-k hiding by score (the whole of random masking)
@@ -14,28 +15,11 @@ Helpers here are the building blocks of every masker in this package:
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
-from unimask.tokens import Mask, Tokens
-
-Ratio = Union[float, torch.Tensor]
-
-
-def ratio_tensor(ratio: Ratio, batch_size: int, device) -> torch.Tensor:
-    """float or [B] -> [B] float64, checked to lie in [0, 1).
-
-    float64 so that counts match the ratio as written: in float32, 0.9 * 25 is 22.4999995
-    and would round to 22 instead of 23."""
-    r = torch.as_tensor(ratio, dtype=torch.float64, device=device)
-    if r.dim() == 0:
-        r = r.expand(batch_size)
-    if r.shape != (batch_size,):
-        raise ValueError(f"mask ratio must be a float or a [B]={batch_size} tensor, got shape {tuple(r.shape)}")
-    if not bool(torch.isfinite(r).all()) or bool((r < 0).any()) or bool((r >= 1).any()):
-        raise ValueError(f"mask ratio must lie in [0, 1), got {r.tolist()}")
-    return r
+from unimask.tokens import Tokens
 
 
 def count_hidden(ratio: torch.Tensor, n_units: torch.Tensor) -> torch.Tensor:
@@ -131,52 +115,6 @@ def random_rank_in_group(ids: torch.Tensor, n_groups: int, valid: torch.Tensor, 
     group_size = torch.bincount(ids, minlength=n_groups)
     group_start = torch.cumsum(group_size, 0) - group_size  # [G]
     return position - group_start[ids][None]
-
-
-class Masker:
-    """Base: subclasses implement `hide(tokens, ratio [B], generator) -> [B, N] bool`.
-
-    What the model may call on a masker, all defined here: __call__; needs_features (True: the
-    model embeds every token and passes them as `features=`); aux_loss (a learning masker's own
-    loss term, None for the rest); after_step (curricula that follow training progress);
-    check_schedule (refuses a schedule the masker would ignore)."""
-
-    needs_features = False
-
-    def aux_loss(self, mask: Mask, token_loss: torch.Tensor) -> Optional[torch.Tensor]:
-        """token_loss [B, N] detached -> the masker's own loss term (a scalar), or None."""
-        return None
-
-    def after_step(self, progress: float):
-        """Called after every optimizer step with progress in [0, 1]."""
-
-    def check_schedule(self, schedule) -> None:
-        """Called once by a model with the ratio schedule bound beside this masker: a masker whose
-        hidden share does not come from the ratio (MultiBlockMasker) refuses one that varies."""
-
-    def hide(self, tokens: Tokens, ratio: torch.Tensor, generator) -> torch.Tensor:
-        raise NotImplementedError
-
-    def __call__(self, tokens: Tokens, ratio: Ratio, generator: Optional[torch.Generator] = None, **kwargs) -> Mask:
-        """-> Mask. A sample without any real token (a modality missing from it, or nothing
-        left for the decoder masker of dual masking) simply gets an empty mask."""
-        ratio = ratio_tensor(ratio, tokens.batch_size, tokens.patches.device)
-        valid, maskable = tokens.valid_mask(), tokens.maskable_mask()
-        if tokens.maskable is not None:  # units are counted over the tokens that may be hidden
-            tokens = tokens.replace(valid=maskable)
-        hidden = self.hide(tokens, ratio, generator, **kwargs) & maskable
-        hidden = keep_one_visible(hidden, valid)
-        return Mask.from_hidden(hidden, valid, ratio)
-
-
-def keep_one_visible(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Un-hide the first valid token of any sample that would have none visible. [B, N] -> [B, N]."""
-    none_visible = ~(valid & ~hidden).any(1)  # [B]
-    if bool(none_visible.any()):
-        first_valid = torch.argmax(valid.int(), dim=1)  # [B]
-        fix = torch.zeros_like(hidden).scatter_(1, first_valid[:, None], True) & none_visible[:, None]
-        hidden = hidden & ~fix
-    return hidden
 
 
 def grid_layout(tokens: Tokens, name: str) -> tuple:

@@ -8,7 +8,8 @@ from typing import Callable, Optional, Sequence
 import gin
 import torch
 
-from unimask.masking.base import Masker, count_hidden, grid_layout, hide_lowest, random_scores, top_up
+from unimask.interfaces import Masker
+from unimask.masking.base import count_hidden, grid_layout, hide_lowest, random_scores, top_up
 
 
 def grow_patterns(propose: Callable[[torch.Tensor], torch.Tensor], valid: torch.Tensor, want: torch.Tensor,

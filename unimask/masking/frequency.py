@@ -14,7 +14,8 @@ from typing import Optional
 import gin
 import torch
 
-from unimask.masking.base import Masker, random_scores
+from unimask.interfaces import Masker
+from unimask.masking.base import random_scores
 from unimask.patches import patchify, tokens_to_array
 from unimask.tokens import INPUT_PATCHES, Mask
 

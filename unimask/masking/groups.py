@@ -7,7 +7,8 @@ import math
 import gin
 import torch
 
-from unimask.masking.base import (Masker, count_hidden, group_ids, hide_lowest, hide_random_units, random_normal,
+from unimask.interfaces import Masker
+from unimask.masking.base import (count_hidden, group_ids, hide_lowest, hide_random_units, random_normal,
                                   random_rank_in_group, random_scores, spread_units, top_up, unit_validity)
 
 MODES = ("independent", "consistent")

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimask.masking.base import Masker, count_hidden, hide_lowest, keep_one_visible, random_scores, ratio_tensor
+from unimask.interfaces import Masker, keep_one_visible, ratio_tensor
+from unimask.masking.base import count_hidden, hide_lowest, random_scores
 from unimask.tokens import Mask, gather_tokens, select_ids
 from unimask.transformer import TransformerStack
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import gin
 import torch
 
-from unimask.masking.base import (Masker, count_hidden, grid_layout, hide_lowest, hide_random_units,
-                                  random_scores, spread_units, unit_validity)
+from unimask.interfaces import Masker
+from unimask.masking.base import (count_hidden, grid_layout, hide_lowest, hide_random_units, random_scores,
+                                  spread_units, unit_validity)
 
 
 @gin.configurable

@@ -22,7 +22,8 @@ from typing import Optional, Sequence
 import gin
 import torch
 
-from unimask.masking.base import Masker, count_hidden, grid_layout, keep_one_visible, random_scores, ratio_tensor
+from unimask.interfaces import Masker, keep_one_visible, ratio_tensor
+from unimask.masking.base import count_hidden, grid_layout, random_scores
 from unimask.masking.schedules import ConstantRatio
 from unimask.tokens import Mask, Tokens
 

@@ -11,7 +11,8 @@ import functools
 import gin
 import torch
 
-from unimask.masking.base import Masker, count_hidden, grid_layout, hide_lowest, random_scores, unit_validity
+from unimask.interfaces import Masker
+from unimask.masking.base import count_hidden, grid_layout, hide_lowest, random_scores, unit_validity
 
 COLOURS = ("red", "blue", "green", "purple")
 

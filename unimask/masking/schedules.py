@@ -7,10 +7,12 @@ progress, so resuming from a checkpoint reproduces them exactly.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import gin
 import torch
+
+from unimask.interfaces import RatioSchedule
 
 
 def check_ratio(value, binding: str, high_inclusive: bool = False) -> float:
@@ -21,31 +23,6 @@ def check_ratio(value, binding: str, high_inclusive: bool = False) -> float:
     if not ok:
         raise ValueError(f"{binding}={value!r}: a mask ratio must lie in [0, {'1]' if high_inclusive else '1)'}")
     return float(value)
-
-
-class RatioSchedule:
-    """Base: subclasses give `value(progress) -> ratio`; __call__ broadcasts it to [B]."""
-
-    def value(self, progress: float) -> float:
-        raise NotImplementedError
-
-    def __call__(self, progress: float, batch_size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return torch.full((batch_size,), float(self.value(min(max(progress, 0.0), 1.0))), dtype=torch.float64)
-
-    def state_dict(self) -> dict:
-        """The schedule's settings (it has no other state: values are pure functions of progress).
-
-        Saved in checkpoints so a run can be inspected, or resumed under the same curve even
-        when gin now binds other numbers."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in vars(self).items()}
-
-    def load_state_dict(self, state: dict):
-        unknown = set(state) - set(vars(self))
-        if unknown:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: unknown keys {sorted(unknown)} "
-                           f"(expected {sorted(vars(self))})")
-        for key, value in state.items():
-            setattr(self, key, list(value) if isinstance(value, (list, tuple)) else value)
 
 
 @gin.configurable

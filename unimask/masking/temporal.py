@@ -7,7 +7,8 @@ from typing import Optional
 import gin
 import torch
 
-from unimask.masking.base import (Masker, count_hidden, grid_axis_index, grid_layout, hide_lowest, hide_random_units,
+from unimask.interfaces import Masker
+from unimask.masking.base import (count_hidden, grid_axis_index, grid_layout, hide_lowest, hide_random_units,
                                   random_scores, spread_units, top_up, unit_validity)
 
 

@@ -21,10 +21,9 @@ import gin
 import torch
 
 from unimask.encoders import encode_all, encode_ids
-from unimask.interfaces import PretrainingModel, StepOutput
+from unimask.interfaces import PretrainingModel, StepOutput, Target
 from unimask.losses import MSELoss
 from unimask.models.masked import init_model_weights
-from unimask.targets import Target
 from unimask.tokens import Mask, Tokens, select_ids
 
 

@@ -6,8 +6,8 @@ learned [MASK] embedding (or a random / kept token, `replace_probs`) and the enc
 all tokens. Dual masking (VideoMAE v2): `decoder_masker` picks the hidden tokens the
 decoder reconstructs; the rest are never decoded.
 
-The model talks to its parts through their base classes only: adapter, encoder and decoder
-(interfaces.py), masker (masking/base.py), target (targets.py).
+The model talks to its parts through their base classes only, all in unimask/interfaces.py:
+adapter, encoder, decoder, masker, schedule, target, loss.
 """
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, encode_all, encode_ids, position_codes
-from unimask.interfaces import PretrainingModel, StepOutput
+from unimask.interfaces import PretrainingModel, StepOutput, Target
 from unimask.position_prediction import accepts_block_masks
-from unimask.targets import Target
 from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
 
 

@@ -23,10 +23,9 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, position_codes
-from unimask.interfaces import PretrainingModel, StepOutput
+from unimask.interfaces import PretrainingModel, StepOutput, Target
 from unimask.models.masked import decode_latent, init_model_weights, score_decoded
 from unimask.probe.features import pool_rows
-from unimask.targets import Target
 from unimask.tokens import Mask, Tokens, select_ids
 
 

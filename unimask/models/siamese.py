@@ -16,9 +16,8 @@ from typing import Optional
 import gin
 
 from unimask.encoders import encode_ids
-from unimask.interfaces import StepOutput
+from unimask.interfaces import StepOutput, Target
 from unimask.models.masked import OneEncoderModel, decode_latent, init_model_weights, score_decoded
-from unimask.targets import Target
 from unimask.tokens import Mask, select_ids
 
 VIEW_2_SUFFIX = "_2"

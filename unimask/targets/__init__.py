@@ -1,6 +1,6 @@
 """What the decoder predicts: a Target maps Tokens to (values [B, N, T], weight [B, N, T] | None).
+The Target base (the contract and its defaults) is in unimask/interfaces.py.
 
-    base.py       Target (the contract and defaults), target_weight (no-data weights)
     pixels.py     PixelTarget: raw patches or norm-pix (MAE, VideoMAE per channel)
     hog.py        HOGTarget: per-patch histograms of oriented gradients (MaskFeat)
     frequency.py  FrequencyTarget: the spectrum band FrequencyMasker removed (MFM)
@@ -12,7 +12,6 @@
     clusters.py   ClusterTarget: Sinkhorn-balanced assignments to online prototypes of a teacher's
                   features (CAPI, SIGMA), AssignmentCELoss for the student's logits
 """
-from unimask.targets.base import Target, target_weight  # noqa: F401
 from unimask.targets.clusters import AssignmentCELoss, ClusterTarget, sinkhorn  # noqa: F401
 from unimask.targets.codes import TokenTarget  # noqa: F401
 from unimask.targets.discriminative import DiscriminativeTarget, neighbour_aggregate  # noqa: F401

@@ -31,7 +31,7 @@ import gin
 import torch
 import torch.nn.functional as F
 
-from unimask.targets.base import Target
+from unimask.interfaces import Target
 from unimask.targets.teachers import TeacherFeatures
 from unimask.tokens import gather_tokens
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gin
 import torch
 
-from unimask.targets.base import Target
+from unimask.interfaces import Target
 from unimask.tokens import gather_tokens
 
 

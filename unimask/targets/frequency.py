@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gin
 
-from unimask.targets.base import Target
+from unimask.interfaces import Target
 from unimask.tokens import INPUT_PATCHES, gather_rows
 
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from unimask.interfaces import Target
 from unimask.patches import patchify, tokens_to_array
-from unimask.targets.base import Target
 from unimask.tokens import gather_rows
 
 KERNELS = {"sobel": [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]],

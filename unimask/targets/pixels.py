@@ -4,7 +4,7 @@ from __future__ import annotations
 import gin
 import torch
 
-from unimask.targets.base import Target, target_weight
+from unimask.interfaces import Target, target_weight
 from unimask.tokens import gather_rows
 
 

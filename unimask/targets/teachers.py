@@ -22,7 +22,7 @@ from torch import nn
 
 from unimask.ema import ema_update
 from unimask.encoders import encode_ids, encode_layers
-from unimask.targets.base import Target
+from unimask.interfaces import Target
 
 LAYER_NORMS = ("none", "layer", "instance")
 
