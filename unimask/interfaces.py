@@ -212,8 +212,8 @@ class Decoder(nn.Module):
 Ratio = Union[float, torch.Tensor]
 
 
-def ratio_tensor(ratio: Ratio, batch_size: int, device) -> torch.Tensor:
-    """float or [B] -> [B] float64, checked to lie in [0, 1).
+def ratio_tensor(ratio: Ratio, batch_size: int, device, allow_all_hidden: bool = False) -> torch.Tensor:
+    """float or [B] -> [B] float64, checked to lie in [0, 1) ([0, 1] with allow_all_hidden).
 
     float64 so that counts match the ratio as written: in float32, 0.9 * 25 is 22.4999995
     and would round to 22 instead of 23."""
@@ -222,8 +222,9 @@ def ratio_tensor(ratio: Ratio, batch_size: int, device) -> torch.Tensor:
         r = r.expand(batch_size)
     if r.shape != (batch_size,):
         raise ValueError(f"mask ratio must be a float or a [B]={batch_size} tensor, got shape {tuple(r.shape)}")
-    if not bool(torch.isfinite(r).all()) or bool((r < 0).any()) or bool((r >= 1).any()):
-        raise ValueError(f"mask ratio must lie in [0, 1), got {r.tolist()}")
+    too_high = (r > 1) if allow_all_hidden else (r >= 1)
+    if not bool(torch.isfinite(r).all()) or bool((r < 0).any()) or bool(too_high.any()):
+        raise ValueError(f"mask ratio must lie in [0, {'1]' if allow_all_hidden else '1)'}, got {r.tolist()}")
     return r
 
 
@@ -236,6 +237,10 @@ class Masker:
     check_schedule (refuses a schedule the masker would ignore)."""
 
     needs_features = False
+    # True lifts the [0, 1) ratio rule and the one-visible-token rule: masked generation (MaskGIT,
+    # MAGE) trains with every token hidden in some samples. Only a model that sees hidden tokens
+    # (replace mode) or brings its own context can use it; the default keeps both rules.
+    allow_all_hidden = False
 
     def aux_loss(self, mask: Mask, token_loss: torch.Tensor) -> Optional[torch.Tensor]:
         """token_loss [B, N] detached -> the masker's own loss term (a scalar), or None."""
@@ -254,12 +259,13 @@ class Masker:
     def __call__(self, tokens: Tokens, ratio: Ratio, generator: Optional[torch.Generator] = None, **kwargs) -> Mask:
         """-> Mask. A sample without any real token (a modality missing from it, or nothing
         left for the decoder masker of dual masking) simply gets an empty mask."""
-        ratio = ratio_tensor(ratio, tokens.batch_size, tokens.patches.device)
+        ratio = ratio_tensor(ratio, tokens.batch_size, tokens.patches.device, self.allow_all_hidden)
         valid, maskable = tokens.valid_mask(), tokens.maskable_mask()
         if tokens.maskable is not None:  # units are counted over the tokens that may be hidden
             tokens = tokens.replace(valid=maskable)
         hidden = self.hide(tokens, ratio, generator, **kwargs) & maskable
-        hidden = keep_one_visible(hidden, valid)
+        if not self.allow_all_hidden:
+            hidden = keep_one_visible(hidden, valid)
         return Mask.from_hidden(hidden, valid, ratio)
 
 

@@ -8,7 +8,8 @@ Latent targets   MultiBlockMasker (I-JEPA, V-JEPA: target blocks + a context blo
 Token groups     ChannelGroupMasker (SatMAE), DirichletMasker (MultiMAE)
 Frequencies      FrequencyMasker (MFM: a band of the spectrum instead of patches)
 Learned          AdaptiveMasker (AdaMAE), HardPatchMasker (HPM)
-Schedules        ConstantRatio, LinearRatio, CosineRatio, StepRatio, UniformRatio
+Schedules        ConstantRatio, LinearRatio, CosineRatio, StepRatio, UniformRatio (MDLM),
+                 MaskGITCosineRatio, TruncatedNormalRatio (MAGE): generation, ratios up to 1
 """
 from unimask.masking.base import count_hidden
 from unimask.masking.block import BlockMasker, PointBlockMasker
@@ -18,10 +19,12 @@ from unimask.masking.learned import AdaptiveMasker, HardPatchMasker
 from unimask.masking.maskers import RandomMasker, TubeMasker
 from unimask.masking.multiblock import MultiBlockMasker
 from unimask.masking.noise import NoiseMasker
-from unimask.masking.schedules import ConstantRatio, CosineRatio, LinearRatio, StepRatio, UniformRatio
+from unimask.masking.schedules import (ConstantRatio, CosineRatio, LinearRatio, MaskGITCosineRatio, StepRatio,
+                                       TruncatedNormalRatio, UniformRatio)
 from unimask.masking.temporal import FrameMasker, RunningCellMasker, SpanMasker
 
 __all__ = ["count_hidden", "RandomMasker", "TubeMasker", "FrameMasker",
            "RunningCellMasker", "SpanMasker", "BlockMasker", "PointBlockMasker", "NoiseMasker", "MultiBlockMasker",
            "ChannelGroupMasker", "DirichletMasker", "FrequencyMasker", "AdaptiveMasker", "HardPatchMasker",
-           "ConstantRatio", "LinearRatio", "CosineRatio", "StepRatio", "UniformRatio"]
+           "ConstantRatio", "LinearRatio", "CosineRatio", "StepRatio", "UniformRatio", "MaskGITCosineRatio",
+           "TruncatedNormalRatio"]

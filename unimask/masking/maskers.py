@@ -14,11 +14,13 @@ class RandomMasker(Masker):
     """MAE (He et al. 2022): hide a uniformly random subset of the valid tokens.
 
     unit=(2, 2) hides whole 2x2 cells of a grid instead (SimMIM's 32px mask patches over
-    16px tokens); the count rule then counts cells.
+    16px tokens); the count rule then counts cells. allow_all_hidden: ratios up to 1.0 and no
+    visible token kept (masked generation: MaskGIT, MAGE; see Masker.allow_all_hidden).
     """
 
-    def __init__(self, unit=None):
+    def __init__(self, unit=None, allow_all_hidden: bool = False):
         self.unit = tuple(unit) if unit else None
+        self.allow_all_hidden = bool(allow_all_hidden)
 
     def hide(self, tokens, ratio, generator):
         valid = tokens.valid_mask()  # [B, N]

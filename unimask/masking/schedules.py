@@ -85,6 +85,50 @@ class UniformRatio(RatioSchedule):
         return 0.5 * (self.low + self.high)
 
     def __call__(self, progress, batch_size, generator=None):
-        device = generator.device if generator is not None else "cpu"
-        u = torch.rand(batch_size, generator=generator, device=device).cpu()
-        return self.low + (self.high - self.low) * u.double()
+        return self.low + (self.high - self.low) * uniform_draw(batch_size, generator)
+
+
+def uniform_draw(batch_size: int, generator) -> torch.Tensor:
+    """[B] float64 uniform in [0, 1), drawn on the generator's device (so a CUDA generator's
+    stream is the one consumed), returned on the CPU as the other schedules' ratios."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.rand(batch_size, generator=generator, device=device).cpu().double()
+
+
+@gin.configurable
+class MaskGITCosineRatio(RatioSchedule):
+    """MaskGIT (Chang et al. 2022): per sample r ~ U(0, 1) and hidden share cos(pi r / 2), so
+    the share lies in (0, 1] and reaches 1 (every token hidden, which the masker must allow:
+    RandomMasker.allow_all_hidden=True). Training then covers every step of the cosine decoding
+    schedule the sampler (unimask/generation) runs at test time. value() is the mean, 2 / pi."""
+
+    def value(self, progress):
+        return 2.0 / math.pi
+
+    def __call__(self, progress, batch_size, generator=None):
+        return torch.cos(0.5 * math.pi * uniform_draw(batch_size, generator))
+
+
+@gin.configurable
+class TruncatedNormalRatio(RatioSchedule):
+    """MAGE (Li et al. 2023): per sample a ratio from a Gaussian (mean 0.55, std 0.25) truncated
+    to [low, high] = [0.5, 1.0], drawn by inverting the truncated CDF of a uniform draw (MAGE
+    uses scipy's truncnorm, which does the same). high = 1.0 needs allow_all_hidden on the masker."""
+
+    def __init__(self, mean: float = 0.55, std: float = 0.25, low: float = 0.5, high: float = 1.0):
+        if not std > 0:
+            raise ValueError(f"TruncatedNormalRatio.std={std}: must be > 0")
+        self.low = check_ratio(low, "TruncatedNormalRatio.low")
+        self.high = check_ratio(high, "TruncatedNormalRatio.high", high_inclusive=True)
+        if self.high <= self.low:
+            raise ValueError(f"TruncatedNormalRatio.low={low} must be below TruncatedNormalRatio.high={high}")
+        self.mean, self.std = float(mean), float(std)
+
+    def value(self, progress):
+        return min(max(self.mean, self.low), self.high)
+
+    def __call__(self, progress, batch_size, generator=None):
+        normal_cdf = lambda x: 0.5 * (1 + math.erf((x - self.mean) / (self.std * math.sqrt(2))))  # noqa: E731
+        lo, hi = normal_cdf(self.low), normal_cdf(self.high)
+        u = lo + (hi - lo) * uniform_draw(batch_size, generator)  # [B] in the truncated CDF's range
+        return (self.mean + self.std * torch.special.ndtri(u)).clamp(self.low, self.high)

@@ -95,6 +95,9 @@ class MaskedModel(OneEncoderModel):
         self.adapter, self.encoder, self.decoder = adapter, encoder, decoder
         self.masker, self.schedule, self.decoder_masker = masker, schedule, decoder_masker
         masker.check_schedule(schedule)  # a masker that sets its own share refuses a varying ratio
+        if masker.allow_all_hidden and mode != "replace":
+            raise ValueError(f"{type(masker).__name__}.allow_all_hidden=True needs MaskedModel.mode='replace' "
+                             "(in drop mode a sample with every token hidden leaves the encoder nothing to read)")
         self.decoder_ratio, self.mode, self.replace_probs = decoder_ratio, mode, tuple(replace_probs)
         self.target = target if target is not None else Target()
         self.loss_fn = loss if loss is not None else adapter.loss
