@@ -40,6 +40,20 @@ def tiny_image_model(mode="drop", ratio=0.75, norm_pix=True, masker=None, dim=32
                        decoder, target=target or PixelTarget(norm_pix=norm_pix), mode=mode, **kw)
 
 
+def overfit(model, batch, steps: int, lr: float, seeds=None, params=None) -> tuple:
+    """AdamW steps on one batch (the learning checks) -> (the loss of every step, the last
+    StepOutput). seeds: step i draws its mask with a generator seeded i % seeds (None: none)."""
+    optimizer = torch.optim.AdamW(model.parameters() if params is None else params, lr=lr)
+    losses = []
+    for step in range(steps):
+        out = model(batch, generator=torch.Generator().manual_seed(step % seeds) if seeds else None)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    return losses, out
+
+
 def run_train(args):
     """tools/train.py main() in-process; returns the exit code."""
     import train

@@ -21,6 +21,7 @@ BUILD_ONLY = {  # their frozen parts come from checkpoints of the full-size reci
     "distill_mae.gin": ["TeacherTarget.checkpoint=None", "TEACHER_DIM=64", "TEACHER_DEPTH=2", "TEACHER_HEADS=2"],
     "beit_v2_tiny.gin": ["TokenTarget.checkpoint=None"],  # the shipped tokenizer: patch 4, not smoke's 8
     "jepa_switch.gin": ["JEPAModel.adapter=@ImageAdapter()"],  # the switch leaves the adapter to the recipe
+    "maskgit_cpu.gin": ["CodesAdapter.checkpoint=None"],  # the shipped pixel tokenizer: patch 4, not smoke's 8
 }
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import tiny_image_model
+from helpers import overfit, tiny_image_model
 from unimask.generation import hidden_share, iterative_unmask
 from unimask.masking import ConstantRatio, MaskGITCosineRatio, RandomMasker, TruncatedNormalRatio
 from unimask.tokens import Tokens
@@ -131,3 +131,104 @@ def test_maskgit_and_mage_ratio_schedules_follow_their_distributions():
     with pytest.raises(ValueError, match="TruncatedNormalRatio.high"):
         TruncatedNormalRatio(high=1.2)
     assert float(ConstantRatio(0.5)(0, 1)[0]) == 0.5
+
+
+# ---- codes as tokens: CodesAdapter, MaskGIT training, sampling, the CLI -----------------------------
+def tiny_codes_adapter(num_classes=3, num_codes=16, dim=32):
+    from modalities.codes import CodesAdapter
+    from modalities.image import ImageAdapter
+    from unimask.decoders import MAEDecoder
+    from unimask.models.vq import VQTokenizer
+    from unimask.targets import PixelTarget
+    from unimask.encoders import ViTEncoder
+
+    torch.manual_seed(0)
+    tokenizer = VQTokenizer(ImageAdapter(img_size=16, patch_size=4, in_chans=1, dim=24),
+                            ViTEncoder(dim=24, depth=1, num_heads=2), MAEDecoder(in_dim=8, dim=24, depth=1, num_heads=2),
+                            num_codes=num_codes, code_dim=8, target=PixelTarget(norm_pix=False))
+    return CodesAdapter(tokenizer, checkpoint=None, dim=dim, num_classes=num_classes)
+
+
+def maskgit_model(adapter):
+    from unimask.decoders import MAEDecoder
+    from unimask.models.masked import MaskedModel
+    from unimask.losses import CELoss
+    from unimask.encoders import ViTEncoder
+
+    return MaskedModel(adapter, RandomMasker(allow_all_hidden=True), MaskGITCosineRatio(),
+                       ViTEncoder(dim=adapter.dim, depth=2, num_heads=2),
+                       MAEDecoder(in_dim=adapter.dim, dim=adapter.dim, depth=0, remask=False, use_pos=False),
+                       loss=CELoss(label_smoothing=0.1), mode="replace")
+
+
+def test_codes_adapter_puts_a_never_hidden_class_token_before_the_tokenizer_codes():
+    adapter = tiny_codes_adapter()
+    images, labels = torch.rand(5, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1])
+    tokens = adapter.tokenize({"image": images, "label": labels})
+    codes = adapter.tokenizer.codes(adapter.inner_tokens({"image": images}))  # [5, 16]
+    assert tokens.patches.shape == (5, 17, 1) and tokens.patches.dtype == torch.long
+    assert torch.equal(tokens.patches[:, 0, 0], 16 + labels) and torch.equal(tokens.patches[:, 1:, 0], codes)
+    assert not bool(tokens.maskable_mask()[:, 0].any()) and bool(tokens.maskable_mask()[:, 1:].all())
+    again = adapter.tokenize({"codes": codes, "label": labels})  # the sampler's input: codes, no picture
+    assert torch.equal(again.patches, tokens.patches) and torch.equal(again.coords, tokens.coords)
+    mask = RandomMasker(allow_all_hidden=True)(tokens, 1.0)
+    assert mask.masked.sum(1).tolist() == [16] * 5  # every code hidden, the class token never
+    plain = tiny_codes_adapter(num_classes=0).tokenize({"image": images})
+    assert plain.grid == (4, 4) and plain.patches.shape == (5, 16, 1)
+    with pytest.raises(ValueError, match="label"):
+        adapter.tokenize({"image": images, "label": torch.tensor([0, 1, 2, 3, 0])})
+    # codes decode through the tokenizer's decoder to its input's shape, as its own forward does
+    tokenizer = adapter.tokenizer.eval()
+    inner = adapter.inner_tokens({"image": images})
+    assert adapter.decode(codes).shape == (5, 1, 16, 16)
+    torch.testing.assert_close(tokenizer.decode_codes(codes, inner), tokenizer({"image": images}).pred)
+
+
+def test_maskgit_training_lowers_the_code_loss_and_sampling_is_seeded():
+    from modalities.codes import sample_codes
+
+    adapter = tiny_codes_adapter()
+    model = maskgit_model(adapter)
+    batch = {"image": torch.rand(16, 1, 16, 16), "label": torch.arange(16) % 3}
+    losses, _ = overfit(model, batch, 30, lr=3e-3, seeds=3, params=model.param_groups(0.0))
+    assert sum(losses[-3:]) < 0.7 * sum(losses[:3]), losses
+    assert all(p.grad is None for p in adapter.tokenizer.parameters())  # frozen
+    labels = torch.tensor([0, 1, 2, 2])
+    first = sample_codes(model, 4, labels, steps=4, seed=3)
+    assert first.shape == (4, 16) and int(first.min()) >= 0 and int(first.max()) < 16
+    assert torch.equal(first, sample_codes(model, 4, labels, steps=4, seed=3))
+    assert model.training  # sampling left the model's mode as it found it
+    with pytest.raises(ValueError, match="class-conditional"):
+        sample_codes(model, 4, None)
+
+
+def test_maskgit_recipe_trains_under_smoke_and_generate_writes_a_grid(tmp_path):
+    """The user's commands: tools/train.py on gin/maskgit_cpu.gin (smoke-sized, a random tokenizer:
+    the shipped one is patch 4, smoke's patch 8), then tools/generate.py; a wrong --label exits 2."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from helpers import ROOT
+
+    workdir = tmp_path / "maskgit"
+    train = subprocess.run([sys.executable, "tools/train.py", "--gin", "gin/maskgit_cpu.gin", "--gin", "gin/smoke.gin",
+                            "--workdir", str(workdir), "--gin_param", "CodesAdapter.checkpoint=None",
+                            "--gin_param", "train.steps=6", "--gin_param", "train.eval_every=6",
+                            "--gin_param", "train.progress_bar=False"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    checkpoint, out = str(workdir / "checkpoints" / "last.pt"), str(tmp_path / "grid.png")
+    gen = subprocess.run([sys.executable, "tools/generate.py", "--checkpoint", checkpoint, "--n", "20", "--steps", "3",
+                          "--out", out, "--json", str(tmp_path / "gen.json")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    result = json.loads((tmp_path / "gen.json").read_text())
+    assert result["labels"] == [c for c in range(10) for _ in range(2)]  # two per class, a row each
+    width, height = Image.open(out).size
+    assert height > width  # 10 rows of 2
+    bad = subprocess.run([sys.executable, "tools/generate.py", "--checkpoint", checkpoint, "--label", "12",
+                          "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--label=12" in bad.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, fast_params, read_metrics, run_train
+from helpers import ROOT, fast_params, overfit, read_metrics, run_train
 from modalities.points import (ImagePointSetDataset, PointAdapter, PointCloudDataset, farthest_point_sample,
                                image_to_points, knn_indices, read_point_file, sample_surface)
 from unimask.decoders import MAEDecoder
@@ -371,14 +371,7 @@ def test_point_mae_head_reads_max_and_mean_pooled_tokens_and_learns_the_radius(t
     torch.save({"model": tiny_point_model().state_dict()}, path)
     report = load_pretrained(model, path, verbose=False)
     assert not report.missing and {"head.0.weight", "head.1.running_mean", "head.8.weight"} <= set(report.new)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        out = model(batch)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses, out = overfit(model, batch, 60, lr=3e-3)
     assert losses[-1] < 0.5 * losses[0] and out.stats["train_top1"] == 100
     # (eval mode needs BatchNorm statistics of hundreds of steps: the mini-PointNet's variance
     # decays from its initial 1 by 0.9 a step towards ~1e-6; fine-tuning runs 1000+ steps)
@@ -394,14 +387,7 @@ def test_overfitting_one_batch_lowers_chamfer_and_renders(tmp_path):
     torch.manual_seed(0)
     model = tiny_point_model()
     batch = {"points": clouds(4, 256)}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
-    for step in range(20):
-        out = model(batch, generator=torch.Generator().manual_seed(step % 2))
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses, out = overfit(model, batch, 20, lr=2e-3, seeds=2)
     assert out.pred.shape == (4, 10, 24) and out.mask.masked.sum(1).tolist() == [10] * 4  # hidden groups only
     assert np.mean(losses[-3:]) < 0.25 * np.mean(losses[:3]), losses
     pred = model.full_prediction(out).detach()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unimask.cli import add_trust_pickle, exit_code, load_errors, write_json
+from unimask.cli import add_trust_pickle, tool_main, write_json
 from unimask.weights.build import model_from_checkpoint
 
 
@@ -103,8 +103,7 @@ def run(argv=None) -> dict:
     return result
 
 
-def main(argv=None) -> int:
-    return exit_code(run, argv, (ValueError, TypeError, *load_errors()))
+main = tool_main(run)
 
 
 if __name__ == "__main__":

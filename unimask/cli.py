@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Optional
 
 import gin
 
@@ -71,8 +72,10 @@ def load_errors() -> tuple:
     return (CheckpointError, UnsafeConfigError, UnsafeFileError, WeightsError, FileNotFoundError)
 
 
-def write_json(path: str, result: dict) -> None:
-    """The tools' --json: the result dict, in a folder made on the way."""
+def write_json(path: Optional[str], result: dict) -> None:
+    """The tools' --json: the result dict, in a folder made on the way; nothing without a path."""
+    if path is None:
+        return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
@@ -87,3 +90,12 @@ def exit_code(run, argv, errors) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def tool_main(run):
+    """The main(argv) of a tool whose run(argv) raises the user's mistakes as ValueError or TypeError
+    (or a bad file's errors): 0, or 2 after the message (exit_code)."""
+    def main(argv=None) -> int:
+        return exit_code(run, argv, (ValueError, TypeError, *load_errors()))
+
+    return main

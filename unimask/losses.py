@@ -89,11 +89,18 @@ class SCELoss:
 
 @gin.configurable
 class CELoss:
-    """Cross-entropy for token ids: pred [B,M,V] logits, target [B,M,1] long ids."""
+    """Cross-entropy for token ids: pred [B,M,V] logits, target [B,M,1] long ids. label_smoothing:
+    torch's (MaskGIT trains with 0.1)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"CELoss.label_smoothing={label_smoothing}: must lie in [0, 1)")
+        self.label_smoothing = float(label_smoothing)
 
     def __call__(self, pred, target, weight=None):
         b, m, v = pred.shape
-        return F.cross_entropy(pred.float().reshape(b * m, v), target.reshape(b * m).long(), reduction="none").view(b, m)
+        return F.cross_entropy(pred.float().reshape(b * m, v), target.reshape(b * m).long(), reduction="none",
+                               label_smoothing=self.label_smoothing).view(b, m)
 
 
 @gin.configurable

@@ -6,25 +6,12 @@ in replace mode would otherwise feed 10% of them as random tokens and 10% as the
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
 
+from unimask.generation import all_hidden_as_mask
 from unimask.tokens import Mask
-
-
-@contextlib.contextmanager
-def all_hidden_as_mask(model):
-    """Within: every hidden token is replaced by [MASK] (replace_probs (1, 0, 0)), eval mode."""
-    probs, training = model.replace_probs, model.training
-    model.replace_probs = (1.0, 0.0, 0.0)
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.replace_probs = probs
-        model.train(training)
 
 
 def device_of(model) -> torch.device:

@@ -15,6 +15,7 @@ cos(pi / 2 * (i + 1) / T) (MaskGIT: few tokens decided early, many late).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Optional
 
@@ -22,6 +23,21 @@ import torch
 
 ORDERS = ("random", "confidence")
 SCHEDULES = ("linear", "cosine")
+
+
+@contextlib.contextmanager
+def all_hidden_as_mask(model):
+    """Within: the model in eval mode and every hidden token fed as [MASK] (replace_probs (1, 0, 0)),
+    whatever 80/10/10 split it was trained with: predictions for generation and fill-in read
+    [MASK] at every place they predict."""
+    probs, training = model.replace_probs, model.training
+    model.replace_probs = (1.0, 0.0, 0.0)
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.replace_probs = probs
+        model.train(training)
 
 
 def hidden_share(step: int, steps: int, schedule: str) -> float:

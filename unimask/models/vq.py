@@ -55,6 +55,17 @@ class VQTokenizer(PretrainingModel):
         self.train(was_training)
         return out
 
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor, tokens: Tokens) -> torch.Tensor:
+        """codes [B, N] long at the places of `tokens` (their coords) -> the decoder's prediction
+        [B, N, T] in the target's space (raw patches for a tokenizer trained on raw pixels): what
+        generation turns back into a picture."""
+        ids = torch.arange(tokens.num_tokens, device=codes.device).expand(tokens.batch_size, -1)
+        z = self.decoder.embed(self.quantizer.codebook[codes])  # [B, N, dec dim]
+        if self.decoder.spec.use_pos:
+            z = z + position_codes(self.adapter, tokens, ids, z)
+        return self.decoder(z, tokens.valid_mask(), tokens, ids)
+
     def forward(self, batch, progress: float = 0.0, generator=None, mask: Optional[Mask] = None,
                 mask_only: bool = False) -> StepOutput:
         """-> StepOutput(loss = recon + commitment, terms, stats: perplexity and dead codes, pred [B, N, T])."""
