@@ -1,0 +1,87 @@
+"""Sharded kNN (train rows split over torchrun ranks) against the single-process probe, and
+the memory-mapped feature store that lets an interrupted extraction resume.
+
+The torchrun test launches 2 real gloo processes with a timeout, as test_distributed.py does.
+Features are small integers, so many train rows tie in similarity with a test row: exact equality
+of predictions checks the deterministic (-sim, global index) tie rule, not just the easy cases.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from helpers import ROOT
+from test_distributed import free_port
+from unimask.probe import knn_predict
+
+WORKER = textwrap.dedent("""
+    import sys
+    import torch
+    import torch.distributed as dist
+    from unimask.probe import knn_predict_sharded, knn_probe_sharded
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    data = torch.load(sys.argv[1])
+    ids = torch.arange(rank, len(data["train_y"]), world)  # a DistributedSampler-like strided split
+    test = slice(rank * 23, None if rank == world - 1 else (rank + 1) * 23)  # unequal test shares
+    out = {}
+    for name, chunk, train_chunk in (("wide", 1024, 8192), ("narrow", 5, 7)):
+        out[name] = knn_predict_sharded(data["train_x"][ids], data["train_y"][ids], data["test_x"][test], k=20,
+                                        temperature=0.07, num_classes=6, chunk=chunk, train_chunk=train_chunk,
+                                        train_ids=ids)
+    out["probe"] = knn_probe_sharded(data["train_x"][ids], data["train_y"][ids], data["test_x"][test],
+                                     data["test_y"][test], train_ids=ids, chunk=9)
+    torch.save(out, f"{sys.argv[2]}.{rank}")
+    dist.destroy_process_group()
+""")
+
+
+def sample(seed=0, n_train=157, n_test=61, dim=6, classes=6):
+    """Small-integer features (ties in cosine similarity are common) with class-dependent means."""
+    gen = torch.Generator().manual_seed(seed)
+    train_y, test_y = torch.randint(classes, (n_train,), generator=gen), torch.randint(classes, (n_test,), generator=gen)
+    centres = torch.randint(-2, 3, (classes, dim), generator=gen).float()
+    train_x = centres[train_y] + torch.randint(-1, 2, (n_train, dim), generator=gen).float()
+    test_x = centres[test_y] + torch.randint(-1, 2, (n_test, dim), generator=gen).float()
+    train_x[40:50] = train_x[:10]  # exact duplicates: equal similarities from different train rows
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def test_chunk_sizes_do_not_change_predictions():
+    data = sample(1)
+    base = knn_predict(data["train_x"], data["train_y"], data["test_x"], k=20, num_classes=6)
+    for chunk, train_chunk in ((1, 1), (3, 10), (64, 19)):
+        pred = knn_predict(data["train_x"], data["train_y"], data["test_x"], k=20, num_classes=6, chunk=chunk,
+                           train_chunk=train_chunk)
+        assert torch.equal(pred, base), (chunk, train_chunk)
+
+
+def test_ties_go_to_the_lower_train_index():
+    """Two train rows identical to the test row, of different classes, k=1: the first one wins."""
+    train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    for order in ([0, 1, 2], [0, 2, 1]):
+        train_y = torch.tensor(order)
+        pred = knn_predict(train_x, train_y, torch.tensor([[0.0, 2.0]]), k=1, num_classes=3, train_chunk=1)
+        assert int(pred) == order[1]
+
+
+def test_sharded_knn_under_torchrun_equals_one_process(tmp_path):
+    data = sample()
+    torch.save(data, tmp_path / "data.pt")
+    (tmp_path / "worker.py").write_text(WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(tmp_path / "worker.py"), str(tmp_path / "data.pt"), str(tmp_path / "out")]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    outs = [torch.load(tmp_path / f"out.{rank}") for rank in range(2)]
+    expected = knn_predict(data["train_x"], data["train_y"], data["test_x"], k=20, temperature=0.07, num_classes=6)
+    for name in ("wide", "narrow"):
+        assert torch.equal(torch.cat([o[name] for o in outs]), expected), name
+    accuracy = 100.0 * float((expected == data["test_y"]).float().mean())
+    assert outs[0]["probe"] == outs[1]["probe"]
+    assert outs[0]["probe"]["n_test"] == len(data["test_y"]) and outs[0]["probe"]["top1_acc"] == pytest.approx(accuracy)
