@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +86,70 @@ def test_sharded_knn_under_torchrun_equals_one_process(tmp_path):
     accuracy = 100.0 * float((expected == data["test_y"]).float().mean())
     assert outs[0]["probe"] == outs[1]["probe"]
     assert outs[0]["probe"]["n_test"] == len(data["test_y"]) and outs[0]["probe"]["top1_acc"] == pytest.approx(accuracy)
+
+
+# ---- the feature store: streaming past a memory budget, resuming an interrupted extraction --------
+class Items(torch.utils.data.Dataset):
+    """Item i -> a 3-float row and a label; a per-token shape is not needed for the store."""
+
+    def __len__(self):
+        return 50
+
+    def __getitem__(self, i):
+        return {"x": torch.arange(3.0) + 10 * i, "y": torch.tensor(i % 4)}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def rows_of(loader, stop_after=None, seen=None):
+    """feature_batches' contract: (x [R, D], y [R], origin [R, 2]) per batch; label 3 is 'unlabeled'."""
+    for b, batch in enumerate(loader):
+        if stop_after is not None and b == stop_after:
+            raise Interrupt
+        if seen is not None:
+            seen.extend(batch["x"][:, 0].div(10).long().tolist())
+        keep = batch["y"] != 3
+        samples = torch.nonzero(keep).squeeze(1)
+        yield batch["x"][keep], batch["y"][keep], torch.stack([samples, torch.zeros_like(samples)], 1)
+
+
+def test_interrupted_extraction_resumes_to_the_same_rows(tmp_path):
+    from unimask.probe.store import ITEM_STRIDE, FeatureStore, extract_rows
+
+    items, meta = list(range(0, 50, 2)) + [1, 3], {"what": "test rows"}
+    whole_x, whole_y, whole_key = extract_rows(rows_of, Items(), items, batch_size=4)  # in memory
+    assert isinstance(whole_x, torch.Tensor) and whole_key.tolist() == [i * ITEM_STRIDE for i in items if i % 4 != 3]
+
+    prefix = str(tmp_path / "features" / "train.r0of1")
+    with pytest.raises(Interrupt):  # budget 0: every batch streams to disk; killed at batch 3
+        extract_rows(lambda loader: rows_of(loader, stop_after=3), Items(), items, 4, store=FeatureStore(prefix, meta),
+                     budget_mb=0)
+    with open(prefix + ".x.f32", "ab") as f:  # and half a row of a batch that was being written
+        f.write(b"\0" * 6)
+    seen = []
+    x, y, key = extract_rows(lambda loader: rows_of(loader, seen=seen), Items(), items, 4,
+                             store=FeatureStore(prefix, meta), budget_mb=0)
+    assert seen == items[12:]  # the 3 complete batches were not loaded again
+    assert isinstance(x, np.memmap) and np.array_equal(np.asarray(x), whole_x.numpy())
+    assert torch.equal(y, whole_y) and torch.equal(key, whole_key)
+
+    seen.clear()  # finished: a rerun reads the files; another meta starts over
+    again = extract_rows(lambda loader: rows_of(loader, seen=seen), Items(), items, 4, store=FeatureStore(prefix, meta))
+    assert seen == [] and np.array_equal(np.asarray(again[0]), whole_x.numpy())
+    other = extract_rows(lambda loader: rows_of(loader, seen=seen), Items(), items, 4,
+                         store=FeatureStore(prefix, {"what": "other"}), budget_mb=0)
+    assert seen == items and torch.equal(other[2], whole_key)
+
+
+def test_rank_shards_cover_every_row_once_and_keys_restore_the_order():
+    from unimask.probe.store import extract_rows
+
+    items = list(range(3, 40))
+    whole = extract_rows(rows_of, Items(), items, batch_size=5)
+    shards = [extract_rows(rows_of, Items(), items, 5, rank=r, world=3) for r in range(3)]
+    key = torch.cat([s[2] for s in shards])
+    order = key.argsort()
+    assert torch.equal(key[order], whole[2])
+    assert torch.equal(torch.cat([s[0] for s in shards])[order], whole[0])
