@@ -153,3 +153,36 @@ def test_rank_shards_cover_every_row_once_and_keys_restore_the_order():
     order = key.argsort()
     assert torch.equal(key[order], whole[2])
     assert torch.equal(torch.cat([s[0] for s in shards])[order], whole[0])
+
+
+# ---- tools/eval.py under torchrun: each rank extracts its share --------------------------------------
+PROBE = ["tools/eval.py", "--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin", "--random-init",
+         "--gin_param", "ImageDataset.limit=600"]
+
+
+def probe(tmp_path, name, *args, nproc=1):
+    import json
+
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+    cmd = [sys.executable, *(launch if nproc > 1 else []), *PROBE, *args, "--json", str(tmp_path / f"{name}.json")]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return json.loads((tmp_path / f"{name}.json").read_text()), result.stdout
+
+
+def test_eval_knn_under_torchrun_equals_one_process(tmp_path):
+    one, _ = probe(tmp_path, "one", "--protocol", "knn")
+    two, out = probe(tmp_path, "two", "--protocol", "knn", "--feature-budget-mb", "0", "--feature-dir",
+                     str(tmp_path / "features"), nproc=2)
+    assert "over 2 ranks" in out and out.count("top1_acc=") == 1  # rank 0 prints
+    assert (two["n_train"], two["n_test"]) == (one["n_train"], one["n_test"])
+    assert two["top1_acc"] == pytest.approx(one["top1_acc"], abs=1e-4)  # float32 mean vs exact count: 1 row = 0.17
+    assert len(list((tmp_path / "features").glob("*/train.r1of2.x.f32"))) == 1  # streamed past a 0 MB budget
+
+
+@pytest.mark.slow
+def test_eval_linear_under_torchrun_fits_every_ranks_rows(tmp_path):
+    one, _ = probe(tmp_path, "one", "--protocol", "linear")
+    two, _ = probe(tmp_path, "two", "--protocol", "linear", "--feature-dir", str(tmp_path / "features"), nproc=2)
+    assert (two["top1_acc"], two["wd"], two["n_train"]) == (one["top1_acc"], one["wd"], one["n_train"])

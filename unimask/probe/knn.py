@@ -109,14 +109,21 @@ def knn_probe(train_x, train_y, test_x, test_y, k: int = 20, temperature: float 
 
 
 # ---- train rows sharded over ranks ---------------------------------------------------------------
+def comm_device() -> torch.device:
+    """Where collective tensors live: the current GPU under NCCL, the CPU under gloo."""
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def gather_rows(x: torch.Tensor, world: int) -> list:
     """all_gather of tensors whose first dimension differs by rank -> one tensor per rank."""
     import torch.distributed as dist
 
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([len(x)]))
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(x)], device=x.device))
     top = max(int(s) for s in sizes)
-    padded = torch.zeros((top,) + tuple(x.shape[1:]), dtype=x.dtype)
+    padded = torch.zeros((top,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
     padded[:len(x)] = x
     out = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(out, padded)
@@ -141,37 +148,37 @@ def knn_predict_sharded(train_x, train_y, test_x, k: int = 20, temperature: floa
     import torch.distributed as dist
 
     check_vote(vote)
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world, rank, device = dist.get_world_size(), dist.get_rank(), comm_device()
     train_y = as_tensor(train_y).long()
-    sizes = torch.zeros(world, dtype=torch.long)
+    sizes = torch.zeros(world, dtype=torch.long, device=device)
     sizes[rank] = len(train_y)
     dist.all_reduce(sizes)
     if train_ids is None:
         train_ids = int(sizes[:rank].sum()) + torch.arange(len(train_y))
-    top = torch.tensor([int(train_y.max()) if len(train_y) else -1, len(test_x)])
+    top = torch.tensor([int(train_y.max()) if len(train_y) else -1, len(test_x)], device=device)
     dist.all_reduce(top, op=dist.ReduceOp.MAX)
     num_classes = num_classes or int(top[0]) + 1
     steps = -(-int(top[1]) // chunk)
     k = min(k, int(sizes.sum()))
     preds = []
     for step in range(steps):
-        mine = as_tensor(test_x[step * chunk:(step + 1) * chunk]).double()
+        mine = as_tensor(test_x[step * chunk:(step + 1) * chunk]).double().to(device)
         blocks = gather_rows(mine, world)  # world x [t_r, D]
         offsets = np.cumsum([0] + [len(b) for b in blocks])
         block = unit_rows(torch.cat(blocks))  # [sum t_r, D]
         local = local_candidates(block, train_x, train_y, as_tensor(train_ids).long(), k, train_chunk)
         if local[0].shape[1] < k:  # a shard with fewer than k rows: pad with candidates that never win
             pad = k - local[0].shape[1]
-            local = (torch.cat([local[0], torch.full((len(block), pad), -float("inf"))], 1),
-                     torch.cat([local[1], torch.full((len(block), pad), torch.iinfo(torch.long).max)], 1),
-                     torch.cat([local[2], torch.zeros(len(block), pad, dtype=torch.long)], 1))
+            local = (torch.cat([local[0], torch.full((len(block), pad), -float("inf"), device=device)], 1),
+                     torch.cat([local[1], torch.full((len(block), pad), torch.iinfo(torch.long).max, device=device)], 1),
+                     torch.cat([local[2], torch.zeros(len(block), pad, dtype=torch.long, device=device)], 1))
         everyone = [[torch.empty_like(part) for _ in range(world)] for part in local]
         for out, part in zip(everyone, local):
             dist.all_gather(out, part.contiguous())
         rows = slice(int(offsets[rank]), int(offsets[rank + 1]))
         sims, _, labels = merge_topk(*(torch.cat([c[rows] for c in parts], 1) for parts in everyone), k)
         preds.append(cast_votes(sims, labels, num_classes, temperature, vote))
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
 
 
 def knn_probe_sharded(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07,
@@ -180,11 +187,12 @@ def knn_probe_sharded(train_x, train_y, test_x, test_y, k: int = 20, temperature
     on every rank (correct counts summed over ranks)."""
     import torch.distributed as dist
 
-    test_y = as_tensor(test_y).long()
-    top = torch.tensor([int(as_tensor(train_y).max()) if len(train_y) else -1, int(test_y.max()) if len(test_y) else -1])
+    test_y, device = as_tensor(test_y).long(), comm_device()
+    top = torch.tensor([int(as_tensor(train_y).max()) if len(train_y) else -1, int(test_y.max()) if len(test_y) else -1],
+                       device=device)
     dist.all_reduce(top, op=dist.ReduceOp.MAX)
     pred = knn_predict_sharded(train_x, train_y, test_x, k, temperature, vote, int(top.max()) + 1, chunk=chunk,
                                train_ids=train_ids)
-    counts = torch.tensor([int((pred == test_y).sum()), len(test_y)])
+    counts = torch.tensor([int((pred == test_y).sum()), len(test_y)], device=device)
     dist.all_reduce(counts)
     return {"top1_acc": 100.0 * int(counts[0]) / max(1, int(counts[1])), "k": k, "n_test": int(counts[1])}
