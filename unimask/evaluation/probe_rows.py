@@ -26,6 +26,7 @@ class Rows:
     x: object
     y: object
     key: object
+    items: Optional[int] = None  # the split's item count over all ranks (part of its stores' meta)
 
 
 def feature_dir(options) -> Optional[str]:
@@ -49,14 +50,15 @@ def store_meta(options, world: int) -> dict:
     return meta
 
 
-def store_for(options, split: str, rank: int, world: int):
-    """The FeatureStore of one split on one rank, or None without a feature directory."""
+def store_for(options, split: str, rank: int, world: int, n_items: Optional[int] = None):
+    """The FeatureStore of one split on one rank, or None without a feature directory. n_items: the
+    split's item count, part of the meta (data added to the folder is not resumed over)."""
     from unimask.probe.store import FeatureStore
 
     where = feature_dir(options)
     if where is None:
         return None
-    meta = dict(store_meta(options, world), split=split)
+    meta = dict(store_meta(options, world), split=split, **({"items": n_items} if n_items is not None else {}))
     tag = hashlib.sha1(json.dumps(store_meta(options, world), sort_keys=True, default=str).encode()).hexdigest()[:10]
     return FeatureStore(os.path.join(where, tag, f"{split}.r{rank}of{world}"), meta)
 
@@ -64,7 +66,6 @@ def store_for(options, split: str, rank: int, world: int):
 def split_rows(model, data, options, device, rank: int = 0, world: int = 1) -> tuple:
     """(train Rows, test Rows) of this rank for the linear / kNN probes."""
     import functools
-
 
     from unimask.evaluation.probe_data import TEST_FRACTION, loaders
     from unimask.probe import holdout_mask, no_labels_error, recompute_norm_stats
@@ -90,9 +91,10 @@ def split_rows(model, data, options, device, rank: int = 0, world: int = 1) -> t
 
     def extract(dataset, items, split):
         items = range(len(dataset)) if items is None else items
-        x, y, key = extract_rows(lambda loader: rows_fn(loader), dataset, items, options.batch_size,
-                                 options.num_workers, store_for(options, split, rank, world), budget, rank, world)
-        return Rows(x, y, key)
+        store = store_for(options, split, rank, world, len(items))
+        x, y, key = extract_rows(rows_fn, dataset, items, options.batch_size, options.num_workers, store, budget,
+                                 rank, world)
+        return Rows(x, y, key, len(items))
 
     if data.rows_holdout:  # per-token labels, split by labeled row in loader order: one process
         if world > 1:
@@ -127,10 +129,13 @@ def all_rows(options, split: str, world: int, mine: Rows) -> Rows:
         return mine
     parts = []
     for rank in range(world):
-        store = store_for(options, split, rank, world)
+        store = store_for(options, split, rank, world, mine.items)
         store.resume()
+        if not store.done:
+            raise RuntimeError(f"rank {rank}'s {split} rows are not complete in {store.prefix}")
         x, y, key = store.arrays()
-        parts.append((in_memory(x), y, key))
+        if len(y):
+            parts.append((in_memory(x), y, key))
     x, y, key = (torch.cat(p) for p in zip(*parts))
     order = key.argsort()
     return Rows(x[order], y[order], key[order])

@@ -78,15 +78,6 @@ def build_model(options: ProbeOptions):
     return gin.query_parameter("train.model").scoped_configurable_fn()
 
 
-def features(model, data, options: ProbeOptions, device):
-    """(train_x [M, D], train_y [M], test_x [M', D], test_y [M']) for the linear / kNN probes in one
-    process (x a tensor, or an np.memmap past --feature-budget-mb; see probe_rows.py)."""
-    from unimask.evaluation.probe_rows import split_rows
-
-    train, test = split_rows(model, data, options, device)
-    return train.x, train.y, test.x, test.y
-
-
 def label_stats(model, loader, device):
     """(number of classes, number of labeled rows) from one pass over the labels only."""
     from unimask.data import to_device
@@ -188,8 +179,10 @@ def fit_probe(model, data, options: ProbeOptions, device, info) -> dict:
 
 
 def evaluate(options: ProbeOptions) -> dict:
-    """Build the model and its probe data, run the protocol -> {'top1_acc', sizes, what ran}."""
-    from unimask.evaluation.probe_data import eval_data
+    """Build the model and its probe data, run the protocol -> {'top1_acc', sizes, what ran}.
+    Under torchrun every rank calls it and gets the same result (probe_rows.py: who extracts what)."""
+    import torch.distributed as dist
+
     from unimask.train.distributed import init_distributed
     from unimask.train.precision import resolve_device
 
@@ -197,9 +190,20 @@ def evaluate(options: ProbeOptions) -> dict:
     if problem:
         raise ValueError(problem)
     device = resolve_device(options.device)
+    joined = dist.is_available() and dist.is_initialized()  # a caller's group is the caller's to end
     info = init_distributed(device)  # torchrun: each rank extracts its share of the items
-    if info.world > 1 and device.type == "cuda":
-        device = torch_device("cuda", info.local_rank)
+    try:
+        if info.world > 1 and device.type == "cuda":
+            device = torch_device("cuda", info.local_rank)
+        return probe(options, device, info)
+    finally:
+        if info.world > 1 and not joined:
+            dist.destroy_process_group()
+
+
+def probe(options: ProbeOptions, device, info) -> dict:
+    from unimask.evaluation.probe_data import eval_data
+
     if info.world > 1 and options.protocol == "finetune":
         raise ValueError("--protocol finetune runs in one process; fine-tune at scale with a recipe "
                          "(gin/finetune_image.gin) under tools/train.py")
@@ -207,7 +211,8 @@ def evaluate(options: ProbeOptions) -> dict:
     if options.modality is not None:
         model.probe_modalities(options.modality)  # a cross-modal model's features: one modality, or all
     data = eval_data(model, device, options.seed, options.test_root)
-    print(f"data: {data.how}", flush=True)
+    if info.is_main:
+        print(f"data: {data.how}", flush=True)
     if options.protocol == "finetune":
         result = run_finetune(model, data, options, device)
     else:

@@ -94,6 +94,8 @@ class FeatureStore:
         self.write_state()
 
     def finish(self):
+        if self.fresh:  # nothing was appended (no labeled rows on this rank): an empty, finished store
+            self.reset()
         self.done = True
         self.write_state()
 
@@ -130,8 +132,9 @@ class RowSink:
         self.parts, self.pending, self.spilled = [], 0, True
 
     def result(self) -> tuple:
-        """(x [M, D] tensor or memmap, y [M], key [M]); a store is marked done."""
-        if self.spilled:
+        """(x [M, D] tensor or memmap, y [M], key [M]); a store is marked done. A budget of 0 means
+        every row on disk, so the store is finished even when it holds none (another rank reads it)."""
+        if self.spilled or (self.store is not None and self.budget <= 0):
             if self.parts:
                 self.spill()
             self.store.finish()
