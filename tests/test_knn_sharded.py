@@ -34,6 +34,10 @@ WORKER = textwrap.dedent("""
         out[name] = knn_predict_sharded(data["train_x"][ids], data["train_y"][ids], data["test_x"][test], k=20,
                                         temperature=0.07, num_classes=6, chunk=chunk, train_chunk=train_chunk,
                                         train_ids=ids)
+    # rank 1 without test rows (an empty (0, 0) array, as an extraction that found no labeled row gives)
+    alone = data["test_x"] if rank == 0 else torch.zeros(0, 0)
+    out["alone"] = knn_predict_sharded(data["train_x"][ids], data["train_y"][ids], alone, num_classes=6, chunk=16,
+                                       train_ids=ids)
     out["probe"] = knn_probe_sharded(data["train_x"][ids], data["train_y"][ids], data["test_x"][test],
                                      data["test_y"][test], train_ids=ids, chunk=9)
     torch.save(out, f"{sys.argv[2]}.{rank}")
@@ -83,6 +87,7 @@ def test_sharded_knn_under_torchrun_equals_one_process(tmp_path):
     expected = knn_predict(data["train_x"], data["train_y"], data["test_x"], k=20, temperature=0.07, num_classes=6)
     for name in ("wide", "narrow"):
         assert torch.equal(torch.cat([o[name] for o in outs]), expected), name
+    assert torch.equal(outs[0]["alone"], expected) and len(outs[1]["alone"]) == 0
     accuracy = 100.0 * float((expected == data["test_y"]).float().mean())
     assert outs[0]["probe"] == outs[1]["probe"]
     assert outs[0]["probe"]["n_test"] == len(data["test_y"]) and outs[0]["probe"]["top1_acc"] == pytest.approx(accuracy)

@@ -46,6 +46,21 @@ def merge_topk(sims: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, k: i
     return sims.gather(1, order), ids.gather(1, order), labels.gather(1, order)
 
 
+def chunk_candidates(sims: torch.Tensor, k: int) -> tuple:
+    """The columns of sims [t, c] that can still be among a row's k best: (sims [t, w], cols [t, w]).
+
+    Every column at least as similar as the row's k-th best, ties included (w is the widest row's
+    count, so a row may carry a few weaker extras, which the merge drops). Why: sorting only these
+    few instead of the whole chunk keeps the exact tie rule at about the cost of one topk."""
+    if sims.shape[1] <= k:
+        return sims, torch.arange(sims.shape[1], device=sims.device)[None].expand_as(sims)
+    top = sims.topk(k, dim=1)
+    width = int((sims >= top.values[:, -1:]).sum(1).max())
+    if width > k:
+        top = sims.topk(width, dim=1)
+    return top.values, top.indices
+
+
 def local_candidates(test_unit: torch.Tensor, train_x, train_y: torch.Tensor, train_ids: torch.Tensor, k: int,
                      train_chunk: int = 8192) -> tuple:
     """Top-k of these test rows among these train rows, chunk by chunk over the train rows.
@@ -56,9 +71,9 @@ def local_candidates(test_unit: torch.Tensor, train_x, train_y: torch.Tensor, tr
     best = (torch.empty(t, 0), torch.empty(t, 0, dtype=torch.long), torch.empty(t, 0, dtype=torch.long))
     for start in range(0, len(train_y), train_chunk):
         block = unit_rows(train_x[start:start + train_chunk]).to(test_unit.device)
-        sims = (test_unit @ block.T).float()  # [t, c]
-        ids = train_ids[start:start + len(block)].to(sims.device)[None].expand(t, -1)
-        labels = train_y[start:start + len(block)].to(sims.device)[None].expand(t, -1)
+        sims, cols = chunk_candidates((test_unit @ block.T).float(), k)  # [t, w], w >= k (ties kept)
+        ids = train_ids[start:start + len(block)].to(sims.device)[cols]
+        labels = train_y[start:start + len(block)].to(sims.device)[cols]
         best = merge_topk(torch.cat([best[0].to(sims.device), sims], 1), torch.cat([best[1].to(sims.device), ids], 1),
                           torch.cat([best[2].to(sims.device), labels], 1), k)
     return best
@@ -155,14 +170,15 @@ def knn_predict_sharded(train_x, train_y, test_x, k: int = 20, temperature: floa
     dist.all_reduce(sizes)
     if train_ids is None:
         train_ids = int(sizes[:rank].sum()) + torch.arange(len(train_y))
-    top = torch.tensor([int(train_y.max()) if len(train_y) else -1, len(test_x)], device=device)
+    width = max((int(x.shape[1]) for x in (train_x, test_x) if len(x) and x.ndim == 2), default=0)
+    top = torch.tensor([int(train_y.max()) if len(train_y) else -1, len(test_x), width], device=device)
     dist.all_reduce(top, op=dist.ReduceOp.MAX)
-    num_classes = num_classes or int(top[0]) + 1
+    num_classes, width = num_classes or int(top[0]) + 1, int(top[2])
     steps = -(-int(top[1]) // chunk)
     k = min(k, int(sizes.sum()))
     preds = []
     for step in range(steps):
-        mine = as_tensor(test_x[step * chunk:(step + 1) * chunk]).double().to(device)
+        mine = as_tensor(test_x[step * chunk:(step + 1) * chunk]).double().to(device).reshape(-1, width)  # [t_r, D]
         blocks = gather_rows(mine, world)  # world x [t_r, D]
         offsets = np.cumsum([0] + [len(b) for b in blocks])
         block = unit_rows(torch.cat(blocks))  # [sum t_r, D]
