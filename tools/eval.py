@@ -4,6 +4,11 @@
 python tools/eval.py --checkpoint runs/x/checkpoints/last.pt --protocol linear|knn|finetune
     [--random-init] [--gin f.gin] [--gin_param 'a.b=1'] [--pool mean|cls|tokens|flatten|max+mean] [--layer K] [--features raw]
 python tools/eval.py --gin gin/image_mae_cpu.gin --random-init --protocol linear
+torchrun --nproc_per_node 2 tools/eval.py --checkpoint runs/x/checkpoints/last.pt --protocol knn
+
+Under torchrun each rank extracts its share of the items and the kNN probe runs sharded (the same
+predictions as one process); rows past --feature-budget-mb stream to memory-mapped files in
+<run>/features, and rerunning an interrupted extraction resumes it.
 
 The model and data come from the checkpoint's own gin config (`--gin`/`--gin_param` only add
 overrides): train.dataset is rebuilt with split='train' / 'test' and augment=False where the
@@ -16,6 +21,7 @@ last line printed is always `top1_acc=XX.XX`. The work is unimask/evaluation/ (p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from unimask.cli import add_trust_pickle, load_errors, write_json
@@ -67,6 +73,11 @@ def parse_args(argv=None):
     parser.add_argument("--k", type=int, default=DEFAULTS.k)
     parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
     parser.add_argument("--vote", choices=("weighted", "majority"), default=DEFAULTS.vote)
+    parser.add_argument("--feature-budget-mb", type=float, default=DEFAULTS.feature_budget_mb,
+                        help="linear/knn rows held in memory; past it they stream to --feature-dir as memory-mapped "
+                             "files, and a rerun resumes an interrupted extraction")
+    parser.add_argument("--feature-dir", default=None,
+                        help="where streamed rows go (default <run>/features beside the checkpoint)")
     parser.add_argument("--json", default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     problem = options_of(args).problem()
@@ -83,9 +94,14 @@ def evaluate(argv=None) -> dict:
     """The probe of these command-line arguments, as a dict (and --json)."""
     args = parse_args(argv)
     result = run_probe(options_of(args))
-    if args.json:
+    if args.json and is_main():
         write_json(args.json, result)
     return result
+
+
+def is_main() -> bool:
+    """Rank 0 under torchrun (every rank gets the same result; one writes and prints it)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def main(argv=None) -> int:
@@ -96,6 +112,8 @@ def main(argv=None) -> int:
     except (NoLabelsError, *load_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not is_main():
+        return 0
     details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
                         if k not in ("top1_acc", "checkpoint", "data"))
     print(details)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 from dataclasses import dataclass, field
 from typing import List, Optional
+
 
 DEFAULT_WDS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -43,6 +43,8 @@ class ProbeOptions:
     k: int = 20
     temperature: float = 0.07
     vote: str = "weighted"  # weighted | majority
+    feature_budget_mb: float = 2048.0  # probe rows held in memory; past it they stream to feature_dir (resumable)
+    feature_dir: Optional[str] = None  # None: <run>/features beside the checkpoint (no checkpoint: memory only)
 
     def problem(self) -> Optional[str]:
         """Why these options cannot run, or None."""
@@ -52,6 +54,8 @@ class ProbeOptions:
             return "without --checkpoint there are no trained weights: add --random-init"
         if self.features == "raw" and self.protocol == "finetune":
             return "--features raw has nothing to fine-tune; use --protocol linear or knn"
+        if self.feature_budget_mb < 0:
+            return "--feature-budget-mb must be >= 0"
         return None
 
 
@@ -72,32 +76,6 @@ def build_model(options: ProbeOptions):
                                      load_weights=not options.random_init, trust_pickle=options.trust_pickle)[0]
     parse_gin(options.gin, options.gin_param)
     return gin.query_parameter("train.model").scoped_configurable_fn()
-
-
-def features(model, data, options: ProbeOptions, device):
-    """(train_x [M, D], train_y [M], test_x [M', D], test_y [M']) for the linear / kNN probes."""
-    from unimask.evaluation.probe_data import TEST_FRACTION, loaders
-    from unimask.probe import extract_features, extract_raw, holdout_mask, recompute_norm_stats
-
-    side_by_side = options.features == "raw" or options.modality == "all"
-    pool = options.pool or ("flatten" if side_by_side else "mean")
-    if options.features == "raw":
-        if options.layer is not None:
-            raise ValueError("--layer picks an encoder block; --features raw has none")
-        extract = extract_raw
-    else:
-        extract = functools.partial(extract_features, layer=options.layer)
-    train_loader, test_loader = loaders(data, options.batch_size, options.num_workers, options.seed)
-    if options.norm_stats == "recompute" and options.features == "encoder":
-        print(f"norm stats: {recompute_norm_stats(model, train_loader, device)} BatchNorm layers recomputed "
-              "on the train split", flush=True)
-    if data.rows_holdout:
-        x, y = extract(model, train_loader, device, pool=pool)
-        test = holdout_mask(len(y), TEST_FRACTION, options.seed)
-        return x[~test], y[~test], x[test], y[test]
-    train_x, train_y = extract(model, train_loader, device, pool=pool)
-    test_x, test_y = extract(model, test_loader, device, pool=pool)
-    return train_x, train_y, test_x, test_y
 
 
 def label_stats(model, loader, device):
@@ -149,34 +127,96 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def torch_device(kind: str, index: int):
+    import torch
+
+    torch.cuda.set_device(index)
+    return torch.device(kind, index)
+
+
+def fit_probe(model, data, options: ProbeOptions, device, info) -> dict:
+    """Linear or kNN probe on the rows of every rank: kNN sharded over the ranks (same predictions
+    as one process), the linear fit on rank 0 over every rank's rows, its result sent to all."""
+    import torch
+
+    from unimask.evaluation.probe_rows import all_rows, in_memory, large_data_note, split_rows
+    from unimask.probe import knn_probe, knn_probe_sharded, linear_probe
+    from unimask.train.distributed import barrier
+
+    train, test = split_rows(model, data, options, device, info.rank, info.world)
+    sizes = torch.tensor([len(train.y), len(test.y)])
+    if info.world > 1:  # gloo: CPU tensors; NCCL: this rank's GPU
+        sizes = sizes.to(device)
+        torch.distributed.all_reduce(sizes)
+        sizes = sizes.cpu()
+    dim = int(train.x.shape[1])
+    if info.is_main:
+        print(f"features: train {(int(sizes[0]), dim)}, test {(int(sizes[1]), dim)}"
+              + (f" over {info.world} ranks" if info.world > 1 else ""), flush=True)
+    with one_thread():
+        if options.protocol == "knn":
+            if info.world > 1:
+                result = knn_probe_sharded(train.x, train.y, test.x, test.y, options.k, options.temperature,
+                                           options.vote, train_ids=train.key)
+            else:
+                result = knn_probe(train.x, train.y, test.x, test.y, options.k, options.temperature, options.vote)
+        else:
+            note = large_data_note(int(sizes[0]))
+            if note and info.is_main:
+                print(note, flush=True)
+            barrier(info)  # every rank's rows are on disk
+            result = None
+            if info.is_main:
+                train, test = all_rows(options, "train", info.world, train), all_rows(options, "test", info.world, test)
+                result = linear_probe(in_memory(train.x), train.y, in_memory(test.x), test.y,
+                                      epochs=options.epochs or 200, lr=options.lr or 1.0, wd=options.wd or DEFAULT_WDS, optimizer=options.optimizer, seed=options.seed)
+            if info.world > 1:
+                box = [result]
+                torch.distributed.broadcast_object_list(box, src=0)
+                result = box[0]
+    result.update(n_train=int(sizes[0]), n_test=int(sizes[1]), dim=dim)
+    return result
+
+
 def evaluate(options: ProbeOptions) -> dict:
-    """Build the model and its probe data, run the protocol -> {'top1_acc', sizes, what ran}."""
-    from unimask.evaluation.probe_data import eval_data
-    from unimask.probe import knn_probe, linear_probe
+    """Build the model and its probe data, run the protocol -> {'top1_acc', sizes, what ran}.
+    Under torchrun every rank calls it and gets the same result (probe_rows.py: who extracts what)."""
+    import torch.distributed as dist
+
+    from unimask.train.distributed import init_distributed
     from unimask.train.precision import resolve_device
 
     problem = options.problem()
     if problem:
         raise ValueError(problem)
     device = resolve_device(options.device)
+    joined = dist.is_available() and dist.is_initialized()  # a caller's group is the caller's to end
+    info = init_distributed(device)  # torchrun: each rank extracts its share of the items
+    try:
+        if info.world > 1 and device.type == "cuda":
+            device = torch_device("cuda", info.local_rank)
+        return probe(options, device, info)
+    finally:
+        if info.world > 1 and not joined:
+            dist.destroy_process_group()
+
+
+def probe(options: ProbeOptions, device, info) -> dict:
+    from unimask.evaluation.probe_data import eval_data
+
+    if info.world > 1 and options.protocol == "finetune":
+        raise ValueError("--protocol finetune runs in one process; fine-tune at scale with a recipe "
+                         "(gin/finetune_image.gin) under tools/train.py")
     model = build_model(options).to(device)
     if options.modality is not None:
         model.probe_modalities(options.modality)  # a cross-modal model's features: one modality, or all
     data = eval_data(model, device, options.seed, options.test_root)
-    print(f"data: {data.how}", flush=True)
+    if info.is_main:
+        print(f"data: {data.how}", flush=True)
     if options.protocol == "finetune":
         result = run_finetune(model, data, options, device)
     else:
-        train_x, train_y, test_x, test_y = features(model, data, options, device)
-        print(f"features: train {tuple(train_x.shape)}, test {tuple(test_x.shape)}", flush=True)
-        with one_thread():
-            if options.protocol == "linear":
-                result = linear_probe(train_x, train_y, test_x, test_y, epochs=options.epochs or 200,
-                                      lr=options.lr or 1.0, wd=options.wd or DEFAULT_WDS, optimizer=options.optimizer,
-                                      seed=options.seed)
-            else:
-                result = knn_probe(train_x, train_y, test_x, test_y, options.k, options.temperature, options.vote)
-        result.update(n_train=len(train_y), n_test=len(test_y), dim=train_x.shape[1])
+        result = fit_probe(model, data, options, device, info)
     result.update(protocol=options.protocol, features=options.features, random_init=options.random_init,
                   checkpoint=options.checkpoint, data=data.how, **({"modality": options.modality}
                                                                   if options.modality else {}))

@@ -1,5 +1,5 @@
 """Classifiers on fixed features: standardized multinomial logistic regression (L-BFGS, its L2
-strength chosen on a train slice) and cosine kNN with DINO's temperature-weighted vote."""
+strength chosen on a train slice); the kNN classifier is knn.py."""
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -105,32 +105,3 @@ def linear_probe(train_x, train_y, test_x, test_y, epochs: int = 100, lr: float 
     with torch.no_grad():
         return {"top1_acc": accuracy(head(test_x), test_y), "train_acc": accuracy(head(train_x), train_y),
                 "wd": chosen}
-
-
-@torch.no_grad()
-def knn_predict(train_x, train_y, test_x, k: int = 20, temperature: float = 0.07, vote: str = "weighted",
-                num_classes: Optional[int] = None, chunk: int = 1024) -> torch.Tensor:
-    """Cosine kNN (DINO): the k most similar train rows vote with weight exp(sim / T)
-    ('weighted') or 1 ('majority'). [N, D], [N], [T, D] -> predictions [T]."""
-    if vote not in ("weighted", "majority"):
-        raise ValueError(f"vote must be 'weighted' or 'majority', got {vote!r}")
-    num_classes = num_classes or int(train_y.max()) + 1
-    k = min(k, len(train_x))
-    train_n = F.normalize(train_x.float(), dim=1)
-    preds = []
-    for start in range(0, len(test_x), chunk):
-        sim = F.normalize(test_x[start:start + chunk].float(), dim=1) @ train_n.T  # [t, N]
-        top_sim, top_ids = sim.topk(k, dim=1)  # [t, k]
-        weight = (top_sim / temperature).exp() if vote == "weighted" else torch.ones_like(top_sim)
-        votes = torch.zeros(len(sim), num_classes, device=sim.device)
-        votes.scatter_add_(1, train_y[top_ids], weight)  # [t, C]
-        preds.append(votes.argmax(1))
-    return torch.cat(preds)
-
-
-def knn_probe(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07,
-              vote: str = "weighted") -> dict:
-    """-> {'top1_acc'} in percent of the kNN classifier above."""
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    pred = knn_predict(train_x, train_y, test_x, k, temperature, vote, num_classes)
-    return {"top1_acc": accuracy(pred, test_y), "k": k}

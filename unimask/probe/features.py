@@ -147,7 +147,66 @@ def recompute_norm_stats(model, loader, device) -> int:
     return reached
 
 
+def row_origins(model, batch, valid: torch.Tensor, labels: torch.Tensor, pool: str, per_sample: bool) -> torch.Tensor:
+    """Where each row of rows_and_labels comes from: [R, 2] long (sample in the batch, token position;
+    0 for a pooled row). Why: rows extracted by several ranks, or over several runs, are put back in
+    the one-process order (item, then token) by these keys, which the sharded kNN's ties rely on."""
+    labels = labels.to(valid.device).long()
+    if per_sample:  # one pooled row per labeled sample
+        samples = torch.nonzero(labels >= 0).squeeze(1)
+        return torch.stack([samples, torch.zeros_like(samples)], 1)
+    b, m = valid.shape
+    grid = torch.stack([torch.arange(b, device=valid.device)[:, None].expand(b, m),
+                        torch.arange(m, device=valid.device)[None].expand(b, m)], -1)  # [B, M, 2]
+    return rows_and_labels(model, batch, grid, valid, labels, pool)[0]
+
+
 @torch.no_grad()
+def feature_batches(model, loader, device, pool: str = "mean", labels_fn: Optional[Callable] = None,
+                    layer: Optional[int] = None):
+    """Frozen features batch by batch: yields (x [R, D] float32 CPU, y [R] long CPU, origin [R, 2])
+    for the labeled rows of each batch (row_origins), so a caller may stream them to disk."""
+    model.eval().to(device)
+    for batch, labels in labeled_batches(model, loader, device, labels_fn):
+        feats, valid = encode_all(model, batch, layer=layer)
+        x, y = rows_and_labels(model, batch, feats.float(), valid, labels, pool)
+        per_sample = labels.dim() == 1 and pool != "tokens"
+        yield x.cpu(), y.cpu(), row_origins(model, batch, valid, labels, pool, per_sample).cpu()
+
+
+@torch.no_grad()
+def raw_batches(model, loader, device, pool: str = "flatten", labels_fn: Optional[Callable] = None):
+    """The input as features, batch by batch, as feature_batches yields them (see extract_raw)."""
+    width = None
+    for batch, labels in labeled_batches(model, loader, device, labels_fn):
+        tokens, ids, valid = all_visible(model.adapter, batch)
+        raw = gather_tokens(model.adapter.raw_features(tokens), ids)  # [B, M, P + C], same token order as model.features
+        if pool == "flatten" and labels.dim() == 1:
+            if not bool(valid.all()) or (width is not None and width != raw.flatten(1).shape[1]):
+                raise ValueError("raw pool 'flatten' needs the same unpadded token count in every sample; "
+                                 "use pool='mean'")
+            width = raw.flatten(1).shape[1]
+            keep = labels.to(raw.device) >= 0
+            x, y = raw.flatten(1)[keep], labels.to(raw.device).long()[keep]
+            per_sample, row_pool = True, pool
+        else:
+            row_pool = "mean" if pool == "flatten" else pool
+            x, y = rows_and_labels(model, batch, raw, valid, labels, row_pool)
+            per_sample = labels.dim() == 1 and row_pool != "tokens"
+        yield x.cpu(), y.cpu(), row_origins(model, batch, valid, labels, row_pool, per_sample).cpu()
+
+
+def concat_rows(model, parts) -> tuple:
+    """(x, y, origin) per batch -> (x [M, D], y [M]); no labeled row at all is an error."""
+    xs, ys = [], []
+    for x, y, _ in parts:
+        xs.append(x)
+        ys.append(y)
+    if not ys or sum(len(y) for y in ys) == 0:
+        raise no_labels_error(model)
+    return torch.cat(xs), torch.cat(ys)
+
+
 def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optional[Callable] = None,
                      layer: Optional[int] = None) -> tuple:
     """Frozen features of every labeled row: (x [M, D] float32 on CPU, y [M] long on CPU).
@@ -156,19 +215,9 @@ def extract_features(model, loader, device, pool: str = "mean", labels_fn: Optio
     gives one row per token, 'flatten' concatenates the tokens; per-token labels always give
     per-token rows. layer: features of that encoder block (encode_all).
     """
-    model.eval().to(device)
-    xs, ys = [], []
-    for batch, labels in labeled_batches(model, loader, device, labels_fn):
-        feats, valid = encode_all(model, batch, layer=layer)
-        x, y = rows_and_labels(model, batch, feats.float(), valid, labels, pool)
-        xs.append(x.cpu())
-        ys.append(y.cpu())
-    if not ys or sum(len(y) for y in ys) == 0:
-        raise no_labels_error(model)
-    return torch.cat(xs), torch.cat(ys)
+    return concat_rows(model, feature_batches(model, loader, device, pool, labels_fn, layer))
 
 
-@torch.no_grad()
 def extract_raw(model, loader, device, pool: str = "flatten", labels_fn: Optional[Callable] = None) -> tuple:
     """The input as features, the baseline a learned encoder must beat: (x [M, P'], y [M]).
 
@@ -176,20 +225,4 @@ def extract_raw(model, loader, device, pool: str = "flatten", labels_fn: Optiona
     pool 'flatten' concatenates all tokens of a sample (the whole raw input for a dense grid; needs the same
     unpadded token count everywhere), other pools as in extract_features.
     """
-    xs, ys = [], []
-    for batch, labels in labeled_batches(model, loader, device, labels_fn):
-        tokens, ids, valid = all_visible(model.adapter, batch)
-        raw = gather_tokens(model.adapter.raw_features(tokens), ids)  # [B, M, P + C], same token order as model.features
-        if pool == "flatten" and labels.dim() == 1:
-            if not bool(valid.all()) or (xs and xs[0].shape[1] != raw.flatten(1).shape[1]):
-                raise ValueError("raw pool 'flatten' needs the same unpadded token count in every sample; "
-                                 "use pool='mean'")
-            keep = labels.to(raw.device) >= 0
-            x, y = raw.flatten(1)[keep], labels.to(raw.device).long()[keep]
-        else:
-            x, y = rows_and_labels(model, batch, raw, valid, labels, "mean" if pool == "flatten" else pool)
-        xs.append(x.cpu())
-        ys.append(y.cpu())
-    if not ys or sum(len(y) for y in ys) == 0:
-        raise no_labels_error(model)
-    return torch.cat(xs), torch.cat(ys)
+    return concat_rows(model, raw_batches(model, loader, device, pool, labels_fn))
