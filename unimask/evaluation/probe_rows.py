@@ -40,9 +40,9 @@ def feature_dir(options) -> Optional[str]:
 
 def store_meta(options, world: int) -> dict:
     """What the rows depend on: a store whose meta differs is not resumed."""
-    meta = {name: getattr(options, name) for name in ("checkpoint", "random_init", "features", "pool", "layer",
-                                                      "modality", "seed", "norm_stats", "gin", "gin_param",
-                                                      "test_root", "batch_size")}
+    given = vars(options)  # the tool's argparse namespace
+    meta = {name: given[name] for name in ("checkpoint", "random_init", "features", "pool", "layer", "modality",
+                                           "seed", "norm_stats", "gin", "gin_param", "test_root", "batch_size")}
     if options.checkpoint and os.path.exists(options.checkpoint):
         stat = os.stat(options.checkpoint)
         meta["checkpoint_file"] = [os.path.abspath(options.checkpoint), stat.st_size, int(stat.st_mtime)]
