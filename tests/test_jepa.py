@@ -234,3 +234,7 @@ def test_ijepa_cpu_trains_under_smoke_with_falling_loss_and_no_collapse(tmp_path
     assert all(0.2 < r["mask_ratio"] < 0.9 for r in rows)
     evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
     assert evals[-1] < evals[0], evals
+    # I-JEPA's weight decay rises on a half cosine, 0.04 -> 0.4 (train.final_weight_decay)
+    decays = [r["weight_decay"] for r in rows]
+    assert decays[0] == pytest.approx(0.04) and decays == sorted(decays) and decays[-1] > 0.39
+    assert decays[15] == pytest.approx(0.04 + 0.36 * 0.5 * (1 - math.cos(math.pi * 15 / 30)))

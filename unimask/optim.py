@@ -80,3 +80,10 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_lr: float = 0.0) 
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return min_lr + (peak - min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def weight_decay_at(step: int, total: int, start: float, final: float) -> float:
+    """I-JEPA's (and DINO's) weight-decay curve: a half cosine from `start` at step 0 to `final` at
+    `total` (I-JEPA: 0.04 -> 0.4), so regularization grows as the representation settles."""
+    progress = min(step / max(1, total), 1.0)
+    return final + (start - final) * 0.5 * (1 + math.cos(math.pi * progress))

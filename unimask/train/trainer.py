@@ -24,7 +24,7 @@ from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
 from unimask.train.distributed import all_or_none, all_reduce_mean, any_rank, barrier, failed_ranks, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
-from unimask.optim import lr_at, make_optimizer, thaw_factor
+from unimask.optim import lr_at, make_optimizer, thaw_factor, weight_decay_at
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.scoring import score_split
 from unimask.train.workdir import (RunLock, WorkdirError, check_data, check_fresh_start, config_changes, data_identity,
@@ -45,7 +45,8 @@ class NonFiniteLossError(RuntimeError):
 class Trainer:
     def __init__(self, model=gin.REQUIRED, dataset=gin.REQUIRED, steps: int = 1000, batch_size: int = 64,
                  base_lr: float = 1.5e-4, lr: Optional[float] = None, min_lr: float = 0.0,
-                 warmup_steps: int = 0, weight_decay: float = 0.05, betas=(0.9, 0.95),
+                 warmup_steps: int = 0, weight_decay: float = 0.05, final_weight_decay: Optional[float] = None,
+                 betas=(0.9, 0.95),
                  clip_grad: Optional[float] = None, accum_steps: int = 1, seed: int = 0,
                  precision: str = "auto", device: str = "auto", num_workers: int = 2, pin_memory: bool = True,
                  persistent_workers: bool = True, prefetch_factor: int = 2, log_every: int = 50,
@@ -67,7 +68,12 @@ class Trainer:
         activation_checkpointing: every transformer block recomputes its activations in the
         backward pass instead of keeping them (less memory, about one more forward of compute).
         collective_timeout_s: under torchrun, how long any collective may wait for the other ranks
-        before the job fails (torch's default is 10-30 minutes): a lost or stuck rank ends the job."""
+        before the job fails (torch's default is 10-30 minutes): a lost or stuck rank ends the job.
+        final_weight_decay: the weight decay of the decaying groups follows a half cosine from
+        weight_decay to this value over the run (I-JEPA: 0.04 -> 0.4); None keeps it fixed."""
+        if final_weight_decay is not None and not (weight_decay > 0 and final_weight_decay >= 0):
+            raise ValueError(f"train.final_weight_decay={final_weight_decay} needs train.weight_decay > 0 (the start "
+                             f"of the curve; got {weight_decay}) and a final value >= 0")
         self.device = resolve_device(device)
         self.dist = init_distributed(self.device, collective_timeout_s)
         if self.dist.world > 1 and self.device.type == "cuda":
@@ -106,6 +112,8 @@ class Trainer:
             set_activation_checkpointing(self.model, True)
         self.train_model = self._wrap(self.model, compile, fsdp)  # before the optimizer: FSDP swaps params
         self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device)
+        self.weight_decays = (weight_decay, final_weight_decay)
+        self.decaying = [group["weight_decay"] > 0 for group in self.optimizer.param_groups]
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if ema_decay else None
         self.ema_decay = ema_decay
@@ -233,6 +241,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = (lr * group.get("lr_scale", 1.0)  # layer-wise decay when fine-tuning
                            * thaw_factor(self.step, self.steps, group.get("thaw_at", 0.0), self.warmup_steps))
+        scheduled = {}
+        if self.weight_decays[1] is not None:
+            scheduled["weight_decay"] = weight_decay_at(self.step, self.steps, *self.weight_decays)
+            for group, decays in zip(self.optimizer.param_groups, self.decaying):
+                group["weight_decay"] = scheduled["weight_decay"] if decays else 0.0
         self.train_model.train()
         total_loss, ratios, finite, terms = 0.0, [], True, {}
         for micro, batch in enumerate(batches):
@@ -288,7 +301,7 @@ class Trainer:
         self.position += self.batch_size // self.declared.samples_per_item
         return {"loss": total_loss if finite else float("nan"), "terms": terms if finite else {}, "lr": lr,
                 "mask_ratio": sum(ratios) / len(ratios),
-                "grad_norm": float(grad_norm) if finite else float("nan"), "stop": stop}
+                "grad_norm": float(grad_norm) if finite else float("nan"), "stop": stop, **scheduled}
 
     def _update_ema(self):
         if self.ema is not None:
@@ -460,7 +473,8 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 row = {"step": self.step, "loss": sum(window) / len(window) if window else float("nan"),
                        **{name: sum(values) / len(values) for name, values in term_window.items()},
-                       "lr": metrics["lr"], "mask_ratio": metrics["mask_ratio"], "grad_norm": metrics["grad_norm"],
+                       "lr": metrics["lr"], **{k: metrics[k] for k in ("weight_decay",) if k in metrics},
+                       "mask_ratio": metrics["mask_ratio"], "grad_norm": metrics["grad_norm"],
                        "samples_per_s": len(window or [0]) * self.batch_size / max(elapsed, 1e-9),
                        "skipped": self.skipped, "bad_samples": self.n_bad}
                 if self.step % self.eval_every == 0 or final:
