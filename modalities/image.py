@@ -299,13 +299,19 @@ class ImageAdapter(GridAdapter):
             self.pixel_norm[key] = tuple(t.to(x.device) for t in self.pixel_norm["cpu"])
         return normalized(x, *self.pixel_norm[key])
 
+    def float_input(self, batch):
+        """A uint8 batch normalized to floats (mixup and cutmix blend normalized pixels, as MAE's
+        fine-tuning does after its Normalize); a float batch unchanged."""
+        x = batch[self.batch_key] if isinstance(batch, dict) else batch
+        if x.dtype != torch.uint8:
+            return batch
+        x = self.normalize(x)
+        return {**batch, self.batch_key: x} if isinstance(batch, dict) else x
+
     def tokenize(self, batch):
         x = batch[self.batch_key] if isinstance(batch, dict) else batch
         check_input(x, (self.in_chans, self.img_size, self.img_size), "image (ImageAdapter.img_size/in_chans)")
-        if x.dtype == torch.uint8:
-            x = self.normalize(x)
-            batch = {**batch, self.batch_key: x} if isinstance(batch, dict) else x
-        return super().tokenize(batch)
+        return super().tokenize(self.float_input(batch))
 
     def render(self, tokens, pred, mask, path):
         return save_rows([self.panels(tokens, pred, mask)], path)

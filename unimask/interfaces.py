@@ -87,6 +87,12 @@ class ModalityAdapter(nn.Module):
         are not numbers (token ids) give an encoding of them instead."""
         return torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
 
+    def float_input(self, batch):
+        """The raw batch with its input as floats in the model's units, for augmentations that mix
+        inputs (mixup, cutmix); an adapter that takes uint8 and normalizes in tokenize (images
+        loaded as uint8) converts here. Default: the batch as it is."""
+        return batch
+
     def labels(self, batch) -> Optional[torch.Tensor]:
         """[B] class labels of a raw batch, for probes; None when the data has none."""
         label = batch.get("label") if isinstance(batch, dict) else None

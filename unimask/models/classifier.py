@@ -149,6 +149,7 @@ class Classifier(PretrainingModel):
     def mix(self, batch: dict, labels: torch.Tensor) -> tuple:
         """timm's Mixup on the adapter's input: (mixed batch, soft targets [B, classes])."""
         key = self.adapter.batch_key
+        batch = self.adapter.float_input(batch)  # uint8 images are mixed as normalized floats
         x = batch[key]
         if x.shape[0] % 2:
             raise ValueError(f"Classifier mixup/cutmix needs an even batch per step, got {x.shape[0]}")
