@@ -63,6 +63,9 @@ class CodesAdapter(ModalityAdapter):
         self.tokenizer.eval()  # frozen: no codebook update, no dropout
         return self
 
+    def pretrained_parts(self) -> list:
+        return [self.tokenizer]  # loaded from its checkpoint: the model's init must not redraw it
+
     # ---- tokens -------------------------------------------------------------------------------
     def inner_tokens(self, batch) -> Tokens:
         """The tokenizer's own Tokens of a raw batch (its grid and coords)."""

@@ -87,6 +87,11 @@ class ModalityAdapter(nn.Module):
         are not numbers (token ids) give an encoding of them instead."""
         return torch.cat([tokens.patches.float(), tokens.coords.float()], -1)
 
+    def pretrained_parts(self) -> list:
+        """Submodules that arrive with weights loaded from a file (a frozen VQ tokenizer whose codes
+        are the tokens): the model's weight initialization leaves them alone. Default: none."""
+        return []
+
     def float_input(self, batch):
         """The raw batch with its input as floats in the model's units, for augmentations that mix
         inputs (mixup, cutmix); an adapter that takes uint8 and normalizes in tokenize (images

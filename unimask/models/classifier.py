@@ -28,7 +28,7 @@ from torch import nn
 
 from unimask.encoders import encode_all
 from unimask.interfaces import PretrainingModel, StepOutput
-from unimask.models.masked import init_weights
+from unimask.models.masked import init_model_weights
 from unimask.optim import layer_decay_scales, still_frozen
 from unimask.probe.features import pool_rows
 
@@ -72,7 +72,7 @@ class Classifier(PretrainingModel):
         self.fc_norm = nn.LayerNorm(width, eps=1e-6) if pool != "cls" else nn.Identity()
         self.head_dropout = nn.Dropout(0.0 if head_hidden else head_dropout)
         self.head = mlp_head(width, tuple(int(w) for w in head_hidden), num_classes, head_dropout)
-        self.apply(init_weights)
+        init_model_weights(self, [])  # as self.apply(init_weights), an adapter's pretrained parts kept
         last = self.head[-1] if isinstance(self.head, nn.Sequential) else self.head
         nn.init.trunc_normal_(last.weight, std=head_init_std)
         self.label_smoothing = label_smoothing

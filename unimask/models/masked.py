@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unimask.encoders import embed_ids, encode_all, encode_ids, position_codes
-from unimask.interfaces import PretrainingModel, StepOutput, Target
+from unimask.interfaces import ModalityAdapter, PretrainingModel, StepOutput, Target
 from unimask.position_prediction import accepts_block_masks
 from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
 
@@ -328,8 +328,11 @@ def init_model_weights(model: nn.Module, targets) -> None:
     """init_weights over the model as nn.Module.apply does (children first, same order), except
     inside the targets: a frozen teacher or a VQ tokenizer arrives with its weights loaded from a
     checkpoint, and re-initializing it would leave a random network behind the target (its
-    buffers, e.g. a codebook, would survive and hide it)."""
-    skip = {id(module) for target in targets for module in target.modules()}
+    buffers, e.g. a codebook, would survive and hide it); likewise every adapter's
+    pretrained_parts() (a frozen tokenizer whose codes are the tokens)."""
+    loaded = [*targets, *(part for module in model.modules() if isinstance(module, ModalityAdapter)
+                          for part in module.pretrained_parts())]
+    skip = {id(module) for part in loaded for module in part.modules()}
 
     def visit(module: nn.Module):
         if id(module) in skip:
