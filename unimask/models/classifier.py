@@ -105,6 +105,7 @@ class Classifier(PretrainingModel):
             self.train()
 
     def head_layers(self) -> list:
+        """The head as a list of layers (a bare Linear is one); the last is the classifier."""
         return list(self.head) if isinstance(self.head, nn.Sequential) else [self.head]
 
     def train(self, mode: bool = True):
