@@ -1,5 +1,5 @@
-"""The optimizer: AdamW over MAE's parameter groups, and the learning-rate curve, shared by the
-trainer and the probes.
+"""The optimizer: AdamW (or LARS, MAE's linear probe) over MAE's parameter groups, and the
+learning-rate curve, shared by the trainer and the probes.
 
 MAE's rules: no weight decay on biases, norms (1-D parameters), position and mask tokens;
 linear warmup then a half cosine to min_lr. Frozen and teacher weights are not optimized.
@@ -42,12 +42,43 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr_scale: Optional
             for (decays, scale, thaw), params in groups.items()]
 
 
-def make_optimizer(model, lr: float, weight_decay: float, betas, device: torch.device):
-    """The trainer's AdamW over the model's groups (its PretrainingModel.lr_scale / thaw_at).
-    fused: one kernel per parameter group (CUDA and, since torch 2.4, CPU: ~2x faster than
-    foreach there and without foreach's full-size temporaries); foreach elsewhere."""
+OPTIMIZERS = ("adamw", "lars")
+LARS_MOMENTUM, LARS_TRUST = 0.9, 0.001  # MAE's util/lars.py defaults (main_linprobe.py keeps them)
+
+
+def make_optimizer(model, lr: float, weight_decay: float, betas, device: torch.device, name: str = "adamw"):
+    """The trainer's optimizer over the model's groups (its PretrainingModel.lr_scale / thaw_at).
+    'adamw' (every recipe but the linear probe), fused: one kernel per parameter group (CUDA and,
+    since torch 2.4, CPU: ~2x faster than foreach there and without foreach's full-size
+    temporaries); foreach elsewhere. 'lars': timm's Lars as MAE's linear probe uses it (lars_groups)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    groups = model.param_groups(weight_decay)
+    if name == "lars":
+        from timm.optim import Lars
+
+        return Lars(lars_groups(groups), lr=lr, momentum=LARS_MOMENTUM, trust_coeff=LARS_TRUST)
     kwargs = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    return torch.optim.AdamW(model.param_groups(weight_decay), lr=lr, betas=tuple(betas), **kwargs)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **kwargs)
+
+
+def lars_groups(groups: list) -> list:
+    """MAE's LARS (util/lars.py) scales the step of a parameter with ndim > 1 by its trust ratio
+    (trust x |w| / |g + wd w|) and gives biases and norms (ndim <= 1) plain momentum SGD without
+    weight decay. timm's Lars adapts a whole group, when its weight_decay != 0 or always_adapt,
+    so each group splits by ndim: matrices always adapt (the linear probe's weight decay is 0,
+    which would otherwise turn LARS off), vectors never and without decay. Empty groups go.
+    timm's ratio is trust x |w| / (|g| + wd |w| + eps), the LARS paper's: equal to MAE's at
+    weight decay 0 (its linear probe) up to eps, slightly smaller otherwise."""
+    out = []
+    for group in groups:
+        matrices = [p for p in group["params"] if p.ndim > 1]
+        vectors = [p for p in group["params"] if p.ndim <= 1]
+        if matrices:
+            out.append({**group, "params": matrices, "always_adapt": True})
+        if vectors:
+            out.append({**group, "params": vectors, "always_adapt": False, "weight_decay": 0.0})
+    return out
 
 
 def thaw_factor(step: int, total: int, thaw_at: float, warmup: int) -> float:

@@ -14,6 +14,11 @@ which unimask/optim.py puts on the parameter groups. `linear_probe_first` is LP-
 alone on the frozen encoder's features (no backward through the encoder), then every weight
 trains, the encoder from a fresh warmup (`thaw_at` on its parameter groups), so the encoder's
 gradients start from a head that already reads its features instead of a random one.
+`freeze_encoder` is the linear probe as a training run (MAE's main_linprobe.py): the adapter,
+encoder and fc_norm never train (out of the optimizer, no autograd, eval mode: no drop path, their
+BatchNorm statistics kept), only the head does; `head_norm='batchnorm'` puts MAE's
+BatchNorm1d(affine=False) before the linear head, which standardizes the frozen features per
+channel (their scales differ by orders of magnitude) so LARS can train one layer on them.
 `score_batch` gives the trainer top-1 (and top-5) on `train.eval_dataset`.
 """
 from __future__ import annotations
@@ -46,7 +51,7 @@ class Classifier(PretrainingModel):
                  pool: str = "mean", head_dropout: float = 0.0, head_init_std: float = 2e-5,
                  head_hidden: tuple = (), layer_decay: Optional[float] = 0.75, label_smoothing: float = 0.1,
                  mixup: float = 0.0, cutmix: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5,
-                 linear_probe_first: float = 0.0):
+                 linear_probe_first: float = 0.0, freeze_encoder: bool = False, head_norm: Optional[str] = None):
         """pool: 'mean' (mean + fc_norm, MAE's default), 'cls' (needs ViTEncoder.class_token) or
         'max+mean' (max and mean over the valid tokens, [B, 2D], + fc_norm: Point-MAE's head reads
         max-pooled tokens beside its [CLS]; a pretraining checkpoint without a [CLS] has the mean);
@@ -55,7 +60,9 @@ class Classifier(PretrainingModel):
         layer_decay: lr x decay^(depth + 1 - layer) (MAE: 0.75 ViT-B/L, 0.65 in its ViT-B recipe);
         None = one lr. mixup / cutmix: timm's alphas (0.8 / 1.0 in MAE and VideoMAE; 0 = off).
         linear_probe_first: the fraction of the run (0 <= f < 1) that trains only fc_norm and the
-        head, the adapter and encoder frozen (LP-FT); 0 = every weight from the first step."""
+        head, the adapter and encoder frozen (LP-FT); 0 = every weight from the first step.
+        freeze_encoder: only the head ever trains (the linear probe; MAE's main_linprobe freezes fc_norm too).
+        head_norm: None, or 'batchnorm' (MAE's linear probe: BatchNorm1d(affine=False, eps=1e-6) first)."""
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"Classifier.pool must be one of {POOLS}, got {pool!r}")
@@ -65,6 +72,11 @@ class Classifier(PretrainingModel):
             raise ValueError("Classifier.pool='cls' needs an encoder with a [CLS] token (ViTEncoder.class_token=True)")
         if not 0.0 <= linear_probe_first < 1.0:
             raise ValueError(f"Classifier.linear_probe_first={linear_probe_first}: a fraction of the run in [0, 1)")
+        if head_norm not in (None, "batchnorm"):
+            raise ValueError(f"Classifier.head_norm must be None or 'batchnorm', got {head_norm!r}")
+        if freeze_encoder and linear_probe_first:
+            raise ValueError("Classifier.freeze_encoder=True freezes the encoder for the whole run; "
+                             "linear_probe_first (LP-FT) must then be 0")
         if num_classes < 2:
             raise ValueError(f"Classifier.num_classes={num_classes}: at least 2 classes")
         self.adapter, self.encoder, self.pool, self.num_classes = adapter, encoder, pool, num_classes
@@ -72,9 +84,10 @@ class Classifier(PretrainingModel):
         self.fc_norm = nn.LayerNorm(width, eps=1e-6) if pool != "cls" else nn.Identity()
         self.head_dropout = nn.Dropout(0.0 if head_hidden else head_dropout)
         self.head = mlp_head(width, tuple(int(w) for w in head_hidden), num_classes, head_dropout)
+        if head_norm == "batchnorm":  # MAE main_linprobe's "hack": head = Sequential(BatchNorm1d, head)
+            self.head = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), *self.head_layers())
         init_model_weights(self, [])  # as self.apply(init_weights), an adapter's pretrained parts kept
-        last = self.head[-1] if isinstance(self.head, nn.Sequential) else self.head
-        nn.init.trunc_normal_(last.weight, std=head_init_std)
+        nn.init.trunc_normal_(self.head_layers()[-1].weight, std=head_init_std)
         self.label_smoothing = label_smoothing
         self.mixer = None
         if mixup > 0 or cutmix > 0:
@@ -85,6 +98,24 @@ class Classifier(PretrainingModel):
         depth = encoder.block_count()
         self.layer_scales = layer_decay_scales(depth, layer_decay, self.layer_of) if layer_decay else None
         self.linear_probe_first = float(linear_probe_first)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:  # out of the optimizer (optim.param_groups skips them) and out of DDP's buckets
+            for part in (self.adapter, self.encoder, self.fc_norm):
+                part.requires_grad_(False)
+            self.train()
+
+    def head_layers(self) -> list:
+        """The head as a list of layers (a bare Linear is one); the last is the classifier."""
+        return list(self.head) if isinstance(self.head, nn.Sequential) else [self.head]
+
+    def train(self, mode: bool = True):
+        """A frozen encoder stays in eval mode while the head trains (its BatchNorm1d statistics
+        update): no drop path, no dropout, and an adapter's BatchNorm keeps its pretrained statistics."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.adapter.eval()
+            self.encoder.eval()
+        return self
 
     def lr_scale(self, name: str) -> Optional[float]:
         """Layer-wise lr decay (MAE's fine-tuning): decay^(depth + 1 - layer); None without it."""
@@ -135,7 +166,7 @@ class Classifier(PretrainingModel):
         if bool((labels < 0).any()):
             raise ValueError("Classifier: unlabeled samples (label -1) in a fine-tuning batch; the dataset's "
                              "split has files outside class folders")
-        frozen = self.training and still_frozen(progress, self.linear_probe_first)
+        frozen = self.training and (self.freeze_encoder or still_frozen(progress, self.linear_probe_first))
         if self.training and self.mixer is not None:
             batch, soft = self.mix(batch, labels)
             logits = self.logits(batch, frozen)

@@ -46,7 +46,7 @@ class Trainer:
     def __init__(self, model=gin.REQUIRED, dataset=gin.REQUIRED, steps: int = 1000, batch_size: int = 64,
                  base_lr: float = 1.5e-4, lr: Optional[float] = None, min_lr: float = 0.0,
                  warmup_steps: int = 0, weight_decay: float = 0.05, final_weight_decay: Optional[float] = None,
-                 betas=(0.9, 0.95),
+                 betas=(0.9, 0.95), optimizer: str = "adamw",
                  clip_grad: Optional[float] = None, accum_steps: int = 1, seed: int = 0,
                  precision: str = "auto", device: str = "auto", num_workers: int = 2, pin_memory: bool = True,
                  persistent_workers: bool = True, prefetch_factor: int = 2, log_every: int = 50,
@@ -57,7 +57,8 @@ class Trainer:
                  allow_data_change: bool = False, eval_dataset=None,
                  eval_batch_size: Optional[int] = None, activation_checkpointing: bool = False,
                  collective_timeout_s: float = 300):
-        """init_from: weights to start from (unimask, timm, MAE, VideoMAE or Hugging Face files;
+        """optimizer: 'adamw' (betas), or 'lars' (MAE's linear probe: timm's Lars, momentum 0.9).
+        init_from: weights to start from (unimask, timm, MAE, VideoMAE or Hugging Face files;
         unimask/weights), init_strict=False loads the keys that fit; a resumed run ignores it.
         init_trust_pickle=True lets init_from fully unpickle a file the weights-only reader
         refuses (it can run code: only for files you trust).
@@ -111,7 +112,7 @@ class Trainer:
 
             set_activation_checkpointing(self.model, True)
         self.train_model = self._wrap(self.model, compile, fsdp)  # before the optimizer: FSDP swaps params
-        self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device)
+        self.optimizer = make_optimizer(self.model, self.peak_lr, weight_decay, betas, self.device, optimizer)
         self.weight_decays = (weight_decay, final_weight_decay)
         self.decaying = [group["weight_decay"] > 0 for group in self.optimizer.param_groups]
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
