@@ -202,38 +202,6 @@ def test_maskgit_training_lowers_the_code_loss_and_sampling_is_seeded():
         sample_codes(model, 4, None)
 
 
-def test_maskgit_recipe_trains_under_smoke_and_generate_writes_a_grid(tmp_path):
-    """The user's commands: tools/train.py on gin/maskgit_cpu.gin (smoke-sized, a random tokenizer:
-    the shipped one is patch 4, smoke's patch 8), then tools/generate.py; a wrong --label exits 2."""
-    import json
-    import subprocess
-    import sys
-
-    from PIL import Image
-
-    from helpers import ROOT
-
-    workdir = tmp_path / "maskgit"
-    train = subprocess.run([sys.executable, "tools/train.py", "--gin", "gin/maskgit_cpu.gin", "--gin", "gin/smoke.gin",
-                            "--workdir", str(workdir), "--gin_param", "CodesAdapter.checkpoint=None",
-                            "--gin_param", "train.steps=6", "--gin_param", "train.eval_every=6",
-                            "--gin_param", "train.progress_bar=False"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
-    assert train.returncode == 0, train.stderr[-2000:]
-    checkpoint, out = str(workdir / "checkpoints" / "last.pt"), str(tmp_path / "grid.png")
-    gen = subprocess.run([sys.executable, "tools/generate.py", "--checkpoint", checkpoint, "--n", "20", "--steps", "3",
-                          "--out", out, "--json", str(tmp_path / "gen.json")], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert gen.returncode == 0, gen.stderr[-2000:]
-    result = json.loads((tmp_path / "gen.json").read_text())
-    assert result["labels"] == [c for c in range(10) for _ in range(2)]  # two per class, a row each
-    width, height = Image.open(out).size
-    assert height > width  # 10 rows of 2
-    bad = subprocess.run([sys.executable, "tools/generate.py", "--checkpoint", checkpoint, "--label", "12",
-                          "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "--label=12" in bad.stderr
-
-
 # ---- offline quality figures ------------------------------------------------------------------------
 def test_frechet_distance_matches_scipys_matrix_square_root_and_is_zero_on_itself():
     import numpy as np
@@ -256,27 +224,39 @@ def test_frechet_distance_matches_scipys_matrix_square_root_and_is_zero_on_itsel
 
 
 @pytest.mark.slow
-def test_fid_tool_scores_generated_samples_against_the_floor(tmp_path):
-    """tools/fid.py end to end under smoke: a classifier trained from scratch, a MaskGIT run, then
-    the rows (floor, random codes, MaskGIT) and the closing fd= line."""
+def test_maskgit_recipe_trains_generate_draws_and_fid_scores_it(tmp_path):
+    """The user's commands under smoke (a random tokenizer: the shipped one is patch 4, smoke's
+    patch 8): tools/train.py on gin/maskgit_cpu.gin and on a from-scratch classifier, then
+    tools/generate.py (a grid, a row per class; a wrong --label exits 2) and tools/fid.py (the
+    floor, random codes and MaskGIT rows, the closing fd= line)."""
     import json
     import subprocess
     import sys
 
+    from PIL import Image
+
     from helpers import ROOT
 
-    def run(*args):
+    def run(*args, expect=0):
         result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout
+        assert result.returncode == expect, result.stderr[-2000:]
+        return result
 
     common = ["--gin", "gin/smoke.gin", "--gin_param", "train.progress_bar=False"]
-    run("tools/train.py", "--gin", "gin/finetune_image.gin", *common, "--workdir", str(tmp_path / "cls"),
-        "--gin_param", "train.init_from=None", "--gin_param", "Classifier.mixup=0.0", "--gin_param", "Classifier.cutmix=0.0")
     run("tools/train.py", "--gin", "gin/maskgit_cpu.gin", *common, "--workdir", str(tmp_path / "gen"),
         "--gin_param", "CodesAdapter.checkpoint=None")
-    out = run("tools/fid.py", "--classifier", str(tmp_path / "cls/checkpoints/last.pt"), "--generator",
-              str(tmp_path / "gen/checkpoints/last.pt"), "--n", "60", "--steps", "2", "4", "--json", str(tmp_path / "fd.json"))
+    generator, grid = str(tmp_path / "gen/checkpoints/last.pt"), str(tmp_path / "grid.png")
+    run("tools/generate.py", "--checkpoint", generator, "--n", "20", "--steps", "3", "--out", grid,
+        "--json", str(tmp_path / "gen.json"))
+    assert json.loads((tmp_path / "gen.json").read_text())["labels"] == [c for c in range(10) for _ in range(2)]
+    width, height = Image.open(grid).size
+    assert height > width  # 10 rows of 2
+    bad = run("tools/generate.py", "--checkpoint", generator, "--label", "12", "--out", grid, expect=2)
+    assert "--label=12" in bad.stderr
+    run("tools/train.py", "--gin", "gin/finetune_image.gin", *common, "--workdir", str(tmp_path / "cls"),
+        "--gin_param", "train.init_from=None", "--gin_param", "Classifier.mixup=0.0", "--gin_param", "Classifier.cutmix=0.0")
+    out = run("tools/fid.py", "--classifier", str(tmp_path / "cls/checkpoints/last.pt"), "--generator", generator,
+              "--n", "60", "--steps", "2", "4", "--json", str(tmp_path / "fd.json")).stdout
     rows = json.loads((tmp_path / "fd.json").read_text())["rows"]
     assert [r["set"] for r in rows] == ["floor (train vs test)", "random codes", "MaskGIT, 2 steps", "MaskGIT, 4 steps"]
     assert all(r["fd"] >= 0 and 0 <= r["precision"] <= 1 for r in rows) and rows[-1]["cas"] is not None

@@ -176,6 +176,7 @@ def probe(tmp_path, name, *args, nproc=1):
     return json.loads((tmp_path / f"{name}.json").read_text()), result.stdout
 
 
+@pytest.mark.slow
 def test_eval_knn_under_torchrun_equals_one_process(tmp_path):
     one, _ = probe(tmp_path, "one", "--protocol", "knn")
     two, out = probe(tmp_path, "two", "--protocol", "knn", "--feature-budget-mb", "0", "--feature-dir",
