@@ -94,6 +94,19 @@ def train_transform(img_size: int, min_scale: float, augment: bool, interpolatio
     return T.Resize((img_size, img_size), interpolation=mode, antialias=True)
 
 
+def finetune_transform(img_size: int, min_scale: float, interpolation: str, rand_augment: Optional[str],
+                       random_erasing: float, mean, std):
+    """MAE's fine-tuning augmentation through timm's create_transform (as MAE's main_finetune.py
+    builds it): RandomResizedCrop(scale=(min_scale, 1)) + flip, RandAugment (`rand_augment`, e.g.
+    'rand-m9-mstd0.5-inc1'), ToTensor + Normalize, then random erasing (probability
+    `random_erasing`, per-pixel noise, one box). PIL image -> [C, img_size, img_size] float."""
+    from timm.data import create_transform
+
+    return create_transform(img_size, is_training=True, scale=(min_scale, 1.0), hflip=0.5,
+                            auto_augment=rand_augment or None, interpolation=interpolation, re_prob=random_erasing,
+                            re_mode="pixel", re_count=1, mean=tuple(mean), std=tuple(std))
+
+
 def crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple:
     """(top, left, h, w) of a random resized crop: torchvision's RandomResizedCrop.get_params itself,
     so the same torch draws, and the same box for the same seed, as the transform."""
@@ -163,11 +176,16 @@ class ImageDataset(SampleDataset):
                  std: Optional[Sequence[float]] = None, skip_bad_samples: bool = False, limit: Optional[int] = None,
                  test_root=None, max_pixels: Optional[int] = MAX_PIXELS,
                  max_array_bytes: Optional[int] = MAX_ARRAY_BYTES, interpolation: str = "bilinear",
-                 output: str = "float", draft: bool = False):
+                 output: str = "float", draft: bool = False, rand_augment: Optional[str] = None,
+                 random_erasing: float = 0.0):
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"ImageDataset.interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
         if output not in ("float", "uint8"):
             raise ValueError(f"ImageDataset.output must be 'float' or 'uint8', got {output!r}")
+        timm_augment = bool(rand_augment) or random_erasing > 0
+        if timm_augment and (not augment or output != "float"):
+            raise ValueError("ImageDataset.rand_augment / random_erasing (fine-tuning's augmentation) need "
+                             "augment=True and output='float'")
         if output == "uint8" and (mean is not None or std is not None):
             raise ValueError("ImageDataset.mean/std are unused with output='uint8' (ImageAdapter normalizes on the "
                              "device): set ImageAdapter.mean/std instead")
@@ -197,6 +215,8 @@ class ImageDataset(SampleDataset):
             self.items = self.items[:limit]
         self.transform = train_transform(img_size, min_scale, augment, interpolation)
         mean, std = default_norm(in_chans, mean, std)
+        self.finetune_transform = finetune_transform(img_size, min_scale, interpolation, rand_augment, random_erasing,
+                                                     mean, std) if timm_augment else None
         self.mean, self.std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
         self.scale_shift = normalizer(mean, std)
 
@@ -251,6 +271,10 @@ class ImageDataset(SampleDataset):
 
     def load(self, index):
         path, label, row = self.items[index]
+        if self.finetune_transform is not None:  # timm's pipeline on the whole decoded image
+            array = to_channels(self.read(index), self.in_chans, self.describe(index))
+            image = self.finetune_transform(Image.fromarray(array[..., 0] if self.in_chans == 1 else array))
+            return {"image": image, "label": -1 if label is None else label}
         flip = None  # stays None on the float path
         if row is None:
             array, flip = self.crop_file(path)
