@@ -1,6 +1,7 @@
 """Fine-tuning's input-space augmentation: mixup / cutmix blend normalized pixels whether the
 loader hands over floats or uint8 images (ImageDataset.output='uint8', normalized on the device)."""
 import numpy as np
+import pytest
 import torch
 
 from helpers import tiny_image_model
@@ -26,8 +27,6 @@ def test_mixup_on_uint8_images_equals_mixup_on_their_normalized_floats():
 def test_finetune_augmentation_through_timm_is_seeded_and_refused_where_it_cannot_apply():
     """ImageDataset.rand_augment / random_erasing: MAE's fine-tuning pipeline from timm's
     create_transform, drawn from the sample's seed like every augmentation here (resume is exact)."""
-    import pytest
-
     from modalities.image import ImageDataset
 
     root = "data/sample/images/fashion_mnist.npz"
@@ -42,6 +41,7 @@ def test_finetune_augmentation_through_timm_is_seeded_and_refused_where_it_canno
             ImageDataset(root=root, img_size=28, in_chans=1, rand_augment="rand-m9-mstd0.5-inc1", **bad)
 
 
+@pytest.mark.slow
 def test_paper_scale_finetune_recipe_trains_under_smoke(tmp_path):
     from helpers import SMOKE, fast_params, read_metrics, run_train
 

@@ -137,7 +137,8 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 # DDP ~17 s on 2 quiet cores; FSDP 14-34 s, by the load: the slow step
-@pytest.mark.parametrize("sharding", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+@pytest.mark.slow  # README's suite keeps the single-process probe tests; .ci/run runs these
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_match_accumulation(tmp_path, sharding):
     """torchrun (gloo), 2 processes == 1 process with 2 accumulated micro-batches: the head agrees.
     The BatchNorm's running statistics are per process (rank 0's are saved, as in MAE), so they
