@@ -38,16 +38,24 @@ class CodesAdapter(ModalityAdapter):
     loss = CELoss()
 
     def __init__(self, tokenizer=gin.REQUIRED, checkpoint: Optional[str] = gin.REQUIRED, dim: int = 768,
-                 num_classes: int = 0):
+                 num_classes: int = 0, label_dropout: float = 0.0):
         """tokenizer: a VQTokenizer built by gin (gin/vq_tokenizer_arch.gin's scope); checkpoint: its
         trained weights (None: keep the built ones, for tests); dim: the encoder width;
         num_classes > 0: class-conditional through a class token (MaskGIT's class-conditional
-        ImageNet model)."""
+        ImageNet model); label -1 is "no class" (one more embedding row), what classifier-free
+        guidance's unconditional branch reads. label_dropout: in training, each sample's class is
+        replaced by "no class" with this probability (10% in the CFG literature after MaskGIT), so
+        one model learns both branches; drawn from torch's generator, which the trainer seeds per
+        step (resume stays exact)."""
         super().__init__()
         from unimask.train.checkpoint import load_checkpoint, load_model_state
 
         if num_classes < 0:
             raise ValueError(f"CodesAdapter.num_classes={num_classes}: 0 (unconditional) or the number of classes")
+        if not 0.0 <= label_dropout < 1.0 or (label_dropout > 0 and not num_classes):
+            raise ValueError(f"CodesAdapter.label_dropout={label_dropout}: a probability in [0, 1), for a "
+                             "class-conditional adapter (num_classes > 0)")
+        self.label_dropout = float(label_dropout)
         self.tokenizer = tokenizer
         if checkpoint is not None:
             load_model_state(self.tokenizer, load_checkpoint(checkpoint)["model"])
@@ -55,7 +63,8 @@ class CodesAdapter(ModalityAdapter):
         self.num_codes, self.num_classes, self.dim = tokenizer.quantizer.num_codes, int(num_classes), dim
         self.batch_key = tokenizer.adapter.batch_key
         self.target_dim = self.num_codes
-        self.code_embed = nn.Embedding(self.num_codes + self.num_classes, dim)  # class ids after the codes
+        extra = self.num_classes + 1 if self.num_classes else 0  # the classes, then "no class"
+        self.code_embed = nn.Embedding(self.num_codes + extra, dim)  # class ids after the codes
         nn.init.normal_(self.code_embed.weight, std=0.02)
 
     def train(self, mode: bool = True):
@@ -93,16 +102,27 @@ class CodesAdapter(ModalityAdapter):
         patches = codes[..., None]  # [B, N, 1]
         if not self.num_classes:
             return Tokens(patches, coords, grid=grid, patch_shape=(1,))
-        labels = self.labels(batch)
-        if labels is None or bool(((labels < 0) | (labels >= self.num_classes)).any()):
-            raise ValueError(f"CodesAdapter.num_classes={self.num_classes}: every sample needs a 'label' in "
-                             f"[0, {self.num_classes})")
-        class_token = (self.num_codes + labels.long().to(codes.device))[:, None, None]  # [B, 1, 1]
+        class_token = self.class_ids(self.labels(batch), codes.device)[:, None, None]  # [B, 1, 1]
         b, n = codes.shape
         maskable = torch.ones(b, 1 + n, dtype=torch.bool, device=codes.device)
         maskable[:, 0] = False  # the condition is never hidden
         coords = torch.cat([coords.new_full((b, 1, coords.shape[-1]), -1.0), coords], 1)
         return Tokens(torch.cat([class_token, patches], 1), coords, patch_shape=(1,), maskable=maskable)
+
+    def class_ids(self, labels: Optional[torch.Tensor], device) -> torch.Tensor:
+        """labels [B] (-1 = no class) -> class-token ids [B]: num_codes + label, or the "no class"
+        id num_codes + num_classes (for -1, and for dropped labels in training)."""
+        if labels is None or bool(((labels < -1) | (labels >= self.num_classes)).any()):
+            raise ValueError(f"CodesAdapter.num_classes={self.num_classes}: every sample needs a 'label' in "
+                             f"[0, {self.num_classes}) (or -1: no class)")
+        labels = labels.long().to(device)
+        if self.training and bool((labels < 0).all()):
+            raise ValueError("CodesAdapter: a training batch without any label: the data has none, and a "
+                             "class-conditional model would learn nothing of its classes")
+        if self.training and self.label_dropout > 0:
+            dropped = (torch.rand(labels.shape) < self.label_dropout).to(device)
+            labels = labels.masked_fill(dropped, -1)
+        return self.num_codes + torch.where(labels < 0, self.num_classes, labels)
 
     def embed(self, patches, tokens, ids):
         """patches [B, K, 1] ids -> [B, K, dim]."""
@@ -180,27 +200,37 @@ def hidden_mask(tokens: Tokens, hidden: torch.Tensor) -> Mask:
 @torch.no_grad()
 def sample_codes(model, n: int, labels: Optional[torch.Tensor] = None, steps: int = 8, order: str = "confidence",
                  schedule: str = "cosine", temperature: float = 1.0, choice_temperature: float = 4.5,
-                 seed: int = 0) -> torch.Tensor:
+                 seed: int = 0, cfg: float = 0.0) -> torch.Tensor:
     """MaskGIT decoding with a model over CodesAdapter tokens: from every code hidden, `steps`
     rounds of predict-all, keep-the-most-confident (unimask/generation/sampler.py; MaskGIT's
     defaults: cosine schedule, choice temperature 4.5). labels [n] long (a class-conditional
-    model needs them) -> codes [n, N] long."""
+    model needs them) -> codes [n, N] long. cfg > 0: classifier-free guidance, logits
+    cond + cfg (cond - uncond), the unconditional branch reading "no class" (a model trained with
+    CodesAdapter.label_dropout > 0 has learned it; both branches run in one batch)."""
     from unimask.generation import all_hidden_as_mask, iterative_unmask
 
     adapter = model.adapter
     if adapter.num_classes and labels is None:
         raise ValueError(f"the model is class-conditional ({adapter.num_classes} classes): give labels (--label)")
+    if cfg and not adapter.num_classes:
+        raise ValueError(f"cfg={cfg}: classifier-free guidance needs a class-conditional model")
     device = next(model.parameters()).device
     n_codes = adapter.code_grid(device).num_tokens
-    extra = {} if labels is None else {"label": labels.to(device)}
+
+    def logits_of(codes: torch.Tensor, hidden: torch.Tensor, rows_labels) -> torch.Tensor:  # -> [R, N, num_codes]
+        batch = {CODES_KEY: codes, **({} if rows_labels is None else {"label": rows_labels.to(device)})}
+        with all_hidden_as_mask(model):  # eval mode first: no label dropout while sampling
+            tokens = adapter.tokenize(batch)
+            out = model(batch, mask=hidden_mask(tokens, hidden), generator=torch.Generator(device="cpu").manual_seed(0))
+        return adapter.code_part(tokens, model.full_prediction(out)).float().cpu()
 
     def predict(codes: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:  # [n, N] x2 -> [n, N, num_codes]
-        batch = {CODES_KEY: codes.to(device), **extra}
-        tokens = adapter.tokenize(batch)
-        with all_hidden_as_mask(model):
-            out = model(batch, mask=hidden_mask(tokens, hidden.to(device)),
-                        generator=torch.Generator(device="cpu").manual_seed(0))
-        return adapter.code_part(tokens, model.full_prediction(out)).float().cpu()
+        codes, hidden = codes.to(device), hidden.to(device)
+        if not cfg:
+            return logits_of(codes, hidden, labels)
+        both = logits_of(codes.repeat(2, 1), hidden.repeat(2, 1), torch.cat([labels, torch.full_like(labels, -1)]))
+        cond, uncond = both.chunk(2)
+        return cond + cfg * (cond - uncond)
 
     start = torch.zeros(n, n_codes, dtype=torch.long)
     return iterative_unmask(predict, start, torch.ones_like(start, dtype=torch.bool), steps, order=order,

@@ -134,7 +134,7 @@ def test_maskgit_and_mage_ratio_schedules_follow_their_distributions():
 
 
 # ---- codes as tokens: CodesAdapter, MaskGIT training, sampling, the CLI -----------------------------
-def tiny_codes_adapter(num_classes=3, num_codes=16, dim=32):
+def tiny_codes_adapter(num_classes=3, num_codes=16, dim=32, label_dropout=0.0):
     from modalities.codes import CodesAdapter
     from modalities.image import ImageAdapter
     from unimask.decoders import MAEDecoder
@@ -146,7 +146,7 @@ def tiny_codes_adapter(num_classes=3, num_codes=16, dim=32):
     tokenizer = VQTokenizer(ImageAdapter(img_size=16, patch_size=4, in_chans=1, dim=24),
                             ViTEncoder(dim=24, depth=1, num_heads=2), MAEDecoder(in_dim=8, dim=24, depth=1, num_heads=2),
                             num_codes=num_codes, code_dim=8, target=PixelTarget(norm_pix=False))
-    return CodesAdapter(tokenizer, checkpoint=None, dim=dim, num_classes=num_classes)
+    return CodesAdapter(tokenizer, checkpoint=None, dim=dim, num_classes=num_classes, label_dropout=label_dropout)
 
 
 def maskgit_model(adapter):
@@ -184,13 +184,42 @@ def test_codes_adapter_puts_a_never_hidden_class_token_before_the_tokenizer_code
     torch.testing.assert_close(tokenizer.decode_codes(codes, inner), tokenizer({"image": images}).pred)
 
 
+def test_label_dropout_and_no_class_feed_classifier_free_guidance():
+    from modalities.codes import sample_codes
+
+    adapter = tiny_codes_adapter(label_dropout=0.25)
+    labels = torch.arange(4000) % 3
+    torch.manual_seed(0)
+    ids = adapter.class_ids(labels, "cpu")  # training mode: a quarter become "no class"
+    null = 16 + 3
+    assert 0.22 < float((ids == null).double().mean()) < 0.28
+    kept = ids != null
+    assert torch.equal(ids[kept], 16 + labels[kept])
+    torch.manual_seed(0)
+    assert torch.equal(adapter.class_ids(labels, "cpu"), ids)  # from torch's generator: the trainer seeds it per step
+    adapter.eval()
+    assert torch.equal(adapter.class_ids(torch.tensor([2, -1, 0]), "cpu"), torch.tensor([18, null, 16]))
+    adapter.train()
+    with pytest.raises(ValueError, match="without any label"):
+        adapter.class_ids(torch.full((4,), -1), "cpu")
+    with pytest.raises(ValueError, match="label_dropout"):
+        tiny_codes_adapter(num_classes=0, label_dropout=0.1)
+    model = maskgit_model(adapter)
+    picked = torch.tensor([0, 1, 2, 1])
+    guided = sample_codes(model, 4, picked, steps=3, seed=1, cfg=2.0)
+    assert guided.shape == (4, 16) and torch.equal(guided, sample_codes(model, 4, picked, steps=3, seed=1, cfg=2.0))
+    assert not torch.equal(guided, sample_codes(model, 4, picked, steps=3, seed=1))
+    with pytest.raises(ValueError, match="class-conditional"):
+        sample_codes(maskgit_model(tiny_codes_adapter(num_classes=0)), 2, None, cfg=1.0)
+
+
 def test_maskgit_training_lowers_the_code_loss_and_sampling_is_seeded():
     from modalities.codes import sample_codes
 
     adapter = tiny_codes_adapter()
     model = maskgit_model(adapter)
     batch = {"image": torch.rand(16, 1, 16, 16), "label": torch.arange(16) % 3}
-    losses, _ = overfit(model, batch, 30, lr=3e-3, seeds=3, params=model.param_groups(0.0))
+    losses, _ = overfit(model, batch, 50, lr=3e-3, seeds=3, params=model.param_groups(0.0))
     assert sum(losses[-3:]) < 0.7 * sum(losses[:3]), losses
     assert all(p.grad is None for p in adapter.tokenizer.parameters())  # frozen
     labels = torch.tensor([0, 1, 2, 2])

@@ -5,10 +5,11 @@ feature space of a classifier trained here on the same data (no Inception weight
     python tools/train.py --gin gin/finetune_image.gin --workdir runs/fid_classifier \
         --gin_param "train.init_from=None" --gin_param "Classifier.mixup=0.0" --gin_param "Classifier.cutmix=0.0"
     python tools/fid.py --classifier runs/fid_classifier/checkpoints/last.pt \
-        --generator runs/maskgit_cpu/checkpoints/last.pt --n 1000 --steps 4 8 16
+        --generator runs/maskgit_cpu/checkpoints/last.pt --n 1000 --steps 4 8 16 --cfg 0 2
 
 Rows: the floor (the real train split against the real test split), random codes through the
-generator's tokenizer (the ceiling of nonsense), then each number of decoding steps. CAS is the
+generator's tokenizer (the ceiling of nonsense), then each number of decoding steps (and
+classifier-free guidance scale). CAS is the
 classifier's accuracy on class-conditional samples (its accuracy on the real test split beside it).
 The last line is `fd=XX.XX` of the last --steps value.
 """
@@ -30,6 +31,8 @@ def parse_args(argv=None):
     add_trust_pickle(parser)
     parser.add_argument("--n", type=int, default=1000, help="samples per set (real test, real train, generated)")
     parser.add_argument("--steps", type=int, nargs="+", default=[8], help="decoding steps, one row each")
+    parser.add_argument("--cfg", type=float, nargs="+", default=[0.0],
+                        help="classifier-free guidance scales, one row each per --steps (0 = off)")
     parser.add_argument("--k", type=int, default=3, help="neighbours of the precision / recall balls")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
@@ -102,8 +105,9 @@ def run(argv=None) -> dict:
     random_codes = torch.randint(adapter.num_codes, (n, grid), generator=torch.Generator().manual_seed(args.seed))
     rows.append(score("random codes", random_codes))
     for steps in args.steps:
-        codes = sample_codes(generator, n, labels if classes else None, steps=steps, seed=args.seed)
-        rows.append(score(f"MaskGIT, {steps} steps", codes))
+        for cfg in args.cfg:
+            codes = sample_codes(generator, n, labels if classes else None, steps=steps, seed=args.seed, cfg=cfg)
+            rows.append(score(f"MaskGIT, {steps} steps" + (f", cfg {cfg:g}" if cfg else ""), codes))
     print(f"fd={rows[-1]['fd']:.2f}")
     write_json(args.json, {"classifier": args.classifier, "classifier_test_top1": accuracy, "n": n, "rows": rows})
     return {"rows": rows, "classifier_test_top1": accuracy}

@@ -34,6 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--temperature", type=float, default=1.0, help="of the token draws (0 = argmax)")
     parser.add_argument("--choice-temperature", type=float, default=4.5,
                         help="MaskGIT's Gumbel noise on which places to keep, annealed to 0")
+    parser.add_argument("--cfg", type=float, default=0.0,
+                        help="classifier-free guidance scale (0 = off; the model needs CodesAdapter.label_dropout > 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="PNG grid to write")
     parser.add_argument("--json", default=None, help="also write the settings and the codes' usage as JSON here")
@@ -62,10 +64,12 @@ def run(argv=None) -> dict:
             torch.arange(classes).repeat_interleave(-(-args.n // classes))[:args.n]
     model.eval()
     codes = sample_codes(model, args.n, labels, steps=args.steps, order=args.order, schedule=args.schedule,
-                         temperature=args.temperature, choice_temperature=args.choice_temperature, seed=args.seed)
+                         temperature=args.temperature, choice_temperature=args.choice_temperature, seed=args.seed,
+                         cfg=args.cfg)
     per_row = max(1, -(-args.n // classes)) if classes and args.label is None else min(args.n, 8)
     path = adapter.save_samples(codes, args.out, per_row)
-    result = {"out": path, "n": args.n, "steps": args.steps, "labels": None if labels is None else labels.tolist(),
+    result = {"out": path, "n": args.n, "steps": args.steps, "cfg": args.cfg,
+              "labels": None if labels is None else labels.tolist(),
               "distinct_codes": int(codes.unique().numel())}
     write_json(args.json, result)
     print(f"wrote {path}: {args.n} samples, {args.steps} steps, {result['distinct_codes']} distinct codes")
