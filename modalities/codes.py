@@ -151,29 +151,29 @@ class CodesAdapter(ModalityAdapter):
         return values[:, 1:] if self.num_classes else values
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, N] long -> the tokenizer adapter's input [B, C, *spatial] (pixels, fbank), in
-        its normalized units."""
+    def decoded_tokens(self, codes: torch.Tensor) -> Tokens:
+        """codes [B, N] long -> Tokens of the tokenizer adapter's grid holding the decoded input's
+        patches [B, N, T] (pixels, fbank), in its normalized units."""
         layout = self.code_grid(codes.device)
-        tokens = Tokens(layout.patches.expand(codes.shape[0], -1, -1), layout.coords.expand(codes.shape[0], -1, -1),
-                        grid=layout.grid)
+        b = codes.shape[0]
+        tokens = Tokens(layout.patches.expand(b, -1, -1), layout.coords.expand(b, -1, -1), grid=layout.grid)
         patches = self.tokenizer.decode_codes(codes, tokens).float()  # [B, N, T]
-        inner = self.tokenizer.adapter
-        return unpatchify(self.tokenizer.target.invert(patches, tokens, inner), layout.grid, inner.patch, inner.in_chans)
+        return tokens.replace(patches=self.tokenizer.target.invert(patches, tokens, self.tokenizer.adapter))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, N] long -> the tokenizer adapter's input [B, C, *spatial], in its normalized units."""
+        decoded, inner = self.decoded_tokens(codes), self.tokenizer.adapter
+        return unpatchify(decoded.patches, decoded.grid, inner.patch, inner.in_chans)
 
     def render(self, tokens: Tokens, pred: torch.Tensor, mask, path: str) -> str:
-        """Sample 0 decoded: its codes | hidden codes grey | the predicted codes at hidden places."""
+        """Sample 0 as the tokenizer adapter draws it: its codes decoded | the hidden codes' places
+        blanked | the predicted codes at the hidden places decoded."""
         codes = self.code_part(tokens, tokens.patches[..., 0].long())[:1]  # [1, N]
         hidden = self.code_part(tokens, mask.masked)[:1]
         guessed = torch.where(hidden, self.code_part(tokens, pred)[:1].argmax(-1), codes)
-        real, recon = self.decode(torch.cat([codes, guessed])).float()
-        lo, hi = real.min(), real.max()
-        cells = torch.tensor(self.tokenizer.adapter.patch)
-        grey = hidden[0].view(*(self.code_grid(codes.device).grid))
-        for axis, size in enumerate(cells.tolist()):
-            grey = grey.repeat_interleave(size, axis)
-        masked = torch.where(grey[None], lo, real)
-        return save_rows([[self.scaled(x, lo, hi) for x in (real, masked, recon)]], path)
+        decoded = self.decoded_tokens(torch.cat([codes, guessed]))  # [2, N, T]: real, reconstruction
+        shown = Mask.from_hidden(hidden, torch.ones_like(hidden), hidden.sum(1).double() / hidden.shape[1])
+        return self.tokenizer.adapter.render(decoded, decoded.patches[1:], shown, path)
 
     @staticmethod
     def scaled(x: torch.Tensor, lo, hi) -> torch.Tensor:

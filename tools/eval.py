@@ -94,8 +94,8 @@ def evaluate(argv=None) -> dict:
     """The probe of these command-line arguments, as a dict (and --json)."""
     args = parse_args(argv)
     result = run_probe(options_of(args))
-    if args.json and is_main():
-        write_json(args.json, result)
+    if is_main():
+        write_json(args.json, result)  # nothing without --json
     return result
 
 

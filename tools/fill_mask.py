@@ -98,8 +98,7 @@ def run(argv=None) -> dict:
 
         print(describe_fills(fills))
         result = {"fills": [{"text": f.text, "fill": f.fill, "logprob": f.logprob} for f in fills]}
-    if args.json:
-        write_json(args.json, result)
+    write_json(args.json, result)  # nothing without --json
     return result
 
 

@@ -48,7 +48,7 @@ class ModalityAdapter(nn.Module):
     """
 
     target_dim: int = 0
-    loss: "Loss" = MSELoss()  # how the default target is scored (a graph: SCE; points: Chamfer)
+    loss: "Loss" = MSELoss()  # how the default target is scored (an adapter may set SCE, Chamfer, CE)
     batch_key: str = "input"  # the key of the raw batch dict this adapter reads
     pos_axes: Optional[str] = None  # 'ij': first grid axis first in the codes' width, 'xy': last first
     patch: Optional[tuple] = None  # patch size per grid axis (a grid adapter's)
@@ -94,8 +94,8 @@ class ModalityAdapter(nn.Module):
 
     def float_input(self, batch):
         """The raw batch with its input as floats in the model's units, for augmentations that mix
-        inputs (mixup, cutmix); an adapter that takes uint8 and normalizes in tokenize (images
-        loaded as uint8) converts here. Default: the batch as it is."""
+        inputs (mixup, cutmix); an adapter that takes uint8 and normalizes in tokenize (a dataset
+        that hands over uint8) converts here. Default: the batch as it is."""
         return batch
 
     def labels(self, batch) -> Optional[torch.Tensor]:
