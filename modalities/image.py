@@ -17,6 +17,8 @@ from modalities.grid import GridAdapter, check_divisible, check_input, default_n
 from modalities.limits import MAX_ARRAY_BYTES, MAX_PIXELS, Declared, Limit, SizeLimitError, check_arrays, member_text
 from unimask.data import SampleDataset
 from unimask.files import as_roots, check_split, list_split_files, read_npz_split
+from unimask.patches import unpatchify
+from unimask.tokens import Tokens
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -314,7 +316,9 @@ class ImageAdapter(GridAdapter):
         check_divisible((("ImageAdapter.img_size", img_size), ("ImageAdapter.patch_size", patch_size)))
         super().__init__((patch_size, patch_size), in_chans, dim, (img_size // patch_size,) * 2, pos_embed, pos_axes)
         self.img_size = img_size
-        self.pixel_norm = {"cpu": normalizer(*default_norm(in_chans, mean, std))}  # device -> (scale, shift) [C, 1, 1]
+        mean, std = default_norm(in_chans, mean, std)
+        self.pixel_norm = {"cpu": normalizer(mean, std)}  # device -> (scale, shift) [C, 1, 1]
+        self.pixel_mean, self.pixel_std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] -> float, normalized on x's device (constants cached per device)."""
@@ -336,6 +340,12 @@ class ImageAdapter(GridAdapter):
         x = batch[self.batch_key] if isinstance(batch, dict) else batch
         check_input(x, (self.in_chans, self.img_size, self.img_size), "image (ImageAdapter.img_size/in_chans)")
         return super().tokenize(self.float_input(batch))
+
+    def dense_input(self, tokens: Tokens) -> torch.Tensor:
+        """Patches [B, N, P] back to images [B, C, H, W] in [0, 1] (mean/std undone), for a teacher
+        from outside (timm, Hugging Face) that normalizes with its own constants."""
+        x = unpatchify(tokens.patches.float(), tokens.grid, self.patch, self.in_chans)
+        return (x * self.pixel_std.to(x.device) + self.pixel_mean.to(x.device)).clamp(0, 1)
 
     def render(self, tokens, pred, mask, path):
         return save_rows([self.panels(tokens, pred, mask)], path)

@@ -43,7 +43,7 @@ def tiny_model(in_dim, dim=16, mode="replace", replace_probs=(1.0, 0.0, 0.0), ra
     dec = GNNDecoder(in_dim=dim, dim=dim, kind=decoder, feat_drop=0.0, attn_drop=0.0)
     return MaskedModel(adapter, RandomMasker(), ConstantRatio(ratio), encoder, dec, target=target,
                             loss=loss or SCELoss(alpha=3.0), mode=mode, replace_probs=replace_probs,
-                            aux_objectives=aux)
+                            objectives=aux)
 
 
 def batch_of(dataset, indices):
@@ -264,7 +264,7 @@ def test_gnn_encoder_in_drop_mode_ignores_edges_to_hidden_nodes():
     model = tiny_model(ds.feature_dim, mode="drop").eval()
     tokens = model.adapter.tokenize(batch)
     mask = model.make_mask(tokens, 0.0, torch.Generator().manual_seed(0))
-    latent, _, _ = model.encode(tokens, mask)
+    latent = model.encode(tokens, mask)[0]
     visible = mask.ids_keep[0]
     hidden = torch.nonzero(mask.masked[0]).squeeze(1)
     # the same encoder on the induced sub-graph of the visible nodes, built by hand
@@ -394,7 +394,7 @@ def test_recipe_switches_build_and_run():
 
     switches = ["MaskedModel.target=@EMATeacherTarget()", "EMATeacherTarget.with_input=True",
                 "MaskedModel.loss=@FeatureLatentSCELoss()", "GraphAdapter.edge_mask_ratio=0.3",
-                "MaskedModel.aux_objectives=[@EdgeReconstruction()]", "GNNEncoder.conv='gin'",
+                "MaskedModel.objectives=[@EdgeReconstruction()]", "GNNEncoder.conv='gin'",
                 "GNNDecoder.kind='mlp'", f"GraphDataset.root='{KARATE}'", "FEAT_DIM=18"]
     parse_gin(["gin/graph_mae.gin", SMOKE], switches)
     model = gin.query_parameter("train.model").scoped_configurable_fn()
@@ -547,7 +547,7 @@ def test_every_loss_term_reaches_metrics(tmp_path):
     """An aux objective's term and the reconstruction it is added to are both logged (they were
     computed and then dropped before the trainer saw them)."""
     code = run_train(["--gin", "gin/graph_mae.gin", "--gin", SMOKE, "--workdir", str(tmp_path),
-                      *fast_params("MaskedModel.aux_objectives=[@EdgeReconstruction()]", "GraphAdapter.edge_mask_ratio=0.3",
+                      *fast_params("MaskedModel.objectives=[@EdgeReconstruction()]", "GraphAdapter.edge_mask_ratio=0.3",
                                    f"GraphDataset.root='{KARATE}'", "train.steps=3", "FEAT_DIM=18")])
     assert code == 0
     row = read_metrics(str(tmp_path))[-1]

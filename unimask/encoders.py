@@ -55,9 +55,10 @@ def encode_all(adapter, encoder: Encoder, batch, with_cls: bool = False) -> tupl
 
 
 def encode_layers(adapter, encoder: Encoder, tokens: Tokens, ids: torch.Tensor,
-                  valid: Optional[torch.Tensor]) -> list:
-    """encode_ids, but every layer's output [B, K, D], first to last (teacher targets)."""
-    x = embed_ids(adapter, tokens, ids)
+                  valid: Optional[torch.Tensor], x: Optional[torch.Tensor] = None) -> list:
+    """encode_ids, but every layer's output [B, K, D], first to last (teacher targets; objectives
+    that read an intermediate layer: encoder.final_norm of the last gives encode_ids' output)."""
+    x = embed_ids(adapter, tokens, ids) if x is None else x
     pos = position_codes(adapter, tokens, ids, x)
     return encoder.layer_outputs(x + pos, valid, tokens, ids, pos=pos if encoder.pos_every_block else None)
 
@@ -127,6 +128,9 @@ class ViTEncoder(Encoder, TransformerStack):
         rope = self.rotary(tokens, ids, True)
         x, key_valid, pos = with_cls(self.cls_token, x, key_valid, pos)
         return TransformerStack.forward(self, x, key_valid, pos=pos, rope=rope)
+
+    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(h)
 
     def layer_outputs(self, x, key_valid=None, tokens=None, ids=None, pos=None) -> list:
         if self.cls_token is None:

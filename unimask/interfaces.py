@@ -98,6 +98,13 @@ class ModalityAdapter(nn.Module):
         that hands over uint8) converts here. Default: the batch as it is."""
         return batch
 
+    def dense_input(self, tokens: Tokens) -> torch.Tensor:
+        """The input of every token laid back out densely, in its natural units ([0, 1] for
+        intensities), [B, C, *S]: what a network from outside the project reads (a timm or Hugging
+        Face teacher, which resizes and normalizes it its own way). Grid adapters of
+        normalized intensities give it; others have no dense layout."""
+        raise NotImplementedError(f"{type(self).__name__} has no dense input layout for an outside teacher to read")
+
     def labels(self, batch) -> Optional[torch.Tensor]:
         """[B] class labels of a raw batch, for probes; None when the data has none."""
         label = batch.get("label") if isinstance(batch, dict) else None
@@ -175,6 +182,11 @@ class Encoder(nn.Module):
         """Each layer's output [B, K, D], first to last (teachers average the top ones); an
         encoder without layers to show gives its output alone."""
         return [self(x, key_valid, tokens, ids, pos=pos)]
+
+    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        """The encoder's output from its last layer_outputs entry (a ViT's final LayerNorm), so one
+        pass gives both the layers and the output; identity where that entry is the output."""
+        return h
 
 
 @dataclass(frozen=True)
@@ -373,6 +385,29 @@ class Loss(Protocol):
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor,
                  weight: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+
+class Objective(nn.Module):
+    """One named term of a model's loss beside its reconstruction (DESIGN v3's `objectives`): a
+    teacher's features at the visible tokens (MaskAlign, MR-MAE), an intermediate layer's (DMAE),
+    the hidden edges of a graph. forward(out: StepOutput so far, src_ids [B, K], src_valid [B, K]:
+    the tokens the encoder's latent out.extras['latent'] belongs to) -> the weighted scalar that is
+    added to the loss and logged as loss_<name>. bind(model) builds what needs the model's parts
+    (a head at the encoder's width); `layers` lists the encoder layers it reads, so the model
+    keeps them (out.extras['layers']) only when some objective asks."""
+
+    name: Optional[str] = None  # the logged term's name; None: aux_<index>_<class name>
+    layers: tuple = ()
+
+    def bind(self, model) -> None:
+        """Called once by the model, before its weights are initialized."""
+
+    def targets(self) -> list:
+        """The Target modules this objective reads: loaded teachers the model must not re-initialize."""
+        return []
+
+    def after_step(self, progress: float):
+        """After every optimizer step (an EMA teacher of its own moves here)."""
 
 
 @dataclass

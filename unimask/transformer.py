@@ -188,6 +188,6 @@ class TransformerStack(nn.Module):
             for i, block in enumerate(self.blocks):
                 if pos is not None and i > 0:
                     x = x + pos
-                x = block(x, attn_mask=attn_mask, rope=rope)
+                x = self.run_block(block, x, attn_mask, None, rope)
                 outputs.append(x)
         return outputs

@@ -43,7 +43,7 @@ POOLS = ("mean", "cls", "max+mean")
 @gin.configurable
 class Classifier(PretrainingModel):
     init_from_fresh = ("head.", "fc_norm.")  # a pretraining checkpoint has no classifier
-    init_from_drop = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.",
+    init_from_drop = ("decoder.", "target.", "enc_mask_token", "masker.", "objectives.",
                       "position_predictor.")  # pretraining only
     can_score = True
 

@@ -18,8 +18,8 @@ import gin
 import torch
 from torch import nn
 
-from unimask.encoders import embed_ids, encode_all, encode_ids, position_codes
-from unimask.interfaces import ModalityAdapter, PretrainingModel, StepOutput, Target
+from unimask.encoders import embed_ids, encode_all, encode_ids, encode_layers, position_codes
+from unimask.interfaces import ModalityAdapter, Objective, PretrainingModel, StepOutput, Target
 from unimask.position_prediction import accepts_block_masks
 from unimask.tokens import INPUT_PATCHES, Mask, Tokens, gather_rows, gather_tokens, select_ids
 
@@ -64,7 +64,7 @@ class OneEncoderModel(PretrainingModel):
 @gin.configurable
 class MaskedModel(OneEncoderModel):
     # train.init_from (unimask/weights): parts an encoder-only file (timm) lacks, and a classifier's parts
-    init_from_fresh = ("decoder.", "target.", "enc_mask_token", "masker.", "aux_objectives.", "position_predictor.")
+    init_from_fresh = ("decoder.", "target.", "enc_mask_token", "masker.", "objectives.", "position_predictor.")
     init_from_drop = ("head.", "fc_norm.")
 
     @classmethod
@@ -77,10 +77,13 @@ class MaskedModel(OneEncoderModel):
 
     def __init__(self, adapter, masker, schedule, encoder, decoder, target: Optional[Target] = None,
                  loss=None, mode: str = "drop", decoder_masker=None, decoder_ratio: float = 0.5,
-                 replace_probs: Sequence[float] = (1.0, 0.0, 0.0), aux_objectives: Sequence[nn.Module] = (),
+                 replace_probs: Sequence[float] = (1.0, 0.0, 0.0), objectives: Sequence[Objective] = (),
                  loss_weighting: str = "tokens", position_predictor: Optional[nn.Module] = None):
         """position_predictor: PCP-MAE's (unimask/position_prediction.py): the decoder reads the
-        encoder's predicted positions of the hidden tokens instead of their true ones (drop mode)."""
+        encoder's predicted positions of the hidden tokens instead of their true ones (drop mode).
+        objectives: terms beside the reconstruction (unimask/objectives.py: a teacher's features
+        at the visible tokens, graph edges), each logged by name; decoder=None leaves them alone
+        (MaskAlign: no reconstruction at all)."""
         super().__init__()
         if isinstance(adapter, dict):
             raise TypeError("MaskedModel takes one adapter; for several modalities and one encoder use "
@@ -101,9 +104,17 @@ class MaskedModel(OneEncoderModel):
         self.decoder_ratio, self.mode, self.replace_probs = decoder_ratio, mode, tuple(replace_probs)
         self.target = target if target is not None else Target()
         self.loss_fn = loss if loss is not None else adapter.loss
-        self.decoder.init_head(self.target.dim(adapter))
+        if decoder is None and (not objectives or position_predictor is not None or decoder_masker is not None):
+            raise ValueError("MaskedModel.decoder=None needs objectives to score (and no position_predictor or "
+                             "decoder_masker, which feed a decoder)")
+        if decoder is not None:
+            self.decoder.init_head(self.target.dim(adapter))
         self.enc_mask_token = nn.Parameter(torch.zeros(1, 1, encoder.dim)) if mode == "replace" else None
-        init_model_weights(self, [self.target])
+        self.objectives = nn.ModuleList(objectives)  # objective(out, src_ids, src_valid) -> weighted scalar
+        for objective in self.objectives:
+            objective.bind(self)
+        self.keep_layers = any(objective.layers for objective in self.objectives)
+        init_model_weights(self, [self.target, *(t for objective in self.objectives for t in objective.targets())])
         if self.enc_mask_token is not None:
             nn.init.normal_(self.enc_mask_token, std=0.02)
         if position_predictor is not None and mode != "drop":
@@ -116,8 +127,12 @@ class MaskedModel(OneEncoderModel):
         self.position_predictor = position_predictor
         if position_predictor is not None:
             position_predictor.reset_token()
-        self.aux_objectives = nn.ModuleList(aux_objectives)  # objective(out, src_ids, src_valid) -> scalar
         self.target.attach(self)  # a teacher copies the student once its weights are initialized
+
+    def after_step(self, progress: float):
+        super().after_step(progress)
+        for objective in self.objectives:
+            objective.after_step(progress)
 
     # ---- masking -------------------------------------------------------------------------
     def make_mask(self, tokens: Tokens, progress: float, generator=None) -> Mask:
@@ -143,14 +158,18 @@ class MaskedModel(OneEncoderModel):
         return x + position_codes(self.adapter, tokens, ids, x)
 
     def encode(self, tokens: Tokens, mask: Mask, generator=None):
-        """-> latent [B, K, D], ids [B, K] of the tokens it belongs to, their validity [B, K]."""
+        """-> latent [B, K, D], ids [B, K] of the tokens it belongs to, their validity [B, K], and
+        every layer's output (a list of [B, K, D]) when an objective reads one, else []."""
         if self.mode == "drop":
-            return encode_ids(self.adapter, self.encoder, tokens, mask.ids_keep, mask.keep_valid), \
-                mask.ids_keep, mask.keep_valid
-        ids, valid = all_ids(tokens), tokens.valid_mask()
-        seen = tokens.replace(patches=mask.aux[INPUT_PATCHES]) if INPUT_PATCHES in mask.aux else tokens  # MFM
-        x = self.replace_hidden(embed_ids(self.adapter, seen, ids), tokens, mask, ids, generator)  # [B, N, D]
-        return encode_ids(self.adapter, self.encoder, tokens, ids, valid, x=x), ids, valid
+            ids, valid, x = mask.ids_keep, mask.keep_valid, None
+        else:
+            ids, valid = all_ids(tokens), tokens.valid_mask()
+            seen = tokens.replace(patches=mask.aux[INPUT_PATCHES]) if INPUT_PATCHES in mask.aux else tokens  # MFM
+            x = self.replace_hidden(embed_ids(self.adapter, seen, ids), tokens, mask, ids, generator)  # [B, N, D]
+        if not self.keep_layers:
+            return encode_ids(self.adapter, self.encoder, tokens, ids, valid, x=x), ids, valid, []
+        layers = encode_layers(self.adapter, self.encoder, tokens, ids, valid, x=x)
+        return self.encoder.final_norm(layers[-1]), ids, valid, layers
 
     def replace_hidden(self, x, tokens, mask, ids, generator):
         """BERT 80/10/10: hidden tokens -> [MASK] / a random token / themselves. x [B, N, D]."""
@@ -203,36 +222,44 @@ class MaskedModel(OneEncoderModel):
             mask = self.make_mask(tokens, progress, generator)
         if mask_only:
             return StepOutput(mask=mask, tokens=tokens)
-        decoder_tokens, position_loss = tokens, None
+        decoder_tokens, position_loss, layers = tokens, None, []
         if self.position_predictor is not None:  # PCP-MAE: the decoder reads predicted positions
             latent, decoder_tokens, position_loss = self.position_predictor(self.adapter, self.encoder, tokens, mask)
             src_ids, src_valid = mask.ids_keep, mask.keep_valid
         else:
-            latent, src_ids, src_valid = self.encode(tokens, mask, generator)
-        decoded = self.decode(latent, src_ids, src_valid, decoder_tokens, mask)
-        recon, token_loss = self.score(decoded, tokens, mask)
-        out = StepOutput(loss=recon, stats=dict(self.target.log_stats()), mask=mask, pred=decoded.pred, tokens=tokens,
-                         extras={"dec_ids": decoded.ids, "latent": latent, "token_loss": token_loss})
+            latent, src_ids, src_valid, layers = self.encode(tokens, mask, generator)
+        out = StepOutput(mask=mask, tokens=tokens, extras={"latent": latent, "layers": layers})
         terms = {}  # every term beside the reconstruction, each logged as loss_<name> with recon beside it
+        if self.decoder is not None:
+            decoded = self.decode(latent, src_ids, src_valid, decoder_tokens, mask)
+            out.loss, token_loss = self.score(decoded, tokens, mask)
+            out.pred = decoded.pred
+            out.extras.update(dec_ids=decoded.ids, token_loss=token_loss)
+            out.stats = dict(self.target.log_stats())
+            terms["recon"] = out.loss.detach()
         if position_loss is not None:
             terms["position"] = position_loss.detach()
             out.loss = out.loss + self.position_predictor.weight * position_loss
-        for i, objective in enumerate(self.aux_objectives):  # extra terms (edge reconstruction...)
+        for i, objective in enumerate(self.objectives):  # teacher features, edges...: each its own term
             term = objective(out, src_ids, src_valid)
-            terms[f"aux_{i}_{type(objective).__name__}"] = term.detach()
-            out.loss = out.loss + term
-        full_loss = torch.zeros(mask.masked.shape, device=recon.device).scatter(1, decoded.ids, token_loss.detach().float())
-        aux = self.masker.aux_loss(mask, full_loss)  # [B, N] token losses -> a learning masker's term
-        if aux is not None:
-            out.extras["aux_loss"], terms["masker"] = aux, aux.detach()
-            out.loss = out.loss + aux
-        if terms:  # a plain MAE's one term is its loss: no column repeats it
-            out.terms = {"recon": recon.detach(), **terms}
+            terms[objective.name or f"aux_{i}_{type(objective).__name__}"] = term.detach()
+            out.loss = term if out.loss is None else out.loss + term
+        if self.decoder is not None:
+            full_loss = torch.zeros(mask.masked.shape, device=latent.device).scatter(
+                1, decoded.ids, token_loss.detach().float())
+            aux = self.masker.aux_loss(mask, full_loss)  # [B, N] token losses -> a learning masker's term
+            if aux is not None:
+                out.extras["aux_loss"], terms["masker"] = aux, aux.detach()
+                out.loss = out.loss + aux
+        if len(terms) > 1 or "recon" not in terms:  # a plain MAE's one term is its loss: no column repeats it
+            out.terms = terms
         return out
 
     def render(self, batch, out: StepOutput, path: str) -> str:
         """The adapter's picture (or sound) of input | masked | reconstruction of out's sample 0;
         NotImplementedError where the adapter cannot draw or the target is not the input."""
+        if out.pred is None:
+            raise NotImplementedError("MaskedModel.decoder=None: nothing is reconstructed to draw")
         pred = self.target.invert(self.full_prediction(out), out.tokens, self.adapter)
         return self.adapter.render(out.tokens, pred, out.mask, path)
 
