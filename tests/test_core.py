@@ -16,12 +16,15 @@ from unimask.tokens import Tokens
 GIN_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "gin", "*.gin")))
 RECIPES = [f for f in GIN_FILES if os.path.basename(f) != "smoke.gin" and not os.path.basename(f).endswith("_arch.gin")]
 MIXINS = {"pcp_centres.gin": "gin/point_mae_kicad_cpu.gin",  # mix-ins build on top of a recipe
-          "jepa_switch.gin": "gin/image_mae_cpu.gin"}
+          "jepa_switch.gin": "gin/image_mae_cpu.gin", "teacher_cpu.gin": "gin/mr_mae_cpu.gin"}
+# the full distillation recipes name a teacher file the user provides: here a small random one
+OUTSIDE_TEACHER = ["TimmTeacher.checkpoint=None", "TimmTeacher.model_kwargs={'depth': 2}", "TimmTeacher.layers=(-1,)"]
 BUILD_ONLY = {  # their frozen parts come from checkpoints of the full-size recipes
     "distill_mae.gin": ["TeacherTarget.checkpoint=None", "TEACHER_DIM=64", "TEACHER_DEPTH=2", "TEACHER_HEADS=2"],
     "beit_v2_tiny.gin": ["TokenTarget.checkpoint=None"],  # the shipped tokenizer: patch 4, not smoke's 8
     "jepa_switch.gin": ["JEPAModel.adapter=@ImageAdapter()"],  # the switch leaves the adapter to the recipe
     "maskgit_cpu.gin": ["CodesAdapter.checkpoint=None"],  # the shipped pixel tokenizer: patch 4, not smoke's 8
+    **{name: OUTSIDE_TEACHER for name in ("maskdistill.gin", "maskalign.gin", "mr_mae.gin", "dmae.gin")},
 }
 
 

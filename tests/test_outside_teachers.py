@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import tiny_image_model
+from helpers import SMOKE, fast_params, read_metrics, run_train, tiny_image_model
 from modalities.image import ImageAdapter
 from unimask.losses import MSELoss, SmoothL1Loss
 from unimask.masking import ConstantRatio, RandomMasker
@@ -203,3 +203,18 @@ def test_hugging_face_clip_and_dinov2_folders_teach(tmp_path):
         expected = F.interpolate(last.transpose(1, 2).reshape(2, 32, 4, 4), size=(8, 8), mode="bilinear",
                                  align_corners=False).flatten(2).transpose(1, 2)
         torch.testing.assert_close(values, expected, atol=1e-5, rtol=1e-4)
+
+
+CPU_RECIPES = {"maskdistill_cpu": ["loss"], "maskalign_cpu": ["loss_align"], "mr_mae_cpu": ["loss_recon", "loss_mimic"],
+               "dmae_cpu": ["loss_recon", "loss_features"]}
+
+
+@pytest.mark.parametrize("recipe", sorted(CPU_RECIPES))
+def test_cpu_recipe_trains_under_smoke_with_every_term_logged_and_falling(tmp_path, recipe):
+    workdir = str(tmp_path / recipe)
+    assert run_train(["--gin", f"gin/{recipe}.gin", "--gin", SMOKE, "--workdir", workdir,
+                      *fast_params("train.steps=40", "train.eval_every=40")]) == 0
+    rows = [r for r in read_metrics(workdir) if "loss" in r]
+    for term in CPU_RECIPES[recipe]:
+        first, last = (sum(r[term] for r in part) / len(part) for part in (rows[:5], rows[-5:]))
+        assert last < 0.9 * first, (term, first, last)

@@ -10,6 +10,7 @@ one target instance (one teacher) get its output computed once per step.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import gin
@@ -61,6 +62,11 @@ class TokenObjective(Objective):
         width, out = model.encoder.dim, self.target.dim(model.adapter)
         if self.head_kind == "identity" and width != out:
             raise ValueError(f"TokenObjective.head='identity' but the encoder is {width} wide and the target {out}")
+        blocks = model.encoder.block_count()
+        if self.layer is not None and blocks and not -blocks <= self.layer < blocks:
+            warnings.warn(f"TokenObjective.layer={self.layer} but the encoder has {blocks} blocks (a shrunk model, "
+                          f"gin/smoke.gin?): reading its last block")
+            self.layer, self.layers = -1, (-1,)
         hidden = self.hidden_dim or 4 * width
         self.head = {"linear": lambda: nn.Linear(width, out), "identity": nn.Identity,
                      "mlp": lambda: nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, out))}[

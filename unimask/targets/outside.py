@@ -147,15 +147,21 @@ class TimmTeacher(OutsideTeacher):
     CNN; -1 the last), several concatenated along the width (MaskAlign's multi-level targets);
     final_norm: the model's final norm on them (True with layers=(-1,) gives a ViT's
     forward_features without its prefix tokens). img_size / mean / std default to the model's
-    pretrained_cfg. model_kwargs go to timm.create_model (img_size, patch_size, in_chans...)."""
+    pretrained_cfg. model_kwargs go to timm.create_model (img_size, patch_size, in_chans...);
+    norm_eps: the LayerNorm epsilon of a ViT's weights where it is not timm's 1e-6 (the encoders
+    here use 1e-5: `tools/export.py` prints the kwargs of an exported unimask encoder)."""
 
     def __init__(self, name: str = gin.REQUIRED, checkpoint: Optional[str] = None, layers: Sequence[int] = (-1,),
                  final_norm: bool = True, normalize: bool = True, img_size: Optional[int] = None,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, init_seed: int = 0,
-                 model_kwargs: Optional[dict] = None):
+                 model_kwargs: Optional[dict] = None, norm_eps: Optional[float] = None):
+        import functools
+
         import timm
 
         model_kwargs = dict(model_kwargs or {})
+        if norm_eps is not None:  # the LayerNorm epsilon the weights were trained with (this project's: 1e-5)
+            model_kwargs["norm_layer"] = functools.partial(nn.LayerNorm, eps=norm_eps)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             network = timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs)
@@ -163,16 +169,26 @@ class TimmTeacher(OutsideTeacher):
             load_timm_weights(network, checkpoint)
             hex_digest, source = file_sha256(checkpoint), checkpoint
         else:
-            spec = json.dumps([name, init_seed, sorted(model_kwargs.items())], default=str)
+            spec = json.dumps([name, init_seed, sorted(model_kwargs.items()), norm_eps], default=str)
             hex_digest, source = hashlib.sha256(spec.encode()).hexdigest(), f"{name} (random init, seed {init_seed})"
         config = timm.data.resolve_model_data_config(network)
         size = img_size or model_kwargs.get("img_size") or config["input_size"][-1]
+        channels = model_kwargs.get("in_chans", len(config["mean"]))
         self.layers, self.final_norm = [int(i) for i in layers], final_norm
-        super().__init__(network, hex_digest, source, size, mean or config["mean"], std or config["std"], normalize)
+        super().__init__(network, hex_digest, source, size, mean or per_channel(config["mean"], channels),
+                         std or per_channel(config["std"], channels), normalize)
 
     def feature_maps(self, x: torch.Tensor) -> list:
         return self.network.forward_intermediates(x, indices=self.layers, norm=self.final_norm, output_fmt="NCHW",
                                                   intermediates_only=True)
+
+
+def per_channel(values: Sequence[float], channels: int) -> tuple:
+    """A pretrained_cfg's RGB mean/std for a model built with another channel count (in_chans=1:
+    their average, what a grayscale copy of an RGB input would have)."""
+    if len(values) == channels:
+        return tuple(values)
+    return (sum(values) / len(values),) * channels
 
 
 def load_timm_weights(network: nn.Module, path: str):
