@@ -360,6 +360,12 @@ class Target(nn.Module):
     def after_step(self, progress: float):
         """Targets with weights of their own (EMA teachers) update here."""
 
+    takes_student = False  # begin_stage works: a teacher that can take the student's weights (dBOT)
+
+    def begin_stage(self, model):
+        """A new distillation stage (train.stages): the teacher takes the student's weights."""
+        raise NotImplementedError(f"{type(self).__name__} has no teacher to hand the student to")
+
     def teacher_parts(self):
         """(adapter, encoder) of the teacher network this target reads, for probing it (I-JEPA
         evaluates the target encoder); None for targets without one (pixels, HOG, codes)."""
@@ -446,6 +452,12 @@ class PretrainingModel(nn.Module):
     init_from_fresh: tuple = ()  # key prefixes a weights file may lack (train.init_from, unimask/weights)
     init_from_drop: tuple = ()  # key prefixes of a weights file this model leaves out on purpose
     can_score: bool = False  # score_batch gives top-1 counts (train.eval_dataset: fine-tuning)
+    restarts_stages: bool = False  # begin_stage works (train.stages > 1: dBOT's multi-stage distillation)
+
+    def begin_stage(self, stage: int):
+        """Stage `stage` (>= 1) of train.stages begins: the teacher takes the student's weights and
+        the student starts again from a fresh initialization."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restart stages")
 
     def forward(self, batch, progress: float = 0.0, generator=None, mask=None,
                 mask_only: bool = False) -> StepOutput:

@@ -118,3 +118,47 @@ def weight_decay_at(step: int, total: int, start: float, final: float) -> float:
     `total` (I-JEPA: 0.04 -> 0.4), so regularization grows as the representation settles."""
     progress = min(step / max(1, total), 1.0)
     return final + (start - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Stages:
+    """A run split into `count` equal stages (dBOT's multi-stage distillation): where each starts,
+    and each step's place in its own stage, over which the learning-rate schedule runs again."""
+
+    def __init__(self, count: int, total: int, model_restarts: bool = True):
+        if count < 1 or count > max(total, 1):
+            raise ValueError(f"train.stages={count} must be between 1 and train.steps={total}")
+        if count > 1 and not model_restarts:
+            raise ValueError(f"train.stages={count} needs a model whose target is a teacher that takes the student's "
+                             "weights at each stage (MaskedModel with EMATeacherTarget: gin/dbot.gin)")
+        self.count, self.total = count, total
+        self.starts = [round(i * total / count) for i in range(count)] + [total]
+
+    def index(self, step: int) -> int:
+        return max(i for i in range(self.count) if self.starts[i] <= step)
+
+    def starts_at(self, step: int) -> bool:
+        """A stage after the first begins at this step."""
+        return step > 0 and step in self.starts[1:-1]
+
+    def local(self, step: int) -> tuple:
+        """-> (step within its stage, the stage's length)."""
+        i = self.index(step)
+        return step - self.starts[i], self.starts[i + 1] - self.starts[i]
+
+
+def set_schedules(optimizer, step: int, total: int, peak: float, warmup: int, min_lr: float, weight_decays: tuple,
+                  decaying: list, stages: Stages) -> tuple:
+    """This step's learning rate in every group (warmup + half cosine, restarted per stage, x the
+    group's lr_scale and thaw factor) and, when weight_decays[1] is set, the weight decay's curve.
+    -> (lr, {'weight_decay': value} or {}) for the log."""
+    local, length = stages.local(step)
+    lr = lr_at(local, length, peak, warmup, min_lr)
+    for group in optimizer.param_groups:
+        group["lr"] = (lr * group.get("lr_scale", 1.0)  # layer-wise decay when fine-tuning
+                       * thaw_factor(step, total, group.get("thaw_at", 0.0), warmup))
+    scheduled = {}
+    if weight_decays[1] is not None:
+        scheduled["weight_decay"] = weight_decay_at(step, total, *weight_decays)
+        for group, decays in zip(optimizer.param_groups, decaying):
+            group["weight_decay"] = scheduled["weight_decay"] if decays else 0.0
+    return lr, scheduled

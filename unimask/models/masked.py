@@ -134,6 +134,18 @@ class MaskedModel(OneEncoderModel):
         for objective in self.objectives:
             objective.after_step(progress)
 
+    @property
+    def restarts_stages(self) -> bool:
+        return self.target.takes_student
+
+    def begin_stage(self, stage: int):
+        """dBOT: the teacher takes the student's weights, then every student weight is drawn again
+        (seeded by the stage, so a resumed run draws the same ones)."""
+        self.target.begin_stage(self)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stage)
+            reinitialize(self, [self.target, *(t for objective in self.objectives for t in objective.targets())])
+
     # ---- masking -------------------------------------------------------------------------
     def make_mask(self, tokens: Tokens, progress: float, generator=None) -> Mask:
         ratio = self.schedule(progress, tokens.batch_size, generator)
@@ -351,15 +363,38 @@ def init_weights(module: nn.Module):
         nn.init.zeros_(module.bias)
 
 
+def loaded_modules(model: nn.Module, targets) -> set:
+    """ids of the modules whose weights come from files or teachers, not from initialization: the
+    targets' (a frozen teacher, a VQ tokenizer) and every adapter's pretrained_parts()."""
+    loaded = [*targets, *(part for module in model.modules() if isinstance(module, ModalityAdapter)
+                          for part in module.pretrained_parts())]
+    return {id(module) for part in loaded for module in part.modules()}
+
+
+def reinitialize(model: nn.Module, targets) -> None:
+    """A fresh student (dBOT's next stage): init_model_weights again, torch layers without MAE's
+    rule reset their own way, and the parameters modules hold directly (mask and class tokens,
+    learned position tables) drawn from N(0, 0.02), as MAE and timm initialize them."""
+    init_model_weights(model, targets)
+    skip = loaded_modules(model, targets)
+    for module in model.modules():
+        if id(module) in skip or isinstance(module, (nn.Linear, nn.LayerNorm)):
+            continue
+        reset = getattr(module, "reset_parameters", None)  # torch's own layers (conv, batch norm, embedding)
+        if reset is not None:
+            reset()
+            continue
+        for param in module.parameters(recurse=False):
+            nn.init.normal_(param, std=0.02)
+
+
 def init_model_weights(model: nn.Module, targets) -> None:
     """init_weights over the model as nn.Module.apply does (children first, same order), except
     inside the targets: a frozen teacher or a VQ tokenizer arrives with its weights loaded from a
     checkpoint, and re-initializing it would leave a random network behind the target (its
     buffers, e.g. a codebook, would survive and hide it); likewise every adapter's
     pretrained_parts() (a frozen tokenizer whose codes are the tokens)."""
-    loaded = [*targets, *(part for module in model.modules() if isinstance(module, ModalityAdapter)
-                          for part in module.pretrained_parts())]
-    skip = {id(module) for part in loaded for module in part.modules()}
+    skip = loaded_modules(model, targets)
 
     def visit(module: nn.Module):
         if id(module) in skip:

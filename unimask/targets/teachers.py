@@ -153,11 +153,23 @@ class EMATeacherTarget(TeacherFeatures):
             return self.momentum + (self.end_momentum - self.momentum) * min(max(progress, 0.0), 1.0)
         return self.end_momentum - (self.end_momentum - self.momentum) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    takes_student = True
+
+    @torch.no_grad()
+    def begin_stage(self, model):
+        """dBOT: at a new stage the teacher becomes a copy of the student as it stands."""
+        self._check_attached()
+        for student, teacher in zip(self._student, (self.teacher_adapter, self.teacher_encoder)):
+            teacher.load_state_dict(student.state_dict())
+
     @torch.no_grad()
     def after_step(self, progress: float):
-        """teacher <- m * teacher + (1 - m) * student, parameters and float buffers alike."""
+        """teacher <- m * teacher + (1 - m) * student, parameters and float buffers alike
+        (momentum 1: a teacher frozen within each stage, dBOT's, is left as it is)."""
         self._check_attached()
         m = self.momentum_at(progress)
+        if m >= 1.0:
+            return
         for student, teacher in zip(self._student, (self.teacher_adapter, self.teacher_encoder)):
             ema_update(teacher.state_dict(), student.state_dict(), m)
 

@@ -24,7 +24,7 @@ from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
 from unimask.train.distributed import all_or_none, all_reduce_mean, any_rank, barrier, failed_ranks, init_distributed
 from unimask.train.logging import MetricsLog, write_run_info
-from unimask.optim import lr_at, make_optimizer, thaw_factor, weight_decay_at
+from unimask.optim import Stages, make_optimizer, set_schedules
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.scoring import score_split
 from unimask.train.workdir import (RunLock, WorkdirError, check_data, check_fresh_start, config_changes, data_identity,
@@ -56,7 +56,7 @@ class Trainer:
                  init_from: Optional[str] = None, init_strict: bool = True, init_trust_pickle: bool = False,
                  allow_data_change: bool = False, eval_dataset=None,
                  eval_batch_size: Optional[int] = None, activation_checkpointing: bool = False,
-                 collective_timeout_s: float = 300):
+                 collective_timeout_s: float = 300, stages: int = 1):
         """optimizer: 'adamw' (betas), or 'lars' (MAE's linear probe: timm's Lars, momentum 0.9).
         init_from: weights to start from (unimask, timm, MAE, VideoMAE or Hugging Face files;
         unimask/weights), init_strict=False loads the keys that fit; a resumed run ignores it.
@@ -71,7 +71,10 @@ class Trainer:
         collective_timeout_s: under torchrun, how long any collective may wait for the other ranks
         before the job fails (torch's default is 10-30 minutes): a lost or stuck rank ends the job.
         final_weight_decay: the weight decay of the decaying groups follows a half cosine from
-        weight_decay to this value over the run (I-JEPA: 0.04 -> 0.4); None keeps it fixed."""
+        weight_decay to this value over the run (I-JEPA: 0.04 -> 0.4); None keeps it fixed.
+        stages: dBOT's multi-stage distillation: the run splits into equal stages; at each new one
+        model.begin_stage (its teacher takes the student's weights, the student is re-initialized),
+        the optimizer's state is cleared and the learning-rate schedule (warmup too) restarts."""
         if final_weight_decay is not None and not (weight_decay > 0 and final_weight_decay >= 0):
             raise ValueError(f"train.final_weight_decay={final_weight_decay} needs train.weight_decay > 0 (the start "
                              f"of the curve; got {weight_decay}) and a final value >= 0")
@@ -99,6 +102,7 @@ class Trainer:
         self.stop_at = steps if stop_at is None else min(stop_at, steps)
         self.peak_lr = lr if lr is not None else base_lr * batch_size / 256
         self.min_lr, self.warmup_steps, self.clip_grad = min_lr, warmup_steps, clip_grad
+        self.stages = Stages(stages, steps, self.model.restarts_stages)
         self.log_every, self.eval_every, self.ckpt_every, self.keep_every = log_every, eval_every, ckpt_every, keep_every
         self.max_consecutive_skips, self.progress_bar = max_consecutive_skips, progress_bar
         self.allow_data_change = allow_data_change
@@ -238,15 +242,11 @@ class Trainer:
         """batches: accum_steps micro-batches -> metrics; skips (and counts) non-finite steps.
         metrics['stop']: some rank got SIGTERM/SIGINT, agreed by all ranks in this step."""
         progress = self.step / self.steps
-        lr = lr_at(self.step, self.steps, self.peak_lr, self.warmup_steps, self.min_lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = (lr * group.get("lr_scale", 1.0)  # layer-wise decay when fine-tuning
-                           * thaw_factor(self.step, self.steps, group.get("thaw_at", 0.0), self.warmup_steps))
-        scheduled = {}
-        if self.weight_decays[1] is not None:
-            scheduled["weight_decay"] = weight_decay_at(self.step, self.steps, *self.weight_decays)
-            for group, decays in zip(self.optimizer.param_groups, self.decaying):
-                group["weight_decay"] = scheduled["weight_decay"] if decays else 0.0
+        if self.stages.starts_at(self.step):  # dBOT: the teacher takes the student, which starts afresh
+            self.model.begin_stage(self.stages.index(self.step))
+            self.optimizer.state.clear()
+        lr, scheduled = set_schedules(self.optimizer, self.step, self.steps, self.peak_lr, self.warmup_steps,
+                                      self.min_lr, self.weight_decays, self.decaying, self.stages)
         self.train_model.train()
         total_loss, ratios, finite, terms = 0.0, [], True, {}
         for micro, batch in enumerate(batches):
