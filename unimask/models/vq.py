@@ -1,6 +1,7 @@
 """VQTokenizer: a small VQ-VAE over any adapter's tokens, trained by the same trainer
-(gin/vq_tokenizer.gin), whose codes TokenTarget predicts (BEiT v2-style targets, simplified:
-BEiT v2 distils CLIP features into its codes; this tokenizer reconstructs the patches).
+(gin/vq_tokenizer.gin), whose codes TokenTarget predicts (BEiT v2-style targets). Its target is
+the patches by default; with a teacher as the target and a cosine loss it is BEiT v2's VQ-KD
+(gin/vq_kd.gin: the codes are trained to reconstruct a teacher's features).
 
     tokens --adapter.embed + pos--> encoder (every token visible) --Linear--> z [B, N, code_dim]
       --VectorQuantizer--> codes [B, N] / quantized z --decoder (mask-free MAE decoder)--> patches
@@ -18,26 +19,33 @@ import torch
 from torch import nn
 
 from unimask.encoders import encode_ids, position_codes
-from unimask.interfaces import PretrainingModel, StepOutput
+from unimask.interfaces import PretrainingModel, StepOutput, Target
 from unimask.masking.schedules import ConstantRatio
-from unimask.models.masked import init_weights
+from unimask.models.masked import init_model_weights
 from unimask.quantize import VectorQuantizer
 from unimask.targets import PixelTarget
 from unimask.tokens import Mask, Tokens
+
+CODE_PARTS = ("adapter.", "encoder.", "to_code.", "quantizer.")  # what computes the codes (TokenTarget loads these)
 
 
 @gin.configurable
 class VQTokenizer(PretrainingModel):
     def __init__(self, adapter=gin.REQUIRED, encoder=gin.REQUIRED, decoder=gin.REQUIRED, num_codes: int = 512,
-                 code_dim: int = 32, decay: float = 0.99, beta: float = 0.25, target: Optional[PixelTarget] = None):
+                 code_dim: int = 32, decay: float = 0.99, beta: float = 0.25, target: Optional[Target] = None,
+                 loss=None):
+        """target: what the decoder reconstructs from the codes (norm-pix patches by default; a
+        teacher for VQ-KD); loss: per token, (pred, values, weight) -> [B, N] (default: the mean
+        squared error; VQ-KD: SCELoss(alpha=1), one minus the cosine similarity)."""
         super().__init__()
         self.adapter, self.encoder, self.decoder = adapter, encoder, decoder
         self.to_code = nn.Linear(encoder.dim, code_dim)
         self.quantizer = VectorQuantizer(num_codes, code_dim, decay, beta)
         self.target = target if target is not None else PixelTarget(norm_pix=True)
+        self.loss_fn = loss
         self.decoder.init_head(self.target.dim(adapter))
         self.schedule = ConstantRatio(0.0)  # nothing is masked; the trainer checkpoints a schedule
-        self.apply(init_weights)
+        init_model_weights(self, [self.target])  # a loaded teacher keeps its weights
 
     def encode_codes(self, tokens: Tokens) -> dict:
         """Every valid token -> the quantizer's output (codes [B, N], quantized [B, N, code_dim])."""
@@ -81,7 +89,9 @@ class VQTokenizer(PretrainingModel):
             z = z + position_codes(self.adapter, tokens, ids, z)
         pred = self.decoder(z, valid, tokens, ids)  # [B, N, T]
         values, weight = self.target.select(tokens, self.adapter, ids)
-        recon = (((pred.float() - values) ** 2).mean(-1) * valid).sum() / valid.sum().clamp(min=1)
+        per_token = ((pred.float() - values) ** 2).mean(-1) if self.loss_fn is None else \
+            self.loss_fn(pred.float(), values.float(), weight)  # [B, N]
+        recon = (per_token * valid).sum() / valid.sum().clamp(min=1)
         loss = recon + quantized["commitment"]
         return StepOutput(loss=loss, mask=mask, pred=pred, tokens=tokens, extras={"dec_ids": ids},
                           terms={"recon": recon.detach(), "commitment": quantized["commitment"].detach()},

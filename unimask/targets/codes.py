@@ -1,9 +1,10 @@
 """TokenTarget (BEiT v2-style, simplified): the discrete code of every token under a frozen VQ
 tokenizer (unimask/models/vq.py, trained by gin/vq_tokenizer.gin), predicted with cross-entropy.
 
-The tokenizer is built by gin (so any size), its weights loaded from its checkpoint; it gets no
-gradient, is left out of the optimizer and is saved with the model. Codes are the nearest
-codebook entries, so the same tokens always give the same codes.
+The tokenizer is built by gin (so any size), the weights that compute its codes (adapter,
+encoder, projection, codebook) loaded strictly from its checkpoint, the rest where it fits: a
+VQ-KD tokenizer's feature decoder and teacher are not needed for codes and are not rebuilt. It gets no gradient, is left out of the optimizer and is saved with the model. Codes
+are the nearest codebook entries, so the same tokens always give the same codes.
 """
 from __future__ import annotations
 
@@ -18,11 +19,20 @@ from unimask.tokens import gather_tokens
 class TokenTarget(Target):
     def __init__(self, tokenizer=gin.REQUIRED, checkpoint=gin.REQUIRED):
         super().__init__()
-        from unimask.train.checkpoint import load_checkpoint, load_model_state
+        from unimask.models.vq import CODE_PARTS
+        from unimask.train.checkpoint import clean_state_dict, load_checkpoint, load_model_state
 
         self.tokenizer = tokenizer
         if checkpoint is not None:
-            load_model_state(self.tokenizer, load_checkpoint(checkpoint)["model"])
+            state = clean_state_dict(load_checkpoint(checkpoint)["model"])
+            own = tokenizer.state_dict()
+            fits = {k: v for k, v in state.items()  # the codes' parts, and the rest where it fits (a pixel decoder)
+                    if k.startswith(CODE_PARTS) or (k in own and own[k].shape == v.shape)}
+            result = load_model_state(self.tokenizer, fits, strict=False)
+            missing = [k for k in result.missing_keys if k.startswith(CODE_PARTS)]
+            if missing or result.unexpected_keys:
+                raise ValueError(f"TokenTarget.checkpoint {checkpoint} does not fit the tokenizer: missing {missing[:6]}, "
+                                 f"unexpected {result.unexpected_keys[:6]}")
         self.tokenizer.requires_grad_(False).eval()
 
     def train(self, mode: bool = True):
