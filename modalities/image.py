@@ -17,6 +17,7 @@ from modalities.grid import GridAdapter, check_divisible, check_input, default_n
 from modalities.limits import MAX_ARRAY_BYTES, MAX_PIXELS, Declared, Limit, SizeLimitError, check_arrays, member_text
 from unimask.data import SampleDataset
 from unimask.files import as_roots, check_split, list_split_files, read_npz_split
+from unimask.shards import readable
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -50,7 +51,7 @@ def checked_image(path: str, max_pixels: Limit):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = None
-            with Image.open(path) as img:
+            with Image.open(readable(path)) as img:
                 max_pixels.check(path, f"the image header ({img.width} x {img.height})", img.width * img.height,
                                  "pixels")
                 Image.MAX_IMAGE_PIXELS = max_pixels.value
