@@ -1,0 +1,148 @@
+"""Tar shards (unimask/shards.py, tools/make_shards.py): the same batches, masks and resume as the
+folder they were packed from, clear errors for a bad index, and one epoch under torchrun."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT, cli, load_tool, read_metrics
+from unimask.train import checkpoint as ckpt
+
+IMAGES = "data/sample/images/folder"
+RECIPES = {  # modality: (recipe, the root binding of the folder, the data's own bindings)
+    "image": ("gin/image_mae_cpu.gin", f"ImageDataset.root='{IMAGES}'", []),
+    "video": ("gin/video_mae_cpu.gin", "VideoDataset.root='data/sample/video/train.csv'", []),
+    "audio": ("gin/audio_mae_cpu.gin", "AudioDataset.root='data/sample/audio/digits'", []),
+}
+FAST = ["train.precision='fp32'", "train.progress_bar=False"]
+
+
+def make_shards(recipe, root_binding, out, shard_size="40KB"):
+    """tools/make_shards.py in-process -> the index file."""
+    load_tool("make_shards").run(["--gin", recipe, "--gin", "gin/smoke.gin", "--gin_param", root_binding,
+                                  "--out", str(out), "--shard-size", shard_size])
+    return os.path.join(str(out), "index.json")
+
+
+def first_batches(recipe, root_binding, n, workers=1):
+    """The first n batches the trainer's loader gives, and each one's mask -> [(batch, Mask)]."""
+    from unimask.cli import parse_gin, seed_for_init
+    from unimask.train.trainer import Trainer, step_seed
+
+    parse_gin([recipe, "gin/smoke.gin"], [root_binding, f"train.num_workers={workers}", *FAST])
+    seed_for_init()
+    trainer = Trainer()
+    assert trainer.loader_kwargs["num_workers"] == workers
+    if "index.json" in root_binding:  # the samples really come from the shards
+        assert all(type(item[0]).__name__ == "ShardMember" for item in trainer.dataset.items)
+    out = []
+    for step, batch in zip(range(n), trainer.make_loader(0)):
+        batch = {k: v for k, v in batch.items() if k != "n_bad"}
+        generator = torch.Generator().manual_seed(step_seed(trainer.seed, step, 0) + 1)
+        out.append((batch, trainer.model(batch, generator=generator, mask_only=True).mask))
+    return out
+
+
+@pytest.mark.parametrize("modality", ["image", "video", "audio"])
+def test_shards_give_the_folders_batches_and_masks(tmp_path, modality):
+    recipe, root_binding, _ = RECIPES[modality]
+    index = make_shards(recipe, root_binding, tmp_path / "shards")
+    assert len(json.load(open(index))["shardlist"]) > 1  # several shards, read across their borders
+    dataset_name = root_binding.split(".")[0]
+    folder = first_batches(recipe, root_binding, 3)
+    shards = first_batches(recipe, f"{dataset_name}.root='{index}'", 3)
+    assert len(folder) == len(shards) == 3
+    for (a, mask_a), (b, mask_b) in zip(folder, shards):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+        assert torch.equal(mask_a.ids_keep, mask_b.ids_keep) and torch.equal(mask_a.masked, mask_b.masked)
+
+
+@pytest.mark.slow  # ~17 s on 2 cores: three runs of the CLI
+def test_resume_from_shards_is_bit_identical(tmp_path):
+    index = make_shards(*RECIPES["image"][:2], tmp_path / "shards")
+    params = [f"ImageDataset.root='{index}'", "train.num_workers=1", "train.steps=6", *FAST]
+    args = ["tools/train.py", "--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    for workdir, extra, more in ((straight, [], []), (split, [], ["train.stop_at=3"]), (split, ["--resume"], [])):
+        code, output, _ = cli([*args, "--workdir", str(workdir), *extra], params + more)
+        assert code == 0, output[-3000:]
+    a, b = (ckpt.load_checkpoint(os.path.join(w, "checkpoints", "last.pt")) for w in (straight, split))
+    assert b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["loss"] for r in read_metrics(straight)] == [r["loss"] for r in read_metrics(split)]
+
+
+def bad_index(tmp_path, text):
+    path = tmp_path / "bad" / "index.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("not json {", "not JSON"),
+    ('{"wids_version": 1, "shardlist": []}', "shardlist"),
+    ('{"wids_version": 1, "shardlist": [{"url": "a.tar", "nsamples": 2}], '
+     '"unimask": {"names": ["x.png"], "labels": [0]}}', "hold 2 samples"),
+    ('{"wids_version": 1, "shardlist": [{"url": "gone.tar", "nsamples": 1}], '
+     '"unimask": {"names": ["x.png"], "labels": [0]}}', "gone.tar does not exist"),
+])
+def test_a_bad_index_is_an_error_naming_it(tmp_path, text, words):
+    from modalities.image import ImageDataset
+
+    path = bad_index(tmp_path, text)
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        ImageDataset(root=path)
+    assert path in str(err.value) and words in str(err.value)
+
+
+def test_a_bad_index_stops_training_with_its_name(tmp_path):
+    path = bad_index(tmp_path, '{"shardlist": 3}')
+    code, output, _ = cli(["tools/train.py", "--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin", "--workdir",
+                           str(tmp_path / "run")], [f"ImageDataset.root='{path}'", *FAST], timeout=120)
+    assert code != 0 and path in output and "wids_version" in output
+
+
+def test_a_shard_index_holds_one_split(tmp_path):
+    from modalities.image import ImageDataset
+    from unimask.files import NoSplitError
+
+    index = make_shards(*RECIPES["image"][:2], tmp_path / "shards")
+    with pytest.raises(NoSplitError, match="holds the train split"):
+        ImageDataset(root=index, split="test")
+    test = ImageDataset(root=index, split="test", test_root=index)  # given as the test data, it is the test split
+    assert len(test) == 80
+
+
+def test_make_shards_refuses_arrays(tmp_path):
+    with pytest.raises(ValueError, match="not a file of its own"):
+        load_tool("make_shards").run(["--gin", "gin/image_mae_cpu.gin", "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="--shard-size"):
+        load_tool("make_shards").run(["--gin", "gin/image_mae_cpu.gin", "--out", str(tmp_path / "s"),
+                                      "--shard-size", "big"])
+
+
+@pytest.mark.slow  # ~12 s on 2 cores: two processes, a worker each
+def test_two_ranks_see_every_sample_once_an_epoch_from_an_odd_number_of_shards(tmp_path):
+    from test_distributed import free_port
+
+    index = make_shards(*RECIPES["image"][:2], tmp_path / "shards", shard_size="20KB")
+    shards = json.load(open(index))["shardlist"]
+    assert len(shards) % 2 == 1 and len({s["nsamples"] for s in shards}) > 1  # odd and uneven
+    out = tmp_path / "seen.json"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             str(free_port()), "tests/shard_epoch.py", index, str(out), "4"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=180, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ranks = json.load(open(out))
+    seen = [i for rank in ranks for i in rank["seen"]]
+    assert sorted(seen) == list(range(80))  # each sample once, across both ranks
+    assert all(len(rank["seen"]) == 40 for rank in ranks)  # neither rank starved
+    assert all(rank["labels_ok"] for rank in ranks)
+    assert not any(rank["opened_in_main"] for rank in ranks)  # shards opened in the workers only
