@@ -62,6 +62,20 @@ def test_shards_give_the_folders_batches_and_masks(tmp_path, modality):
         assert torch.equal(mask_a.ids_keep, mask_b.ids_keep) and torch.equal(mask_a.masked, mask_b.masked)
 
 
+def test_shards_are_reproducible_and_read_through_file_urls(tmp_path):
+    from modalities.image import ImageDataset
+
+    first = make_shards(*RECIPES["image"][:2], tmp_path / "a")
+    second = make_shards(*RECIPES["image"][:2], tmp_path / "b")
+    names = sorted(n for n in os.listdir(tmp_path / "a") if n.endswith(".tar"))
+    assert names and all(open(tmp_path / "a" / n, "rb").read() == open(tmp_path / "b" / n, "rb").read() for n in names)
+    folder, by_url = ImageDataset(root=IMAGES, img_size=16), ImageDataset(root="file://" + first, img_size=16)
+    assert len(folder) == len(by_url) == 80 and os.path.exists(second)
+    for i in (0, 37, 79):  # across the shards' borders
+        a, b = folder[(i, i)], by_url[(i, i)]
+        assert torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
+
+
 @pytest.mark.slow  # ~17 s on 2 cores: three runs of the CLI
 def test_resume_from_shards_is_bit_identical(tmp_path):
     index = make_shards(*RECIPES["image"][:2], tmp_path / "shards")

@@ -198,7 +198,9 @@ def write_shards(items: List[tuple], out: str, shard_bytes: int, split: str, sou
     common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else ""
     names, labels, counts = [], [], {}
     with contextlib.redirect_stdout(io.StringIO()):  # ShardWriter prints a line per shard
-        writer = ShardWriter(os.path.join(out, "shard-%06d.tar"), maxsize=shard_bytes, maxcount=10**9)
+        # a fixed integer mtime: the same files give the same shards, and no per-member PAX header
+        # (a float mtime takes one: 1 KB more a member)
+        writer = ShardWriter(os.path.join(out, "shard-%06d.tar"), maxsize=shard_bytes, maxcount=10**9, mtime=0)
         for k, (path, label) in enumerate(items):
             name = os.path.relpath(os.path.abspath(path), common)
             ext = os.path.splitext(name)[1].lower().lstrip(".") or "bin"
