@@ -16,6 +16,7 @@ RECIPES = {  # modality: (recipe, the root binding of the folder, the data's own
     "image": ("gin/image_mae_cpu.gin", f"ImageDataset.root='{IMAGES}'", []),
     "video": ("gin/video_mae_cpu.gin", "VideoDataset.root='data/sample/video/train.csv'", []),
     "audio": ("gin/audio_mae_cpu.gin", "AudioDataset.root='data/sample/audio/digits'", []),
+    "audiovisual": ("gin/av_mae.gin", "AudioVisualDataset.root='data/sample/audiovisual'", []),
 }
 FAST = ["train.precision='fp32'", "train.progress_bar=False"]
 
@@ -46,7 +47,11 @@ def first_batches(recipe, root_binding, n, workers=1):
     return out
 
 
-@pytest.mark.parametrize("modality", ["image", "video", "audio"])
+def masks_of(mask) -> list:
+    return list(mask.values()) if isinstance(mask, dict) else [mask]
+
+
+@pytest.mark.parametrize("modality", ["image", "video", "audio", "audiovisual"])
 def test_shards_give_the_folders_batches_and_masks(tmp_path, modality):
     recipe, root_binding, _ = RECIPES[modality]
     index = make_shards(recipe, root_binding, tmp_path / "shards")
@@ -59,7 +64,8 @@ def test_shards_give_the_folders_batches_and_masks(tmp_path, modality):
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), key
-        assert torch.equal(mask_a.ids_keep, mask_b.ids_keep) and torch.equal(mask_a.masked, mask_b.masked)
+        for one, other in zip(masks_of(mask_a), masks_of(mask_b)):  # a multimodal model: one Mask a modality
+            assert torch.equal(one.ids_keep, other.ids_keep) and torch.equal(one.masked, other.masked)
 
 
 def test_shards_are_reproducible_and_read_through_file_urls(tmp_path):
