@@ -17,6 +17,7 @@ RECIPES = {  # modality: (recipe, the root binding of the folder, the data's own
     "video": ("gin/video_mae_cpu.gin", "VideoDataset.root='data/sample/video/train.csv'", []),
     "audio": ("gin/audio_mae_cpu.gin", "AudioDataset.root='data/sample/audio/digits'", []),
     "audiovisual": ("gin/av_mae.gin", "AudioVisualDataset.root='data/sample/audiovisual'", []),
+    "satellite": ("gin/sat_mae.gin", "SatelliteDataset.root='data/sample/satellite/tiles'", []),
 }
 FAST = ["train.precision='fp32'", "train.progress_bar=False"]
 
@@ -51,7 +52,7 @@ def masks_of(mask) -> list:
     return list(mask.values()) if isinstance(mask, dict) else [mask]
 
 
-@pytest.mark.parametrize("modality", ["image", "video", "audio", "audiovisual"])
+@pytest.mark.parametrize("modality", ["image", "video", "audio", "audiovisual", "satellite"])
 def test_shards_give_the_folders_batches_and_masks(tmp_path, modality):
     recipe, root_binding, _ = RECIPES[modality]
     index = make_shards(recipe, root_binding, tmp_path / "shards")
@@ -63,6 +64,9 @@ def test_shards_give_the_folders_batches_and_masks(tmp_path, modality):
     for (a, mask_a), (b, mask_b) in zip(folder, shards):
         assert a.keys() == b.keys()
         for key in a:
+            if key == "source":  # where each sample came from: the folder's file, the shard's member
+                assert [str(x).split("] ")[-1] for x in b[key]] == [os.path.basename(x) for x in a[key]]
+                continue
             assert torch.equal(a[key], b[key]), key
         for one, other in zip(masks_of(mask_a), masks_of(mask_b)):  # a multimodal model: one Mask a modality
             assert torch.equal(one.ids_keep, other.ids_keep) and torch.equal(one.masked, other.masked)

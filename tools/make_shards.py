@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -56,6 +57,7 @@ def run(argv=None):
     parser.add_argument("--shard-size", default="256MB", help="close a shard once it holds this much (256MB)")
     args = parser.parse_args(argv)
     shard_bytes = parse_size(args.shard_size)
+    from unimask.data import SampleDataset
     from unimask.shards import write_shards
 
     dataset = recipe_dataset(args.gin, args.gin_param, args.split)
@@ -66,7 +68,11 @@ def run(argv=None):
         if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(str(path)):
             raise ValueError(f"{type(dataset).__name__}: sample {str(path)[:120]!r} is not a file of its own (arrays in "
                              "an .npz, or already shards): only folders, list files and single files are packed")
-    index = write_shards(items, args.out, shard_bytes, args.split, dataset.source)
+    own = isinstance(dataset, SampleDataset)
+    index = write_shards(items, args.out, shard_bytes, args.split, dataset.source,
+                         dataset.file_metadata if own else None)
+    for path in dataset.root_files() if own else []:  # e.g. the data's statistics, found beside the index
+        shutil.copyfile(path, os.path.join(args.out, os.path.basename(path)))
     sizes = [shard["filesize"] for shard in index["shardlist"]]
     print(f"{len(items)} samples ({dataset.source}) -> {len(sizes)} shards in {args.out}, "
           f"{sum(sizes) / 1e6:.1f} MB (largest {max(sizes) / 1e6:.1f} MB); "

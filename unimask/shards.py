@@ -27,7 +27,7 @@ import contextlib
 import io
 import json
 import os
-from typing import List, Optional
+from typing import Callable, List, Optional
 from urllib.parse import urlparse
 
 INDEX_KIND = "wids-shard-index-v1"
@@ -122,14 +122,15 @@ class ShardReader:
             self._pid = os.getpid()
         return self._dataset
 
-    def read(self, position: int) -> bytes:
-        """The file bytes of sample `position` (its one member that is not the json)."""
+    def read(self, position: int, member: str = "file") -> bytes:
+        """The bytes of sample `position`: its file (the one member that is not the json), or
+        member='json' its json."""
         sample = self.dataset()[position]
         members = [k for k in sample if not k.startswith("__") and k != ".json"]
-        if len(members) != 1:
+        if len(members) != 1 or ".json" not in sample:
             raise ValueError(f"shard {sample.get('__shard__')}: sample {sample.get('__key__')} has members "
-                             f"{members}, expected one file beside its .json")
-        return sample[members[0]].getvalue()
+                             f"{sorted(k for k in sample if not k.startswith('__'))}, expected one file and a .json")
+        return sample[".json" if member == "json" else members[0]].getvalue()
 
 
 class ShardMember(str):
@@ -162,6 +163,18 @@ def index_split(path: str) -> str:
     return load_index(os.path.expanduser(str(path)))["unimask"].get("split", "train")
 
 
+def packed_metadata(path) -> Optional[dict]:
+    """The metadata packed beside a shard member (its dataset's file_metadata at packing: what a
+    folder kept in files beside it); None for a file, whose folder the caller reads instead."""
+    if not isinstance(path, ShardMember):
+        return None
+    try:
+        record = json.loads(path.reader.read(path.position, "json"))
+    except ValueError as err:
+        raise ValueError(f"{path}: its .json is not JSON ({err})") from None
+    return (record.get("meta") or {}) if isinstance(record, dict) else {}
+
+
 def open_sample(path, mode: str = "rb", **text_options):
     """open(path, mode) for a file; for a shard member, a file object over its bytes (text modes
     decoded with `text_options`, as open's encoding / errors)."""
@@ -185,11 +198,13 @@ def list_index(path: str) -> List[tuple]:
     return [(ShardMember(reader, i, name), label) for i, (name, label) in enumerate(zip(ours["names"], ours["labels"]))]
 
 
-def write_shards(items: List[tuple], out: str, shard_bytes: int, split: str, source: str) -> dict:
+def write_shards(items: List[tuple], out: str, shard_bytes: int, split: str, source: str,
+                 metadata: Optional[Callable[[str], dict]] = None) -> dict:
     """Pack [(file path, label|None)] into `out`/shard-NNNNNN.tar and `out`/index.json -> the index.
 
     Sample k: `<k>.<ext>` holds the file's bytes as they are, `<k>.json` {"label", "name"} (name:
-    the path relative to the common folder of all files). A shard is closed once it holds
+    the path relative to the common folder of all files) and "meta": metadata(path) where that
+    gives any (what decoding needs from files beside it, packed_metadata reads it back). A shard is closed once it holds
     shard_bytes (webdataset's ShardWriter: it may pass the size by the last sample)."""
     from webdataset import ShardWriter
 
@@ -209,8 +224,11 @@ def write_shards(items: List[tuple], out: str, shard_bytes: int, split: str, sou
             with open(path, "rb") as f:
                 data = f.read()
             label = None if label is None else int(label)
-            writer.write({"__key__": f"{k:09d}", ext: data,
-                          "json": json.dumps({"label": label, "name": name}).encode()})
+            record = {"label": label, "name": name}
+            meta = metadata(path) if metadata is not None else None
+            if meta:
+                record["meta"] = meta
+            writer.write({"__key__": f"{k:09d}", ext: data, "json": json.dumps(record).encode()})
             counts[writer.fname] = counts.get(writer.fname, 0) + 1
             names.append(name)
             labels.append(label)
