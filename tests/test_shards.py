@@ -12,12 +12,14 @@ from helpers import ROOT, cli, load_tool, read_metrics
 from unimask.train import checkpoint as ckpt
 
 IMAGES = "data/sample/images/folder"
-RECIPES = {  # modality: (recipe, the root binding of the folder, the data's own bindings)
-    "image": ("gin/image_mae_cpu.gin", f"ImageDataset.root='{IMAGES}'", []),
-    "video": ("gin/video_mae_cpu.gin", "VideoDataset.root='data/sample/video/train.csv'", []),
-    "audio": ("gin/audio_mae_cpu.gin", "AudioDataset.root='data/sample/audio/digits'", []),
-    "audiovisual": ("gin/av_mae.gin", "AudioVisualDataset.root='data/sample/audiovisual'", []),
-    "satellite": ("gin/sat_mae.gin", "SatelliteDataset.root='data/sample/satellite/tiles'", []),
+RECIPES = {  # modality: (recipe, the root binding of the folder or list file, shards it packs into at 40 KB)
+    "image": ("gin/image_mae_cpu.gin", f"ImageDataset.root='{IMAGES}'", 2),
+    "video": ("gin/video_mae_cpu.gin", "VideoDataset.root='data/sample/video/train.csv'", 3),
+    "audio": ("gin/audio_mae_cpu.gin", "AudioDataset.root='data/sample/audio/digits'", 44),
+    "audiovisual": ("gin/av_mae.gin", "AudioVisualDataset.root='data/sample/audiovisual'", 4),
+    "satellite": ("gin/sat_mae.gin", "SatelliteDataset.root='data/sample/satellite/tiles'", 10),
+    "text": ("gin/text_mlm_cpu.gin", "TextDataset.root='data/sample/text'", 1),  # one .jsonl: one sample
+    "points": ("gin/point_mae.gin", "PointCloudDataset.root='data/sample/points'", 8),
 }
 FAST = ["train.precision='fp32'", "train.progress_bar=False"]
 
@@ -39,7 +41,7 @@ def first_batches(recipe, root_binding, n, workers=1):
     trainer = Trainer()
     assert trainer.loader_kwargs["num_workers"] == workers
     if "index.json" in root_binding:  # the samples really come from the shards
-        assert all(type(item[0]).__name__ == "ShardMember" for item in trainer.dataset.items)
+        assert all(type(path).__name__ == "ShardMember" for path, _ in trainer.dataset.files())
     out = []
     for step, batch in zip(range(n), trainer.make_loader(0)):
         batch = {k: v for k, v in batch.items() if k != "n_bad"}
@@ -52,11 +54,11 @@ def masks_of(mask) -> list:
     return list(mask.values()) if isinstance(mask, dict) else [mask]
 
 
-@pytest.mark.parametrize("modality", ["image", "video", "audio", "audiovisual", "satellite"])
+@pytest.mark.parametrize("modality", ["image", "video", "audio", "audiovisual", "satellite", "text", "points"])
 def test_shards_give_the_folders_batches_and_masks(tmp_path, modality):
-    recipe, root_binding, _ = RECIPES[modality]
+    recipe, root_binding, count = RECIPES[modality]
     index = make_shards(recipe, root_binding, tmp_path / "shards")
-    assert len(json.load(open(index))["shardlist"]) > 1  # several shards, read across their borders
+    assert len(json.load(open(index))["shardlist"]) == count  # several shards, read across their borders
     dataset_name = root_binding.split(".")[0]
     folder = first_batches(recipe, root_binding, 3)
     shards = first_batches(recipe, f"{dataset_name}.root='{index}'", 3)

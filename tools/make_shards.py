@@ -61,17 +61,18 @@ def run(argv=None):
     from unimask.shards import write_shards
 
     dataset = recipe_dataset(args.gin, args.gin_param, args.split)
-    items = list({item[0]: (item[0], item[1]) for item in dataset.items}.values())  # clips_per_video repeats a file
+    if not isinstance(dataset, SampleDataset):
+        raise ValueError(f"train.dataset is a {type(dataset).__name__}, not one of unimask's datasets, which list "
+                         "their files")
+    items = dataset.files()
     if not items:
         raise ValueError("the recipe's dataset holds no samples")
     for path, *_ in items:
         if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(str(path)):
             raise ValueError(f"{type(dataset).__name__}: sample {str(path)[:120]!r} is not a file of its own (arrays in "
                              "an .npz, or already shards): only folders, list files and single files are packed")
-    own = isinstance(dataset, SampleDataset)
-    index = write_shards(items, args.out, shard_bytes, args.split, dataset.source,
-                         dataset.file_metadata if own else None)
-    for path in dataset.root_files() if own else []:  # e.g. the data's statistics, found beside the index
+    index = write_shards(items, args.out, shard_bytes, args.split, dataset.source, dataset.file_metadata)
+    for path in dataset.root_files():  # e.g. the data's statistics, found beside the index
         shutil.copyfile(path, os.path.join(args.out, os.path.basename(path)))
     sizes = [shard["filesize"] for shard in index["shardlist"]]
     print(f"{len(items)} samples ({dataset.source}) -> {len(sizes)} shards in {args.out}, "

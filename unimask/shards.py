@@ -175,6 +175,12 @@ def packed_metadata(path) -> Optional[dict]:
     return (record.get("meta") or {}) if isinstance(record, dict) else {}
 
 
+def folder_of(path) -> str:
+    """The folder whose files sit beside a sample (class lists, statistics): a file's own folder,
+    the index file's folder for a shard member (where tools/make_shards.py copies them)."""
+    return os.path.dirname(os.path.abspath(local_path(path.reader.path) if isinstance(path, ShardMember) else path))
+
+
 def open_sample(path, mode: str = "rb", **text_options):
     """open(path, mode) for a file; for a shard member, a file object over its bytes (text modes
     decoded with `text_options`, as open's encoding / errors)."""
