@@ -31,7 +31,7 @@ def main(index: str, out: str, micro: int):
     del loader
     gathered = [None] * world
     dist.all_gather_object(gathered, {"seen": seen, "labels_ok": labels_ok,
-                                      "opened_in_main": reader._dataset is not None})
+                                      "opened_in_main": bool(reader._files)})
     if rank == 0:
         with open(out, "w") as f:
             json.dump(gathered, f)

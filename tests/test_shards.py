@@ -88,6 +88,24 @@ def test_shards_are_reproducible_and_read_through_file_urls(tmp_path):
         assert torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
 
 
+def test_wids_reads_the_shards_as_packed(tmp_path):
+    """The shards and index are WebDataset's and wids' own formats: wids' ShardListDataset reads
+    them (its own way: it scans each shard) and finds each sample's bytes where unimask reads them."""
+    from wids import ShardListDataset
+
+    from modalities.image import ImageDataset
+    from unimask.shards import readable
+
+    index = make_shards(*RECIPES["image"][:2], tmp_path / "shards")
+    theirs = ShardListDataset(index, cache_dir=str(tmp_path / "cache"), transformations=[])
+    ours = ImageDataset(root=index).items
+    assert len(theirs) == len(ours) == 80
+    for i in (0, 41, 79):
+        sample = theirs[i]
+        assert sample[".png"].getvalue() == readable(ours[i][0]).read()
+        assert json.loads(sample[".json"].getvalue())["label"] == ours[i][1]
+
+
 @pytest.mark.slow  # ~17 s on 2 cores: three runs of the CLI
 def test_resume_from_shards_is_bit_identical(tmp_path):
     index = make_shards(*RECIPES["image"][:2], tmp_path / "shards")
@@ -115,9 +133,11 @@ def bad_index(tmp_path, text):
     ("not json {", "not JSON"),
     ('{"wids_version": 1, "shardlist": []}', "shardlist"),
     ('{"wids_version": 1, "shardlist": [{"url": "a.tar", "nsamples": 2}], '
-     '"unimask": {"names": ["x.png"], "labels": [0]}}', "hold 2 samples"),
+     '"unimask": {"names": ["x.png"], "labels": [0], "members": [[512, 1, 1536, 1]]}}', "hold 2 samples"),
+    ('{"wids_version": 1, "shardlist": [{"url": "a.tar", "nsamples": 1}], '
+     '"unimask": {"names": ["x.png"], "labels": [0], "members": [[512, 1]]}}', "not [file offset"),
     ('{"wids_version": 1, "shardlist": [{"url": "gone.tar", "nsamples": 1}], '
-     '"unimask": {"names": ["x.png"], "labels": [0]}}', "gone.tar does not exist"),
+     '"unimask": {"names": ["x.png"], "labels": [0], "members": [[512, 1, 1536, 1]]}}', "gone.tar does not exist"),
 ])
 def test_a_bad_index_is_an_error_naming_it(tmp_path, text, words):
     from modalities.image import ImageDataset
@@ -126,6 +146,18 @@ def test_a_bad_index_is_an_error_naming_it(tmp_path, text, words):
     with pytest.raises((ValueError, FileNotFoundError)) as err:
         ImageDataset(root=path)
     assert path in str(err.value) and words in str(err.value)
+
+
+def test_shards_that_do_not_match_their_index_are_an_error_naming_them(tmp_path):
+    from modalities.image import ImageDataset
+
+    index = make_shards(*RECIPES["image"][:2], tmp_path / "shards")
+    other = make_shards(*RECIPES["video"][:2], tmp_path / "other")
+    os.replace(os.path.join(os.path.dirname(other), "shard-000000.tar"), os.path.join(os.path.dirname(index),
+                                                                                      "shard-000000.tar"))
+    dataset = ImageDataset(root=index, img_size=16)
+    with pytest.raises(RuntimeError, match="shard-000000.tar: (no sample 5|truncated)"):
+        dataset[(5, 0)]
 
 
 def test_a_bad_index_stops_training_with_its_name(tmp_path):
