@@ -75,7 +75,7 @@ class SampleDataset(torch.utils.data.Dataset):
     def files(self) -> list:
         """The files the samples are read from, [(path, label|None)] in listing order, for
         tools/make_shards.py: the items' files, each once (several items may read one file);
-        a dataset whose items are not files (documents of a corpus) lists its files itself."""
+        a dataset whose items are not files (pieces cut from them) lists its files itself."""
         return list({item[0]: (item[0], item[1]) for item in self.items}.values())
 
     def file_metadata(self, path: str) -> dict:
