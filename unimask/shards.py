@@ -177,28 +177,49 @@ def fetched(url: str) -> str:
     return local
 
 
+READERS: dict = {}  # index file -> its ShardReader, which the members of that index read through
+
+
 class ShardMember(str):
     """One sample in shards, named `<index file>[<position>] <original name>` (so it ends with the
-    file's extension, as a path would); `readable(member)` gives its bytes."""
+    file's extension, as a path would); `readable(member)` gives its bytes.
 
-    reader: ShardReader
-    position: int
-    name: str
+    Only the name is stored (no attributes: a million members take ~200 MB as plain paths would,
+    where attributes took 3.5x that): the reader is the one registered for the index file in
+    READERS (the latest listing of it), the position is read back from the name."""
+
+    __slots__ = ()
 
     def __new__(cls, reader: ShardReader, position: int, name: str):
-        member = super().__new__(cls, f"{reader.path}[{position}] {name}")
-        member.reader, member.position, member.name = reader, position, name
-        return member
+        READERS[reader.path] = reader
+        return super().__new__(cls, f"{reader.path}[{position}] {name}")
 
-    def __reduce__(self):
-        return ShardMember, (self.reader, self.position, self.name)
+    def _split(self) -> tuple:
+        """-> (reader, position, original name)."""
+        for path, reader in READERS.items():
+            if self.startswith(path + "["):
+                end = self.index("] ", len(path))
+                return reader, int(self[len(path) + 1:end]), self[end + 2:]
+        raise KeyError(f"{self}: no shard index of that name was listed in this process")
+
+    @property
+    def reader(self) -> ShardReader:
+        return self._split()[0]
+
+    @property
+    def position(self) -> int:
+        return self._split()[1]
+
+    def __reduce__(self):  # to a spawned worker: the reader travels (once a pickle) and registers there
+        return ShardMember, self._split()
 
 
 def readable(path):
     """What a decoder opens: the path itself for a file, a fresh file object over the bytes of a
     shard member (each call its own, so decoders that open twice start from the start)."""
     if isinstance(path, ShardMember):
-        return io.BytesIO(path.reader.read(path.position))
+        reader, position, _ = path._split()
+        return io.BytesIO(reader.read(position))
     return path
 
 
@@ -213,7 +234,8 @@ def packed_metadata(path) -> Optional[dict]:
     if not isinstance(path, ShardMember):
         return None
     try:
-        record = json.loads(path.reader.read(path.position, "json"))
+        reader, position, _ = path._split()
+        record = json.loads(reader.read(position, "json"))
     except ValueError as err:
         raise ValueError(f"{path}: its .json is not JSON ({err})") from None
     return (record.get("meta") or {}) if isinstance(record, dict) else {}
