@@ -9,8 +9,9 @@ settings, so the difference is the reading alone: an open + read per file agains
 mmapped shard. The files sit in the page cache after the first round, so on local disk this
 measures the per-file overhead, not a network file system's latency (where the gap is larger). The
 best of --rounds interleaved rounds counts; the last line is ratio_shards_vs_folder (the smallest
-over the worker counts). Before it, the CPU time to get one sample's bytes alone (no decoding),
-from a file and from a shard, in this process.
+over the worker counts). Before it, in this process, the CPU time to get one sample's bytes alone
+(no decoding) and to load one sample whole, from the folder and from the shards: CPU time is what
+a shared machine's other jobs disturb least.
 """
 from __future__ import annotations
 
@@ -82,6 +83,21 @@ def read_microseconds(dataset, count: int, rounds: int = 3) -> float:
     return best
 
 
+def decode_milliseconds(dataset, indices, rounds: int = 3) -> float:
+    """CPU milliseconds per sample of the whole load (read, decode, augment) in this process,
+    the best of `rounds` passes: time.process_time, so other jobs on a shared machine count far
+    less than in samples/s."""
+    import time
+
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for n, i in enumerate(indices):
+            dataset[(i, n)]
+        best = min(best, (time.process_time() - start) / len(indices) * 1e3)
+    return best
+
+
 def bench_shards(args):
     from benchmarks.image_data import samples_per_second
 
@@ -94,6 +110,8 @@ def bench_shards(args):
           f"best of {args.rounds} interleaved rounds, torch {torch.__version__}")
     print(f"reading alone (CPU, this process): folder {read_microseconds(folder, count):.0f} us/sample, "
           f"shards {read_microseconds(shards, count):.0f} us/sample")
+    print(f"whole load (CPU, this process, 0 workers): folder {decode_milliseconds(folder, indices):.2f} ms/sample, "
+          f"shards {decode_milliseconds(shards, indices):.2f} ms/sample")
     ratios = []
     for workers in args.workers:
         rates = {}
