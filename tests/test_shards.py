@@ -181,6 +181,8 @@ def test_a_shard_index_holds_one_split(tmp_path):
 def test_make_shards_refuses_arrays(tmp_path):
     with pytest.raises(ValueError, match="not a file of its own"):
         load_tool("make_shards").run(["--gin", "gin/image_mae_cpu.gin", "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="pack each one"):  # a dataset of datasets
+        load_tool("make_shards").run(["--gin", "gin/av_digits_mae.gin", "--out", str(tmp_path / "s")])
     with pytest.raises(ValueError, match="--shard-size"):
         load_tool("make_shards").run(["--gin", "gin/image_mae_cpu.gin", "--out", str(tmp_path / "s"),
                                       "--shard-size", "big"])

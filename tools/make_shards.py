@@ -45,7 +45,13 @@ def recipe_dataset(gin_files, params, split: str):
         reference = gin.query_parameter("train.dataset")
     except ValueError:
         raise ValueError(f"{', '.join(gin_files)}: no train.dataset binding to pack") from None
-    return reference.scoped_configurable_fn(split=split)
+    try:
+        return reference.scoped_configurable_fn(split=split)
+    except TypeError as err:
+        if "'split'" not in str(err):
+            raise
+        raise ValueError(f"train.dataset ({reference.configurable.name}) takes no split: a dataset of datasets? pack "
+                         "each one, e.g. --gin_param 'train.dataset=@AudioDataset()'") from None
 
 
 def run(argv=None):
@@ -70,7 +76,9 @@ def run(argv=None):
     for path, *_ in items:
         if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(str(path)):
             raise ValueError(f"{type(dataset).__name__}: sample {str(path)[:120]!r} is not a file of its own (arrays in "
-                             "an .npz, or already shards): only folders, list files and single files are packed")
+                             "an .npz, already shards, or a dataset of datasets: pack each of those with "
+                             "--gin_param 'train.dataset=@AudioDataset()' and the like): only folders, list files "
+                             "and single files are packed")
     index = write_shards(items, args.out, shard_bytes, args.split, dataset.source, dataset.file_metadata)
     for path in dataset.root_files():  # e.g. the data's statistics, found beside the index
         shutil.copyfile(path, os.path.join(args.out, os.path.basename(path)))
