@@ -178,6 +178,23 @@ def test_a_shard_index_holds_one_split(tmp_path):
     assert len(test) == 80
 
 
+def test_a_test_split_packed_on_its_own_is_the_test_data(tmp_path):
+    """--split test packs the folder's test split (labels by the train split's classes); given as
+    test_root beside the train shards it is that split, sample for sample."""
+    from modalities.audio.dataset import AudioDataset
+
+    recipe, binding, _ = RECIPES["audio"]
+    train = make_shards(recipe, binding, tmp_path / "train")
+    load_tool("make_shards").run(["--gin", recipe, "--gin", "gin/smoke.gin", "--gin_param", binding, "--split", "test",
+                                  "--out", str(tmp_path / "test")])
+    settings = dict(clip_seconds=0.64, target_length=64, num_mel_bins=32, augment=False)
+    folder = AudioDataset(root="data/sample/audio/digits", split="test", **settings)
+    shards = AudioDataset(root=train, split="test", test_root=str(tmp_path / "test" / "index.json"), **settings)
+    assert len(folder) == len(shards) == 80 and [l for _, l in folder.items] == [l for _, l in shards.items]
+    for i in (0, 79):
+        assert torch.equal(folder[(i, 0)]["fbank"], shards[(i, 0)]["fbank"])
+
+
 def test_make_shards_refuses_arrays(tmp_path):
     with pytest.raises(ValueError, match="not a file of its own"):
         load_tool("make_shards").run(["--gin", "gin/image_mae_cpu.gin", "--out", str(tmp_path / "s")])
