@@ -88,6 +88,24 @@ def test_shards_are_reproducible_and_read_through_file_urls(tmp_path):
         assert torch.equal(a["image"], b["image"]) and a["label"] == b["label"]
 
 
+def test_remote_shards_are_fetched_into_the_wids_cache(tmp_path, monkeypatch):
+    """A shard URL the machine must fetch (here a pipe: command, which needs no network; http(s)
+    and s3 go through the same wids download) is copied into $WIDS_CACHE once, then read there."""
+    from modalities.image import ImageDataset
+
+    index = make_shards(*RECIPES["image"][:2], tmp_path / "shards")
+    spec = json.load(open(index))
+    for shard in spec["shardlist"]:
+        shard["url"] = f"pipe:cp {os.path.join(os.path.dirname(index), shard['url'])} {{local}}"
+    remote = tmp_path / "remote.json"
+    remote.write_text(json.dumps(spec))
+    monkeypatch.setenv("WIDS_CACHE", str(tmp_path / "cache"))
+    folder, fetched = ImageDataset(root=IMAGES, img_size=16), ImageDataset(root=str(remote), img_size=16)
+    for i in (0, 79):
+        assert torch.equal(folder[(i, i)]["image"], fetched[(i, i)]["image"])
+    assert len(os.listdir(tmp_path / "cache")) == 2  # both shards, fetched once each
+
+
 def test_wids_reads_the_shards_as_packed(tmp_path):
     """The shards and index are WebDataset's and wids' own formats: wids' ShardListDataset reads
     them (its own way: it scans each shard) and finds each sample's bytes where unimask reads them."""

@@ -104,11 +104,15 @@ def index_problem(index) -> Optional[str]:
 
 
 def shard_urls(path: str, index: dict) -> List[dict]:
-    """The shard list with each url resolved against the index file's folder (wids' own rule)."""
+    """The shard list with each relative url resolved against the index file's folder (wids' rule)."""
     from wids.wids_specs import urldir, urlmerge
 
     base = urldir(os.path.abspath(path) if not is_remote(path) and not path.startswith("file:") else path)
-    return [{"url": urlmerge(base, shard["url"]), "nsamples": shard["nsamples"]} for shard in index["shardlist"]]
+
+    def resolved(url: str) -> str:  # a URL with a scheme (pipe: commands above all) or an absolute path stays
+        return url if is_remote(url) or url.startswith("file:") or os.path.isabs(url) else urlmerge(base, url)
+
+    return [{"url": resolved(shard["url"]), "nsamples": shard["nsamples"]} for shard in index["shardlist"]]
 
 
 class ShardReader:
