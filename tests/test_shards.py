@@ -154,6 +154,8 @@ def bad_index(tmp_path, text):
      '"unimask": {"names": ["x.png"], "labels": [0], "members": [[512, 1, 1536, 1]]}}', "hold 2 samples"),
     ('{"wids_version": 1, "shardlist": [{"url": "a.tar", "nsamples": 1}], '
      '"unimask": {"names": ["x.png"], "labels": [0], "members": [[512, 1]]}}', "not [file offset"),
+    ('{"wids_version": 1, "shardlist": [{"url": "a.tar", "nsamples": 1}], '
+     '"unimask": {"names": ["x.png"], "labels": ["cat"], "members": [[512, 1, 1536, 1]]}}', "neither an integer"),
     ('{"wids_version": 1, "shardlist": [{"url": "gone.tar", "nsamples": 1}], '
      '"unimask": {"names": ["x.png"], "labels": [0], "members": [[512, 1, 1536, 1]]}}', "gone.tar does not exist"),
 ])

@@ -65,7 +65,10 @@ def load_index(path: str) -> dict:
         if is_remote(path):
             from wids.wids_specs import load_remote_dsdesc_raw
 
-            index = load_remote_dsdesc_raw(path)
+            try:
+                index = load_remote_dsdesc_raw(path)
+            except (AssertionError, OSError) as err:  # wids: a failed download command is an AssertionError
+                raise ValueError(f"{path}: the shard index could not be fetched ({err})") from None
         else:
             with open(local_path(path)) as f:
                 index = json.load(f)
@@ -100,6 +103,10 @@ def index_problem(index) -> Optional[str]:
     if not all(isinstance(m, list) and len(m) == 4 and all(isinstance(v, int) and v >= 0 for v in m)
                for m in ours["members"]):
         return "a 'members' entry that is not [file offset, size, json offset, size]"
+    if not all(isinstance(name, str) for name in ours["names"]):
+        return "a name that is not a string"
+    if not all(label is None or (isinstance(label, int) and not isinstance(label, bool)) for label in ours["labels"]):
+        return "a label that is neither an integer nor null"
     return None
 
 
