@@ -18,6 +18,7 @@ from modalities.limits import MAX_ARRAY_BYTES, MAX_PIXELS, Declared, Limit, Size
 from unimask.data import SampleDataset
 from unimask.files import as_roots, check_split, list_split_files, read_npz_split
 from unimask.patches import unpatchify
+from unimask.shards import readable
 from unimask.tokens import Tokens
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -52,7 +53,7 @@ def checked_image(path: str, max_pixels: Limit):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = None
-            with Image.open(path) as img:
+            with Image.open(readable(path)) as img:
                 max_pixels.check(path, f"the image header ({img.width} x {img.height})", img.width * img.height,
                                  "pixels")
                 Image.MAX_IMAGE_PIXELS = max_pixels.value

@@ -26,6 +26,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from unimask.shards import open_sample, readable
+
 # defaults of the dataset bindings (each dataset exposes them as gin parameters)
 MAX_PIXELS = 8192 * 8192  # an image: 67M pixels (a 4k frame has 8.3M; Pillow warns at 89M)
 MAX_POINTS = 10_000_000  # a point cloud or mesh (ShapeNet: 8k-100k, a LiDAR tile: a few M)
@@ -111,7 +113,7 @@ def declared_arrays(path: str) -> Dict[str, Declared]:
     """{key: Declared} of an .npy (key '') or .npz (np.load's keys), decided by the file's magic
     as np.load decides it. Only headers are read: a member is inflated for its first bytes, never
     whole. Anything else (not numpy at all) -> {} and np.load reports it."""
-    with open(path, "rb") as f:
+    with open_sample(path) as f:
         magic = f.read(6)
         if magic == np.lib.format.MAGIC_PREFIX:
             f.seek(0)
@@ -121,7 +123,7 @@ def declared_arrays(path: str) -> Dict[str, Declared]:
         return {}
     found = {}
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(readable(path))
     except zipfile.BadZipFile:
         return {}  # np.load names what is wrong with it
     with archive:

@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from modalities.limits import MAX_FRAME_PIXELS, MAX_FRAMES, Limit
+from unimask.shards import readable
 
 try:
     import decord
@@ -63,7 +64,7 @@ class AVIndex:
 
         self.max_pixels = max_pixels
 
-        with av.open(path) as container:
+        with av.open(readable(path)) as container:
             stream = container.streams.video[0]
             self.fps = float(stream.average_rate) if stream.average_rate else 0.0
             stamps, key_stamps = [], set()
@@ -114,7 +115,7 @@ class AVIndex:
         import av
 
         frames, need, self.decoded = {}, set(wanted), 0
-        with av.open(path) as container:
+        with av.open(readable(path)) as container:
             stream = container.streams.video[0]
             decoder, position = None, -1  # position: index of the last decoded frame
             for target in wanted:
@@ -150,7 +151,7 @@ class AVIndex:
         import av
 
         need, frames, self.decoded = set(wanted), {}, 0
-        with av.open(path) as container:
+        with av.open(readable(path)) as container:
             for frame in container.decode(container.streams.video[0]):
                 self.check_frame(path, frame, self.decoded)
                 if self.decoded in need:
@@ -183,7 +184,7 @@ def check_video_header(path: str, max_frames: Limit, max_pixels: Limit):
     import av
 
     try:
-        container = av.open(path)
+        container = av.open(readable(path))
     except Exception:  # not a container FFmpeg knows: the decoder reports it
         return
     with container:
@@ -201,7 +202,7 @@ def count_frames(path: str) -> int:
     (none is converted to RGB)."""
     import av
 
-    with av.open(path) as container:
+    with av.open(readable(path)) as container:
         stream = container.streams.video[0]
         return stream.frames or sum(1 for _ in container.decode(stream))
 
@@ -218,7 +219,7 @@ class VideoReader:
         self.backend = "decord" if backend == "auto" and decord is not None else ("av" if backend == "auto" else backend)
         self.index: Optional[AVIndex] = None
         if self.backend == "decord":
-            self.reader = decord.VideoReader(path, num_threads=1)
+            self.reader = decord.VideoReader(readable(path), num_threads=1)
             self.count, self.fps = len(self.reader), float(self.reader.get_avg_fps())
         else:
             self.index = AVIndex(path, max_pixels)

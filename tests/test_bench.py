@@ -48,3 +48,11 @@ def test_data_bench_runs_both_loaders_with_a_worker():
                       "--img-size", "32")
     assert re.fullmatch(r"ratio_vs_reference=\d+\.\d\d", lines[-1]), lines[-3:]
     assert any(line.startswith("1 workers: unimask") for line in lines)
+
+
+def test_shard_bench_reads_both_sources_with_a_worker():
+    lines = run_bench("data", "--source", "shards", "--sample", "--workers", "1", "--clips", "4", "--num-frames", "4",
+                      "--img-size", "32", "--rounds", "1")
+    assert re.fullmatch(r"ratio_shards_vs_folder=\d+\.\d\d", lines[-1]), lines[-3:]
+    assert any(re.match(r"1 workers: folder +\d+\.\d\d clips/s, shards +\d+\.\d\d clips/s", line) for line in lines)
+    assert int(re.search(r"packed into (\d+) shard", lines[0]).group(1)) >= 2  # reads cross shards

@@ -7,6 +7,7 @@ loader against a plain decord loader, the maskers and the attention kernels.
   python tools/bench.py imagemae --vs hf [--config base|cpu] [same options]
   python tools/bench.py data --vs reference [--workers 0 1 2] [--repeats 1] [--sample] [--train-rates]
   python tools/bench.py data --modality image --vs torchvision [--root DIR] [--output uint8|float] [--draft]
+  python tools/bench.py data --source shards [--modality image|video] [--workers 0 1 2] [--sample]
   python tools/bench.py masking
   python tools/bench.py attention [--precision bf16|fp32] [--threads N]
   python tools/bench.py trace [--gin gin/image_mae_cpu.gin] [--sequence]
@@ -65,6 +66,8 @@ def main(argv=None):
     data = sub.add_parser("data", help="decoded + augmented clips/s: unimask's video loader vs a plain decord loop "
                                        "(--modality image --vs torchvision: images vs torchvision's MAE pipeline)")
     data.add_argument("--vs", choices=["reference", "torchvision"], default="reference")
+    data.add_argument("--source", choices=["folder", "shards"], default="folder",
+                      help="shards: the same files from the folder vs from tar shards packed from it (--vs unused)")
     data.add_argument("--modality", choices=["video", "image"], default="video")
     data.add_argument("--root", default=None, help="image: an ImageFolder tree of JPEGs instead of the built set")
     data.add_argument("--size", default="500x375", help="image: WxH of the built JPEGs")
@@ -119,6 +122,10 @@ def main(argv=None):
         from benchmarks.jepa import bench_jepa
 
         bench_jepa(args)
+    elif args.what == "data" and args.source == "shards":
+        from benchmarks.shard_data import bench_shards
+
+        bench_shards(args)
     elif args.what == "data":
         from benchmarks.data import bench_data
 

@@ -72,6 +72,24 @@ class SampleDataset(torch.utils.data.Dataset):
     def describe(self, index: int) -> str:
         return str(self.items[index][0])
 
+    def files(self) -> list:
+        """The files the samples are read from, [(path, label|None)] in listing order, for
+        tools/make_shards.py: the items' files, each once (several items may read one file);
+        a dataset whose items are not files (pieces cut from them) lists its files itself."""
+        return list({item[0]: (item[0], item[1]) for item in self.items}.values())
+
+    def file_metadata(self, path: str) -> dict:
+        """What decoding `path` needs from outside the file (JSON-able; {} for most data), for
+        tools/make_shards.py to pack beside its bytes: a shard member has no folder around it to
+        look such files up in (unimask/shards.py: packed_metadata)."""
+        return {}
+
+    def root_files(self) -> list:
+        """Files the root holds beside its samples that this dataset reads (statistics of the
+        data), which tools/make_shards.py copies beside the shards' index, where the same
+        dataset looks for them when the index is its root."""
+        return []
+
     def load(self, index: int) -> dict:
         raise NotImplementedError
 

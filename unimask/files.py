@@ -21,6 +21,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from unimask.shards import index_split, is_shard_index, list_index
+
 Roots = Union[str, Sequence[str]]
 Item = Tuple[str, Optional[int]]
 LIST_EXTS = (".csv", ".txt", ".lst", ".tsv")
@@ -160,7 +162,9 @@ def list_root(r: str, exts: Tuple[str, ...], classes: Optional[List[str]] = None
               split: Optional[str] = None) -> List[Item]:
     """One folder, list file or single file -> [(path, label|None)]; empty is an error."""
     r = os.path.expanduser(str(r))
-    if os.path.isdir(r):
+    if is_shard_index(r):  # tar shards (unimask/shards.py): their samples in the packed order
+        found = [(path, label) for path, label in list_index(r) if not exts or path.lower().endswith(exts)]
+    elif os.path.isdir(r):
         found = scan_folder(r, exts, classes, split)
     elif is_list_file(r, exts):
         found = read_list_file(r, exts, classes)
@@ -196,6 +200,12 @@ def resolve_split(r: str, split: str) -> Tuple[str, Optional[str], str]:
     """Where split `split` of root `r` lives -> (root to list, split to pick inside class folders
     or None, description). NoSplitError when the root has no such split."""
     r = os.path.expanduser(str(r))
+    if is_shard_index(r):  # an index holds the one split it was packed from
+        packed = index_split(r)
+        if packed not in SPLIT_FOLDERS[split]:
+            raise NoSplitError(f"{r} holds the {packed} split, not {split} (pack that split into shards of its own: "
+                               f"tools/make_shards.py --split {split}, and give it as <Dataset>.test_root)")
+        return r, None, r
     if os.path.isdir(r):
         found = split_folders(r)
         if found:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from modalities.limits import MAX_SAMPLES, MAX_SECONDS, Limit, SizeLimitError
+from unimask.shards import readable
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif", ".au", ".webm",
               ".mp4", ".mkv")
@@ -37,9 +38,9 @@ def read_soundfile(path: str, max_seconds: Limit = SECONDS, max_samples: Limit =
     (a cut download) is an error, not a short clip."""
     import soundfile as sf
 
-    info = sf.info(path)
+    info = sf.info(readable(path))
     check_audio_size(path, info.frames, info.channels, info.samplerate, max_seconds, max_samples)
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)  # [S, C]
+    samples, rate = sf.read(readable(path), dtype="float32", always_2d=True)  # [S, C]
     if info.frames > 0 and len(samples) < info.frames:
         raise ValueError(f"truncated: the header declares {info.frames} frames, the file holds {len(samples)}")
     return samples.T, rate
@@ -50,7 +51,7 @@ def read_pyav(path: str, max_seconds: Limit = SECONDS, max_samples: Limit = SAMP
     duration is checked first; decoding stops as soon as what it gave passes a limit."""
     import av
 
-    with av.open(path) as container:
+    with av.open(readable(path)) as container:
         if not container.streams.audio:
             raise ValueError("has no audio stream")
         stream = container.streams.audio[0]

@@ -18,6 +18,7 @@ import numpy as np
 
 from modalities.limits import (MAX_POINTS, POINT_VALUES, VALUE_BYTES, Limit, SizeLimitError, check_dtypes,
                               declared_arrays, member_text)
+from unimask.shards import open_sample, readable
 
 POINT_EXTS = (".ply", ".off", ".obj", ".stl", ".wrl", ".xyz", ".txt", ".npy", ".npz")
 
@@ -49,7 +50,7 @@ def ply_header_lines(path: str, max_bytes: int = MAX_PLY_HEADER_BYTES) -> List[s
     'ply': LF, CR or CRLF; no cap on a line's length or the number of lines), up to and without
     'end_header'. A header that does not end (end of file, or more than max_bytes) is an error:
     plyfile would read it to its end."""
-    with open(path, "rb") as f:
+    with open_sample(path) as f:
         head = f.read(5)
         if head[:3] != b"ply" or head[3:4] not in (b"\n", b"\r"):
             return []  # plyfile says what is wrong with it
@@ -107,17 +108,17 @@ def read_ply(path: str, max_points: Limit = Limit(MAX_POINTS, "PointCloudDataset
     first read with their length known (one numpy read), other lists row by row."""
     import plyfile
 
-    with open(path, "rb") as f:
+    with open_sample(path) as f:
         if f.read(3) != b"ply":
             raise ValueError("not a PLY file (no 'ply' magic line)")
     check_ply_header(path, max_points)
     try:
         try:
-            ply = plyfile.PlyData.read(path, known_list_len={"face": {"vertex_indices": 3, "vertex_index": 3}})
+            ply = plyfile.PlyData.read(readable(path), known_list_len={"face": {"vertex_indices": 3, "vertex_index": 3}})
         except plyfile.PlyElementParseError as err:
             if "list length" not in str(err):
                 raise
-            ply = plyfile.PlyData.read(path)  # mixed polygon sizes
+            ply = plyfile.PlyData.read(readable(path))  # mixed polygon sizes
     except plyfile.PlyElementParseError as err:
         raise ValueError(f"PLY body is truncated or malformed ({err})") from None
     except plyfile.PlyHeaderParseError as err:
@@ -142,7 +143,7 @@ def read_stl(path: str):
     import trimesh
 
     try:
-        mesh = trimesh.load(path, file_type="stl", process=False, force="mesh")
+        mesh = trimesh.load(readable(path), file_type="stl", process=False, force="mesh")
     except Exception as err:  # trimesh raises many kinds for a bad file
         raise ValueError(f"not a readable STL file ({type(err).__name__}: {err})") from None
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
@@ -150,7 +151,7 @@ def read_stl(path: str):
 
 def content_lines(path: str, comment: str = "#") -> List[str]:
     """Text lines with comments and blanks removed; a binary file is a clear error."""
-    with open(path, "rb") as f:
+    with open_sample(path) as f:
         raw = f.read()
     try:
         text = raw.decode("utf-8")
@@ -243,7 +244,7 @@ def read_numpy(path: str, max_points: Limit = Limit(MAX_POINTS, "PointCloudDatas
     """.npy [N, 3+] array, or .npz holding one (key points / xyz / pc / data, or its only array)."""
     try:
         check_numpy_points(path, max_points)
-        data = np.load(path, allow_pickle=False)
+        data = np.load(readable(path), allow_pickle=False)
     except SizeLimitError:
         raise
     except Exception as err:
@@ -269,7 +270,7 @@ def read_vrml(path: str):
     Shape's IndexedFaceSet (`coord Coordinate { point [...] }` and `coordIndex [...]`, faces
     ended by -1) merged into one mesh. Transform nodes and shared (`USE`d) coordinates would need
     a scene graph: such files are rejected, not read with their parts in the wrong place."""
-    with open(path, "r", errors="replace") as f:
+    with open_sample(path, "r", errors="replace") as f:
         text = f.read()
     if not text.startswith("#VRML V2.0"):
         raise ValueError(f"not a VRML 2.0 file: first line is {text.splitlines()[0][:40] if text else ''!r}")

@@ -21,7 +21,7 @@ import torch
 from modalities.limits import MAX_ARRAY_BYTES, MAX_ELEMENTS, Declared, Limit, check_arrays, member_text
 from modalities.satellite.bands import SATMAE_BANDS
 from modalities.satellite.dates import SATMAE_MIN_YEAR, timestamps
-from modalities.satellite.files import RASTER_EXTS, Raster, is_collection, read_raster
+from modalities.satellite.files import RASTER_EXTS, Raster, is_collection, read_raster, sidecar_metadata
 from modalities.satellite.pixels import crop, crop_window, fill_nodata, select_bands, valid_pixels
 from modalities.satellite.stats import (NORMALIZATIONS, BandAccumulator, normalize, read_stats, stats_for_bands,
                                         stats_path)
@@ -121,11 +121,23 @@ class SatelliteDataset(SampleDataset):
         return path if row is None else f"{path}[{self.split} row {row}]"
 
     # ---- pixels ---------------------------------------------------------------------------
+    def metadata_stop(self) -> str:
+        """Where the search for JSON metadata above a file stops: the folder above the root."""
+        return os.path.dirname(os.path.abspath(str(as_roots(self.root)[0])))
+
+    def file_metadata(self, path: str) -> dict:
+        """The JSON sidecars of a raster (<stem>.json, bands.json above it), packed into its shard."""
+        return sidecar_metadata(path, self.metadata_stop())
+
+    def root_files(self) -> list:
+        """band_stats.json, where the root keeps one (the index's folder is where shards keep it)."""
+        path = stats_path(self.root)
+        return [path] if os.path.isfile(path) else []
+
     def raster(self, index: int) -> Raster:
         path, label, row = self.items[index]
         if row is None:
-            parent = os.path.dirname(os.path.abspath(str(as_roots(self.root)[0])))
-            raster = read_raster(path, stop=parent, max_elements=self.max_elements)
+            raster = read_raster(path, stop=self.metadata_stop(), max_elements=self.max_elements)
             return raster if raster.label is not None or label is None else Raster(
                 raster.data, raster.bands, raster.nodata, raster.dates, label)
         x, _, meta = self.collections[path]

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from modalities.limits import MAX_ELEMENTS, Limit, check_elements, declared_arrays
+from unimask.shards import open_sample, packed_metadata, readable
 
 TIFF_EXTS = (".tif", ".tiff")
 RASTER_EXTS = TIFF_EXTS + (".npy", ".npz")
@@ -49,7 +50,7 @@ class Raster:
 
 def check_tiff(path: str):
     """A clear error for a file with a TIFF name that is no TIFF (an HTML error page, a PNG...)."""
-    with open(path, "rb") as f:
+    with open_sample(path) as f:
         head = f.read(4)
     if head not in TIFF_MAGIC:
         raise ValueError(f"{path}: not a TIFF file (it starts with {head!r}, a TIFF with II*\\0 or MM\\0*)")
@@ -90,7 +91,7 @@ def read_tiff(path: str, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
 
     check_tiff(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(readable(path)) as tif:
             series = tif.series[0]
             count = int(np.prod(series.shape, dtype=np.float64))
             max_elements.check(path, f"the TIFF series (shape {tuple(series.shape)}, {series.dtype})", count, "values",
@@ -111,14 +112,14 @@ def read_tiff(path: str, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
 
 def read_npy(path: str, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
     check_elements(path, declared_arrays(path), max_elements)
-    return Raster(np.load(path, allow_pickle=False))
+    return Raster(np.load(readable(path), allow_pickle=False))
 
 
 def read_npz_cube(path: str, max_elements: Limit = DEFAULT_LIMIT) -> Raster:
     """A one-sample .npz: `image` (or `cube`, `data`) [C, H, W] / [T, C, H, W], optional `bands`,
     `dates`, `nodata`, `label`; every member's declared size within max_elements."""
     check_elements(path, declared_arrays(path), max_elements)
-    with np.load(path, allow_pickle=False) as npz:
+    with np.load(readable(path), allow_pickle=False) as npz:
         key = next((k for k in CUBE_KEYS if k in npz), None)
         if key is None:
             raise KeyError(f"{path}: no cube array (looked for {'/'.join(CUBE_KEYS)}; keys: {list(npz.keys())}); "
@@ -184,7 +185,8 @@ def read_raster(path: str, stop: Optional[str] = None, max_elements: Limit = DEF
         raise ValueError(f"{path}: unsupported raster file (use {', '.join(RASTER_EXTS)})")
     if raster.data.ndim not in (3, 4):
         raise ValueError(f"{path}: array has shape {raster.data.shape}; expected [C, H, W] or [T, C, H, W]")
-    meta = sidecar_metadata(path, stop)
+    meta = packed_metadata(path)  # a shard member: its sidecars were packed beside it
+    meta = sidecar_metadata(path, stop) if meta is None else meta
     return replace(raster, bands=raster.bands or meta.get("bands"),
                    nodata=raster.nodata if raster.nodata is not None else meta.get("nodata"),
                    dates=raster.dates if raster.dates is not None else meta.get("dates"))

@@ -24,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
+from unimask.shards import folder_of, open_sample
+
 JSONL_EXTS = (".jsonl", ".ndjson")
 FORTUNE_SEPARATOR = "%"
 DOCUMENT_PER = ("auto", "line", "file", "fortune")
@@ -78,7 +80,7 @@ def decode_file(path: str, encoding: str, policy: str, log: BadInputLog) -> tupl
     """-> (the file's text or None when skipped, whether it holds undecodable bytes). The error
     names the line and column of the first bad byte. Skipping keeps the file with its bad bytes
     marked (surrogateescape), so only the documents that hold them are dropped."""
-    with open(path, "rb") as f:
+    with open_sample(path) as f:  # a file, or a file packed into shards
         data = f.read()
     try:
         text, marked = data.decode(encoding), False
@@ -132,7 +134,7 @@ def fortune_documents(lines: List[str], path: str, label: int) -> List[Document]
 
 
 def read_classes(path: str) -> Optional[List[str]]:
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = folder_of(path)
     for name in CLASS_LISTS:
         listed = os.path.join(folder, name)
         if os.path.isfile(listed):

@@ -6,18 +6,20 @@ lookup. Memory: two int32 arrays of seq_len per sequence.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import gin
 import numpy as np
 import torch
 
-from modalities.text.corpus import BadInputLog, read_documents
+from modalities.text.corpus import CLASS_LISTS, BadInputLog, read_documents
 from modalities.text.files import list_text_files
 from modalities.text.labels import labels_for_split
 from modalities.text.packing import make_sequences
 from modalities.text.tokenizer import ByteTokenizer, TextTokenizer
 from unimask.data import SampleDataset
+from unimask.shards import folder_of
 
 
 def read_corpus(root, split: str = "train", test_root=None, encoding: str = "utf-8", document_per: str = "auto",
@@ -57,6 +59,7 @@ class TextDataset(SampleDataset):
                  encoding: str = "utf-8", on_bad_input: str = "error", text_field: str = "text",
                  label_field: str = "label", split: str = "train", test_root=None, limit: Optional[int] = None):
         self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+        self.root, self.split, self.test_root = root, split, test_root
         self.bad = BadInputLog()
         docs, self.source = read_corpus(root, split, test_root, encoding, document_per, text_field, label_field,
                                         on_bad_input, self.bad)
@@ -75,6 +78,20 @@ class TextDataset(SampleDataset):
         self.seq_len = seq_len
         self.items = list(zip(self.sequences.where, self.sequences.labels.tolist()))
         self.bad.report(f"TextDataset ({self.source})")
+
+    def files(self) -> list:
+        """The corpus files of this split (an item is a sequence of tokens, not a file)."""
+        return list_text_files(self.root, self.split, self.test_root)[0]
+
+    def root_files(self) -> list:
+        """The class lists (classes.txt, categories.txt) beside the files, which fix the indices of
+        name labels; shards keep them beside their index."""
+        found = {}
+        for folder in dict.fromkeys(folder_of(path) for path, _ in self.files()):
+            for name in CLASS_LISTS:
+                if name not in found and os.path.isfile(os.path.join(folder, name)):
+                    found[name] = os.path.join(folder, name)
+        return list(found.values())
 
     def drop_empty(self, docs):
         kept = [d for d in docs if d.text]

@@ -5,6 +5,7 @@
     root/<class>/*.txt                     class folders give labels (one split)
     a single file                          train; test from the sibling named like it (train -> test)
     TextDataset.test_root                  a separate test file or folder, for every split but train
+    <shards>/index.json                    the files packed by tools/make_shards.py (one split)
 
 Text files are .txt, .text, .jsonl, .ndjson and files without an extension (Debian's fortunes);
 README*, the class lists (classes.txt, categories.txt) and fortune indexes (.dat) are not text.
@@ -15,8 +16,9 @@ import os
 from typing import List, Optional, Tuple
 
 from modalities.text.corpus import CLASS_LISTS
-from unimask.files import (SPLIT_FOLDERS, NoSplitError, as_roots, check_split, pick_split, scan_folder,
-                           sibling_list_file, split_folders, sub_folders)
+from unimask.files import (SPLIT_FOLDERS, NoSplitError, as_roots, check_split, pick_split, resolve_split,
+                           scan_folder, sibling_list_file, split_folders, sub_folders)
+from unimask.shards import is_shard_index, list_index
 
 TEXT_EXTS = (".txt", ".text", ".jsonl", ".ndjson")
 Item = Tuple[str, Optional[int]]
@@ -48,6 +50,9 @@ def scan_text_folder(folder: str, classes: Optional[List[str]] = None) -> List[I
 
 def list_one_root(root: str, split: str) -> Tuple[List[Item], str]:
     r = os.path.expanduser(str(root))
+    if is_shard_index(r):  # tar shards of the files (tools/make_shards.py): the split they were packed from
+        resolve_split(r, split)
+        return list_index(r), r
     if os.path.isfile(r):
         if split == "train":
             return [(r, None)], r
