@@ -65,16 +65,36 @@ class MetricsLog:
             self.tb.flush()
 
     def image(self, tag: str, png_path: str, step: int):
-        if self.tb is None:
+        """An evaluation figure: its step written on it (a PNG copied out of the run still says
+        when it was drawn), then mirrored to TensorBoard."""
+        if not self.enabled:
             return
         import numpy as np
-        from PIL import Image
 
-        self.tb.add_image(tag, np.asarray(Image.open(png_path).convert("RGB")), step, dataformats="HWC")
+        picture = stamp_step(png_path, step)
+        if self.tb is not None:
+            self.tb.add_image(tag, np.asarray(picture), step, dataformats="HWC")
 
     def close(self):
         if self.tb is not None:
             self.tb.close()
+
+
+def stamp_step(png_path: str, step: int):
+    """Rewrite the PNG with a 'step N' strip on top (and N in its 'step' text, beside the panel
+    titles the figure may carry) -> the new picture, RGB."""
+    from PIL import Image, ImageDraw, PngImagePlugin
+
+    with Image.open(png_path) as source:
+        picture, text = source.convert("RGB"), dict(source.text)
+    out = Image.new("RGB", (picture.width, picture.height + 14), "white")
+    out.paste(picture, (0, 14))
+    ImageDraw.Draw(out).text((2, 1), f"step {step}", fill="black")
+    info = PngImagePlugin.PngInfo()
+    for key, value in {**text, "step": str(step)}.items():
+        info.add_text(key, value)
+    out.save(png_path, pnginfo=info)
+    return out
 
 
 def read_metrics(path: str) -> list:
