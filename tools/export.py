@@ -5,6 +5,7 @@
     python tools/export.py --checkpoint runs/x/checkpoints/last.pt --format hf --out hf_encoder/  # HF folder
     python tools/export.py --checkpoint runs/x/checkpoints/last.pt --format export --out enc.pt2  # torch.export
     python tools/export.py --checkpoint runs/x/checkpoints/last.pt --format jit --out enc.jit     # torch.jit
+    python tools/export.py --checkpoint runs/x/checkpoints/last.pt --format onnx --out enc.onnx   # ONNX
 
 timm (2-D patch adapters): the file loads strictly into the timm model printed at the end
 (`timm.create_model(name, pretrained=False, **kwargs).load_state_dict(torch.load(...))`): patch
@@ -21,6 +22,13 @@ sinusoid position table of its own, so its features differ from this encoder's u
 
 export / jit: the bare encoder (input [B, C, *S] -> features [B, N, D], no masking), traced at
 the recipe's input size: `torch.export.load(path).module()(x)` or `torch.jit.load(path)(x)`.
+
+onnx: the same bare encoder as an ONNX graph (opset 18, torch's dynamo exporter, which needs
+`pip install 'unimask[onnx]'`): input 'input' [batch, C, *S] in the adapter's units (what its
+tokenize takes: normalized floats), output 'features' [batch, N, D], every token visible (no
+masking, no [CLS] row), the batch axis dynamic. When onnxruntime is installed the file is run
+once on a batch of 3 and its largest difference from PyTorch printed:
+`onnxruntime.InferenceSession(path).run(None, {'input': x})[0]`.
 """
 from __future__ import annotations
 
@@ -65,27 +73,54 @@ def load_into_timm(state: dict, name: str, kwargs: dict, eps: float = 1e-6):
     return model
 
 
-def export_traced(model, out: str, how: str) -> None:
+def export_traced(model, out: str, how: str) -> str:
+    """Write the bare encoder (input [B, C, *S] -> features [B, N, D]) -> a line saying how to load it."""
     adapter = model.adapter
+    if adapter.grid_positions() is None:  # before BareEncoder, which tabulates the positions
+        raise ValueError(f"{type(adapter).__name__} takes inputs of any size (no fixed token grid): "
+                         f"--format {how} traces one fixed size")
     bare = BareEncoder(adapter, model.encoder).eval()
-    grid = adapter.grid_positions()
-    if grid is None:
-        raise ValueError("the adapter takes inputs of any size: tracing needs a fixed one")
     size = [g * p for g, p in zip(adapter.token_grid, adapter.patch)]
     example = torch.randn(2, adapter.in_chans, *size)
+    batch = torch.export.Dim("batch", min=1, max=65536)
     with torch.no_grad():
         if how == "jit":
             torch.jit.save(torch.jit.trace(bare, example), out)
+        elif how == "onnx":
+            return export_onnx(bare, example, batch, out)
         else:
-            batch = torch.export.Dim("batch", min=1, max=65536)
             torch.export.save(torch.export.export(bare, (example,), dynamic_shapes={"x": {0: batch}}), out)
+    loader = "torch.jit.load" if how == "jit" else "torch.export.load(...).module"
+    return f"{loader}({out!r}) maps [B, C, *S] inputs to [B, N, D] features"
+
+
+def export_onnx(bare, example: torch.Tensor, batch, out: str) -> str:
+    """The bare encoder -> an ONNX file with a dynamic batch axis, checked with onnxruntime when
+    it is installed (on a batch of 3, another size than the traced example's 2)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnx") is None:
+        raise ImportError("--format onnx needs onnx and onnxscript (torch's ONNX exporter): "
+                          "pip install 'unimask[onnx]'")
+    program = torch.onnx.export(bare, (example,), dynamo=True, opset_version=18, input_names=["input"],
+                                output_names=["features"], dynamic_shapes={"x": {0: batch}}, verbose=False)
+    program.save(out)
+    line = f"onnxruntime.InferenceSession({out!r}).run(None, {{'input': x}})[0]: [B, C, *S] -> [B, N, D] features"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return line + " (onnxruntime not installed: not run here)"
+    import onnxruntime
+
+    x = torch.randn(3, *example.shape[1:])
+    theirs = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    gap = float((torch.from_numpy(theirs) - bare(x)).abs().max())
+    return line + f"; onnxruntime vs PyTorch on a batch of 3: max |difference| {gap:.2e}"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--format", choices=("timm", "hf", "export", "jit"), default="timm")
+    parser.add_argument("--format", choices=("timm", "hf", "export", "jit", "onnx"), default="timm")
     parser.add_argument("--gin", action="append", default=[])
     parser.add_argument("--gin_param", action="append", default=[])
     add_trust_pickle(parser)
@@ -100,10 +135,13 @@ def main(argv=None):
         name = save_hf(model, args.out)
         print(f"wrote {args.out}: load with transformers.{name}.from_pretrained({args.out!r})")
         return 0
-    if args.format in ("export", "jit"):
-        export_traced(model, args.out, args.format)
-        loader = "torch.jit.load" if args.format == "jit" else "torch.export.load(...).module"
-        print(f"wrote {args.out}: {loader}({args.out!r}) maps [B, C, *S] inputs to [B, N, D] features")
+    if args.format in ("export", "jit", "onnx"):
+        try:
+            how = export_traced(model, args.out, args.format)
+        except (ImportError, ValueError) as err:  # no exporter installed, an adapter without a fixed size
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}: {how}")
         return 0
     state, kwargs, name = encoder_state(model)
     eps = model.encoder.norm.eps
