@@ -19,7 +19,8 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not inst
 
 @pytest.mark.slow  # ~13 s each on 2 cores, most of it the export subprocess importing torch and onnx
 @pytest.mark.parametrize("recipe, key, size", [("image_mae_cpu", "image", (1, 32, 32)),
-                                               ("video_mae_cpu", "video", (3, 4, 32, 32))])
+                                               ("video_mae_cpu", "video", (3, 4, 32, 32)),
+                                               ("audio_mae_cpu", "fbank", (1, 64, 32))])  # any length: traced at one
 def test_onnx_encoder_matches_pytorch(tmp_path, recipe, key, size):
     from unimask.weights.build import model_from_checkpoint
 
@@ -27,8 +28,9 @@ def test_onnx_encoder_matches_pytorch(tmp_path, recipe, key, size):
     assert run_train(["--gin", f"gin/{recipe}.gin", "--gin", SMOKE, "--workdir", run,
                       *fast_params("train.steps=1")]) == 0
     checkpoint, out = os.path.join(run, "checkpoints", "last.pt"), str(tmp_path / "encoder.onnx")
+    shape = ["--input-shape", ",".join(map(str, size))] if key == "fbank" else []
     done = subprocess.run([sys.executable, "tools/export.py", "--checkpoint", checkpoint, "--format", "onnx",
-                           "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--out", out, *shape], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "onnxruntime vs PyTorch" in done.stdout
     model, _ = model_from_checkpoint(checkpoint)
@@ -44,13 +46,17 @@ def test_onnx_encoder_matches_pytorch(tmp_path, recipe, key, size):
         torch.testing.assert_close(torch.from_numpy(theirs), expected, rtol=0, atol=1e-4)
 
 
-def test_an_adapter_without_a_fixed_size_is_refused_clearly(tmp_path, capsys):
+def test_an_adapter_without_a_fixed_size_needs_an_input_shape(tmp_path, capsys):
     import export
 
     run = str(tmp_path / "run")
     assert run_train(["--gin", "gin/audio_mae_cpu.gin", "--gin", SMOKE, "--workdir", run,
                       *fast_params("train.steps=1")]) == 0
-    code = export.main(["--checkpoint", os.path.join(run, "checkpoints", "last.pt"), "--format", "onnx",
-                        "--out", str(tmp_path / "a.onnx")])
-    assert code == 2 and "AudioAdapter takes inputs of any size" in capsys.readouterr().err
+    args = ["--checkpoint", os.path.join(run, "checkpoints", "last.pt"), "--format", "onnx", "--out",
+            str(tmp_path / "a.onnx")]
+    assert export.main(args) == 2
+    error = capsys.readouterr().err
+    assert "AudioAdapter takes inputs of any size" in error and "--input-shape C,*S" in error
+    assert export.main(args + ["--input-shape", "1,64,31"]) == 2  # the recipe's 32 mel bins, not 31
+    assert "31" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "a.onnx")

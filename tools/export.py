@@ -21,7 +21,8 @@ one when the encoder has none) and its config's mask_ratio is 0; VideoMAE comput
 sinusoid position table of its own, so its features differ from this encoder's until fine-tuned.
 
 export / jit: the bare encoder (input [B, C, *S] -> features [B, N, D], no masking), traced at
-the recipe's input size: `torch.export.load(path).module()(x)` or `torch.jit.load(path)(x)`.
+the recipe's input size (--input-shape C,*S where the adapter takes any size, as the audio
+recipes do): `torch.export.load(path).module()(x)` or `torch.jit.load(path)(x)`.
 
 onnx: the same bare encoder as an ONNX graph (opset 18, torch's dynamo exporter, which needs
 `pip install 'unimask[onnx]'`): input 'input' [batch, C, *S] in the adapter's units (what its
@@ -73,15 +74,20 @@ def load_into_timm(state: dict, name: str, kwargs: dict, eps: float = 1e-6):
     return model
 
 
-def export_traced(model, out: str, how: str) -> str:
-    """Write the bare encoder (input [B, C, *S] -> features [B, N, D]) -> a line saying how to load it."""
-    adapter = model.adapter
-    if adapter.grid_positions() is None:  # before BareEncoder, which tabulates the positions
+def export_traced(model, out: str, how: str, input_shape=None) -> str:
+    """Write the bare encoder (input [B, C, *S] -> features [B, N, D]) -> a line saying how to
+    load it. input_shape (C, *S): the one size to trace, needed where the adapter has no fixed
+    token grid (the audio recipes take any length)."""
+    adapter, coords = model.adapter, None
+    if input_shape is not None:
+        example = torch.randn(2, *input_shape)
+        coords = adapter.tokenize(example).coords[0]  # [N, d]: also checks the size against the recipe
+    elif adapter.grid_positions() is None:  # before BareEncoder, which tabulates the positions
         raise ValueError(f"{type(adapter).__name__} takes inputs of any size (no fixed token grid): "
-                         f"--format {how} traces one fixed size")
-    bare = BareEncoder(adapter, model.encoder).eval()
-    size = [g * p for g, p in zip(adapter.token_grid, adapter.patch)]
-    example = torch.randn(2, adapter.in_chans, *size)
+                         f"--format {how} traces one fixed size, give it as --input-shape C,*S")
+    else:
+        example = torch.randn(2, adapter.in_chans, *[g * p for g, p in zip(adapter.token_grid, adapter.patch)])
+    bare = BareEncoder(adapter, model.encoder, coords).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
     with torch.no_grad():
         if how == "jit":
@@ -116,11 +122,25 @@ def export_onnx(bare, example: torch.Tensor, batch, out: str) -> str:
     return line + f"; onnxruntime vs PyTorch on a batch of 3: max |difference| {gap:.2e}"
 
 
+def shape_arg(text: str) -> tuple:
+    """'1,64,32' -> (1, 64, 32)."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: channels and sizes as positive integers, e.g. 1,1024,128")
+    return shape
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--format", choices=("timm", "hf", "export", "jit", "onnx"), default="timm")
+    parser.add_argument("--input-shape", type=shape_arg, default=None, metavar="C,*S",
+                        help="export/jit/onnx: the input size to trace (e.g. 1,1024,128 for a 1024-frame "
+                             "128-bin fbank); default the recipe's fixed size")
     parser.add_argument("--gin", action="append", default=[])
     parser.add_argument("--gin_param", action="append", default=[])
     add_trust_pickle(parser)
@@ -137,8 +157,8 @@ def main(argv=None):
         return 0
     if args.format in ("export", "jit", "onnx"):
         try:
-            how = export_traced(model, args.out, args.format)
-        except (ImportError, ValueError) as err:  # no exporter installed, an adapter without a fixed size
+            how = export_traced(model, args.out, args.format, args.input_shape)
+        except (ImportError, ValueError) as err:  # no exporter, no fixed size, a size the recipe refuses
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"wrote {args.out}: {how}")
