@@ -44,19 +44,3 @@ def test_onnx_encoder_matches_pytorch(tmp_path, recipe, key, size):
         (theirs,) = session.run(None, {"input": x.numpy()})
         assert theirs.shape == tuple(expected.shape)
         torch.testing.assert_close(torch.from_numpy(theirs), expected, rtol=0, atol=1e-4)
-
-
-def test_an_adapter_without_a_fixed_size_needs_an_input_shape(tmp_path, capsys):
-    import export
-
-    run = str(tmp_path / "run")
-    assert run_train(["--gin", "gin/audio_mae_cpu.gin", "--gin", SMOKE, "--workdir", run,
-                      *fast_params("train.steps=1")]) == 0
-    args = ["--checkpoint", os.path.join(run, "checkpoints", "last.pt"), "--format", "onnx", "--out",
-            str(tmp_path / "a.onnx")]
-    assert export.main(args) == 2
-    error = capsys.readouterr().err
-    assert "AudioAdapter takes inputs of any size" in error and "--input-shape C,*S" in error
-    assert export.main(args + ["--input-shape", "1,64,31"]) == 2  # the recipe's 32 mel bins, not 31
-    assert "31" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "a.onnx")

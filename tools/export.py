@@ -81,13 +81,18 @@ def export_traced(model, out: str, how: str, input_shape=None) -> str:
     adapter, coords = model.adapter, None
     if input_shape is not None:
         example = torch.randn(2, *input_shape)
-        coords = adapter.tokenize(example).coords[0]  # [N, d]: also checks the size against the recipe
+        try:  # the positions of that size's tokens [N, d]; tokenize also checks the size against the recipe
+            coords = adapter.tokenize(example).coords[0]
+        except (IndexError, KeyError, TypeError, RuntimeError) as err:  # an adapter that wants more than a tensor
+            raise ValueError(f"--input-shape {','.join(map(str, input_shape))} does not fit "
+                             f"{type(adapter).__name__}: {err}") from err
     elif adapter.grid_positions() is None:  # before BareEncoder, which tabulates the positions
         raise ValueError(f"{type(adapter).__name__} takes inputs of any size (no fixed token grid): "
                          f"--format {how} traces one fixed size, give it as --input-shape C,*S")
     else:
         example = torch.randn(2, adapter.in_chans, *[g * p for g, p in zip(adapter.token_grid, adapter.patch)])
     bare = BareEncoder(adapter, model.encoder, coords).eval()
+    check_bare(bare, model, example)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with torch.no_grad():
         if how == "jit":
@@ -98,6 +103,25 @@ def export_traced(model, out: str, how: str, input_shape=None) -> str:
             torch.export.save(torch.export.export(bare, (example,), dynamic_shapes={"x": {0: batch}}), out)
     loader = "torch.jit.load" if how == "jit" else "torch.export.load(...).module"
     return f"{loader}({out!r}) maps [B, C, *S] inputs to [B, N, D] features"
+
+
+def check_bare(bare, model, example: torch.Tensor) -> None:
+    """The bare encoder must give the model's own all-visible features on the example: an adapter
+    whose tokens are more than a patchify + projection + position code (band groups, several
+    inputs) would otherwise export a different function without a word."""
+    from unimask.encoders import encode_all
+
+    adapter = model.adapter
+    with torch.no_grad():
+        try:
+            expected = encode_all(adapter, model.encoder, {adapter.batch_key: example})[0]  # [B, N, D]
+            gap = float((bare(example) - expected).abs().max()) if bare(example).shape == expected.shape else None
+        except RuntimeError as err:  # shapes that do not fit the plain patchify
+            raise ValueError(f"{type(adapter).__name__}: the bare encoder cannot take its input ({err})") from err
+    if gap is None or gap > 1e-4:
+        raise ValueError(f"{type(adapter).__name__}: its tokens are not a plain patchify + projection + position "
+                         f"code, so the bare encoder would not give its features (max |difference| {gap}); "
+                         "export supports grid adapters such as the image, video and audio ones")
 
 
 def export_onnx(bare, example: torch.Tensor, batch, out: str) -> str:
