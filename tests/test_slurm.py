@@ -114,3 +114,28 @@ def test_sbatch_launches_torchrun_and_requeues_on_the_warning_signal(tmp_path):
 def test_sbatch_without_arguments_says_how_to_call_it():
     done = subprocess.run(["bash", SBATCH], capture_output=True, text=True, timeout=30, env={**os.environ, **JOB})
     assert done.returncode == 2 and "usage: sbatch tools/slurm/train.sbatch" in done.stderr
+
+
+@pytest.mark.slow  # ~25 s: a real 2-process torchrun
+def test_the_arguments_start_a_real_two_process_torchrun_job(tmp_path):
+    """launch_args' output for a one-node, two-process job (localhost) drives torchrun's c10d
+    rendezvous as it would on a cluster node: the run trains with world size 2."""
+    import socket
+
+    from unimask.train.checkpoint import load_checkpoint
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job = {"SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "1", "SLURM_GPUS_ON_NODE": "2",
+           "MASTER_PORT": str(port)}
+    workdir = tmp_path / "run"
+    params = ["train.steps=2", "train.batch_size=4", "train.num_workers=0", "train.precision='fp32'",
+              "train.progress_bar=False"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(job), "tools/train.py", "--gin",
+           "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin", "--workdir", str(workdir), "--resume", "auto",
+           *sum((["--gin_param", p] for p in params), [])]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert load_checkpoint(str(workdir / "checkpoints" / "last.pt"))["world_size"] == 2

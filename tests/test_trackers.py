@@ -8,11 +8,15 @@ import glob
 import importlib.util
 import json
 import os
+import socket
 import struct
+import subprocess
+import sys
+import time
 
 import pytest
 
-from helpers import SMOKE, cli, fast_params, read_metrics, run_train
+from helpers import ROOT, SMOKE, cli, fast_params, read_metrics, run_train
 
 RUN = ["--gin", "gin/image_mae_cpu.gin", "--gin", SMOKE]
 STEPS = ("train.steps=4", "train.log_every=1", "train.eval_every=2", "trackers.log_checkpoint=True")
@@ -54,6 +58,17 @@ def wandb_records(path: str) -> list:
     return records
 
 
+def finished_records(path: str, wait_s: float = 30) -> list:
+    """wandb_records once the file holds the run's exit record: W&B's service process writes the
+    file and may still be flushing it when run.finish() has returned."""
+    deadline = time.time() + wait_s
+    while True:
+        records = wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.time() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def test_wandb_offline_run_logs_everything_and_resumes_the_same_run(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb is not installed: pip install 'unimask[wandb]'")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -64,7 +79,7 @@ def test_wandb_offline_run_logs_everything_and_resumes_the_same_run(tmp_path, mo
     assert len(folders) == 2  # one folder per start, both the same W&B run (synced into one)
     steps, config, artifacts, figures = {}, {}, [], []
     for folder in folders:
-        for record in wandb_records(os.path.join(folder, f"run-{run_id}.wandb")):
+        for record in finished_records(os.path.join(folder, f"run-{run_id}.wandb")):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 assert record.run.run_id == run_id and record.run.project == "issue51"
@@ -134,3 +149,24 @@ def test_config_bindings_become_parameters():
            "test/ImageDataset.split = 'test'\ntrain.betas = \\\n    (0.9, 0.95)\n"
     assert config_params(text) == {"train.steps": "4", "MaskedModel.encoder": "@ViTEncoder()",
                                    "test/ImageDataset.split": "'test'", "train.betas": "(0.9, 0.95)"}
+
+
+@pytest.mark.slow  # ~25 s: a real 2-process torchrun
+def test_only_rank_0_logs_to_the_tracker(tmp_path):
+    pytest.importorskip("wandb", reason="wandb is not installed: pip install 'unimask[wandb]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    params = ["train.steps=2", "train.batch_size=4", "train.num_workers=0", "train.precision='fp32'",
+              "train.progress_bar=False", "train.log_every=1", "train.loggers=('wandb',)"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "tools/train.py", *RUN, "--workdir", str(tmp_path / "run"), *sum((["--gin_param", p] for p in params), [])]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline",
+                                   WANDB_DIR=str(tmp_path / "wandb_dir")))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    folders = glob.glob(str(tmp_path / "wandb_dir" / "wandb" / "offline-run-*"))
+    assert len(folders) == 1  # one W&B run for the job, not one per rank
+    history = [r for r in finished_records(glob.glob(os.path.join(folders[0], "run-*.wandb"))[0])
+               if r.WhichOneof("record_type") == "history"]
+    assert len(history) == 2
