@@ -201,12 +201,18 @@ class GridAdapter(ModalityAdapter):
         panels = [view, masked, recon]
         if view.dim() == 4:  # [C, T, H, W]: the first frame
             panels = [p[:, 0] for p in panels]
-        return save_rows([panels], path)
+        return save_rows([panels], path, columns=("view 1", "masked view 2", "reconstruction"))
 
 
-def save_rows(rows: list, path: str, min_size: int = 112) -> str:
+PANELS = ("input", "masked", "reconstruction")  # what render draws, in order
+
+
+def save_rows(rows: list, path: str, min_size: int = 112, columns: Sequence[str] = (),
+              row_names: Sequence[str] = ()) -> str:
     """rows: list of lists of [C, H, W] tensors in [0, 1] -> one PNG grid, upscaled until its
-    shorter side reaches min_size (tiny images and flat spectrograms stay visible)."""
+    shorter side reaches min_size (tiny images and flat spectrograms stay visible). columns /
+    row_names: a title over each column / left of each row (PANELS for a reconstruction figure,
+    so nobody has to guess which panel is which); also stored as the PNG's 'panels' text."""
     import torchvision.utils as vutils
 
     images = [img if img.shape[0] == 3 else img[:1].expand(3, -1, -1) for row in rows for img in row]
@@ -215,5 +221,31 @@ def save_rows(rows: list, path: str, min_size: int = 112) -> str:
     if scale > 1:
         grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)).save(path)
+    picture = Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8))
+    tile = [(size + 2) * scale for size in images[0].shape[-2:]]  # one panel and its padding, [h, w]
+    picture, info = titled(picture, tile, 2 * scale, list(columns), list(row_names))
+    picture.save(path, pnginfo=info)
     return path
+
+
+def titled(picture: Image.Image, tile: list, pad: int, columns: list, row_names: list) -> tuple:
+    """The grid picture with a strip of titles above (columns) and left of it (row_names) ->
+    (picture, PNG text chunk). tile: [h, w] of one panel with its padding; pad: the grid's edge."""
+    from PIL import ImageDraw, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if not columns and not row_names:
+        return picture, info
+    info.add_text("panels", " / ".join(columns or row_names))
+    draw = ImageDraw.Draw(picture)
+    left = max((int(draw.textlength(name)) for name in row_names), default=-6) + 6
+    top = 14 if columns else 0
+    out = Image.new("RGB", (picture.width + left, picture.height + top), "white")
+    out.paste(picture, (left, top))
+    draw = ImageDraw.Draw(out)
+    for i, name in enumerate(columns):
+        centre = left + pad // 2 + i * tile[1] + tile[1] // 2
+        draw.text((centre - draw.textlength(name) / 2, 1), name, fill="black")
+    for i, name in enumerate(row_names):
+        draw.text((2, top + pad // 2 + i * tile[0] + tile[0] // 2 - 5), name, fill="black")
+    return out, info

@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import v2 as T
 
-from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, save_rows
+from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, PANELS, save_rows
 from modalities.limits import MAX_ARRAY_BYTES, MAX_PIXELS, Declared, Limit, SizeLimitError, check_arrays, member_text
 from unimask.data import SampleDataset
 from unimask.files import as_roots, check_split, list_split_files, read_npz_split
@@ -349,4 +349,4 @@ class ImageAdapter(GridAdapter):
         return (x * self.pixel_std.to(x.device) + self.pixel_mean.to(x.device)).clamp(0, 1)
 
     def render(self, tokens, pred, mask, path):
-        return save_rows([self.panels(tokens, pred, mask)], path)
+        return save_rows([self.panels(tokens, pred, mask)], path, columns=PANELS)

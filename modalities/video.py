@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import RandomResizedCrop
 
-from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, save_rows
+from modalities.grid import GridAdapter, check_divisible, check_input, default_norm, PANELS, save_rows
 from unimask.patches import unpatchify
 from modalities.limits import MAX_FRAME_PIXELS, MAX_FRAMES, Limit, SizeLimitError
 from modalities.video_decode import VideoReader, set_decoder_logging
@@ -214,7 +214,7 @@ class VideoAdapter(GridAdapter):
     def render(self, tokens, pred, mask, path):
         """Time strip: rows input / masked / reconstruction, one column per tubelet start frame."""
         rows = [[clip[:, t] for t in range(0, clip.shape[1], self.patch[0])] for clip in self.panels(tokens, pred, mask)]
-        return save_rows(rows, path)
+        return save_rows(rows, path, row_names=PANELS)
 
 
 __all__ = ["VideoDataset", "VideoAdapter", "unpatchify"]

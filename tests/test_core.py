@@ -3,6 +3,7 @@ import glob
 import os
 
 import gin
+import numpy as np
 import pytest
 import torch
 
@@ -233,6 +234,12 @@ def test_train_end_to_end_under_smoke(tmp_path):
     assert abs(rows[0]["mask_ratio"] - 0.9) < 1e-6 and "eval_loss" in rows[5] and "eval_loss" in rows[-1]
     for name in ("config.gin", "run.json", "checkpoints/last.pt", "recon/step_6.png", "recon/step_12.png"):
         assert os.path.exists(os.path.join(workdir, name)), name
+    from PIL import Image
+
+    with Image.open(os.path.join(workdir, "recon", "step_12.png")) as figure:  # labeled rows, the step on top
+        assert figure.text == {"panels": "input / masked / reconstruction", "step": "12"}
+        strip = np.asarray(figure.convert("L"))[:14]
+        assert (strip < 128).any() and (strip == 255).mean() > 0.5  # text drawn on a white strip
     state = torch.load(os.path.join(workdir, "checkpoints", "last.pt"), weights_only=False)
     assert {"model", "optimizer", "step", "rng", "config", "schedules", "data"} <= set(state)
     assert state["step"] == 12
@@ -242,3 +249,21 @@ def test_unknown_gin_binding_is_named(tmp_path):
     with pytest.raises(Exception, match="no_such_param"):
         run_train(["--gin", "gin/image_mae_cpu.gin", "--gin", "gin/smoke.gin", "--workdir", str(tmp_path),
                    "--gin_param", "train.no_such_param=3"])
+
+
+def test_reconstruction_figure_titles_each_panel(tmp_path):
+    """save_rows(columns=PANELS): a white strip above the grid with a title over each of the
+    three panels (dark pixels above each column), and the titles in the PNG's text."""
+    from PIL import Image
+
+    from modalities.grid import PANELS, save_rows
+
+    panels = [torch.full((1, 8, 8), 0.5) for _ in range(3)]
+    path = save_rows([panels], str(tmp_path / "r.png"), columns=PANELS)
+    with Image.open(path) as figure:
+        pixels = np.asarray(figure.convert("L"))
+        assert figure.text["panels"] == "input / masked / reconstruction"
+    width = pixels.shape[1] // 3
+    assert pixels.shape[0] == 14 + 14 * (2 + 8 + 2)  # the strip, then one row of 8 px panels (+ padding) x 14
+    for column in range(3):
+        assert (pixels[:14, column * width:(column + 1) * width] < 128).any(), column

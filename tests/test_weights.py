@@ -429,3 +429,66 @@ def test_masked_model_from_checkpoint_rebuilds_a_run_and_asks_for_gin_otherwise(
     torch.save(timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict(), path)
     with pytest.raises(WeightsError, match="timm state dict without a gin config"):
         MaskedModel.from_checkpoint(path)
+
+
+def test_layout_includes_load_a_timm_file_with_timms_features(tmp_path):
+    """gin/layouts/timm_vit.gin on a recipe whose defaults do not fit a timm file (no [CLS], fixed
+    positions, eps 1e-5): without it the error names the include; with it the features are
+    timm's forward_features."""
+    import gin
+
+    from unimask.cli import parse_gin
+
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                                  embed_dim=64, depth=2, num_heads=2, num_classes=0).eval()
+    path = str(tmp_path / "timm_vit.pth")
+    torch.save(reference.state_dict(), path)
+    shape = ["IMG_SIZE = 32", "PATCH = 8", "IN_CHANS = 3", "ENC_DIM = 64", "ENC_DEPTH = 2", "ENC_HEADS = 2"]
+
+    def build(files):
+        parse_gin(["gin/image_mae_cpu.gin", *files], shape)
+        return gin.query_parameter("train.model").scoped_configurable_fn().eval()
+
+    with pytest.raises(WeightsError, match="include 'gin/layouts/timm_vit.gin'.*LayerNorm eps 1e-06"):
+        load_pretrained(build([]), path, verbose=False)
+    report = load_pretrained(build(["gin/layouts/timm_vit.gin"]), path, verbose=False)
+    assert not report.problems and not report.notes, report.summary()
+    model = build(["gin/layouts/timm_vit.gin"])
+    load_pretrained(model, path, verbose=False)
+    assert model.encoder.norm.eps == 1e-6
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(features_with_cls(model, image), reference.forward_features(image),
+                                   rtol=1e-5, atol=1e-5)
+    parse_gin(["gin/image_mae_cpu.gin", "gin/layouts/timm_vit.gin"], shape + ["ViTEncoder.norm_eps = 1e-5"])
+    report = load_pretrained(gin.query_parameter("train.model").scoped_configurable_fn(), path, verbose=False)
+    assert any("eps is 1e-05" in note and "timm_vit.gin" in note for note in report.notes), report.notes
+
+
+@pytest.mark.parametrize("layout", ["mae_vit", "videomae_vit"])
+def test_mae_and_videomae_layout_includes_fit_their_files(tmp_path, layout):
+    """The other two includes fit the layouts the tests above build (MAE's pretraining file into
+    the image recipe, the official VideoMAE layout into the video recipe)."""
+    import gin
+
+    from unimask.cli import parse_gin
+
+    if layout == "mae_vit":
+        state, recipe = mae_checkpoint(), "gin/image_mae_cpu.gin"
+        shape = ["IMG_SIZE = 32", "PATCH = 8", "IN_CHANS = 3"]
+    else:
+        source = tiny_video_model()
+        state = {"model": {("encoder." + k if not k.startswith("cls") else k): v
+                           for k, v in canonical_encoder(source).items() if k != "pos_embed"}}
+        recipe = "gin/video_mae_cpu.gin"
+        shape = ["NUM_FRAMES = 4", "IMG_SIZE = 32", "PATCH = 8"]
+    path = str(tmp_path / f"{layout}.pth")
+    torch.save(state, path)
+    parse_gin([recipe, f"gin/layouts/{layout}.gin"],
+              shape + ["ENC_DIM = 64", "ENC_DEPTH = 2", "ENC_HEADS = 2", "DEC_DIM = 32", "DEC_DEPTH = 1", "DEC_HEADS = 2"])
+    model = gin.query_parameter("train.model").scoped_configurable_fn()
+    report = load_pretrained(model, path, strict=False, verbose=False)
+    assert not report.mismatched and not report.unexpected and not report.missing, report.summary()
+    assert not any("eps" in note for note in report.notes) and model.encoder.norm.eps == 1e-6
+    assert ("adapter.pos_table" in report.converted) == (layout == "videomae_vit")  # the 1-D sinusoid, filled in

@@ -32,6 +32,7 @@ def main(argv=None):
     from unimask.safe_load import UnsafeFileError
     from unimask.train.checkpoint import CheckpointError
     from unimask.train.durable import SaveError
+    from unimask.train.trackers import TrackerError
     from unimask.train.trainer import NonFiniteLossError, Trainer
     from unimask.train.workdir import DataChangedError, WorkdirError
     from unimask.weights.load import WeightsError
@@ -45,7 +46,7 @@ def main(argv=None):
         last = trainer.fit(workdir, resume={"yes": True, "no": False, "auto": "auto"}[args.resume],
                            overwrite=args.overwrite)
     except (NonFiniteLossError, WorkdirError, DataChangedError, CheckpointError, SaveError, WeightsError,
-            UnsafeConfigError, UnsafeFileError, OSError) as err:  # OSError: a full disk, a missing file
+            UnsafeConfigError, UnsafeFileError, TrackerError, OSError) as err:  # OSError: a full disk, a missing file
         print(f"error: {err}", file=sys.stderr)
         return 1
     if trainer.dist.is_main:

@@ -51,11 +51,11 @@ class AudioAdapter(GridAdapter):
         as sound (a WAV beside the PNG, by Griffin-Lim)."""
         import soundfile as sf
 
-        from modalities.grid import save_rows
+        from modalities.grid import PANELS, save_rows
         from unimask.patches import unpatchify
 
         panels = self.panels(tokens, pred, mask)  # 3 x [1, T, F] in [0, 1]
-        png = save_rows([[spectrogram_picture(p) for p in panels]], path)
+        png = save_rows([[spectrogram_picture(p) for p in panels]], path, columns=PANELS)
         hidden = mask.masked[:1, :, None]
         recon = torch.where(hidden, pred[:1].float(), tokens.patches[:1].float())  # [1, N, P], normalized fbank
         log_mel = denormalize(unpatchify(recon, tokens.grid, self.patch, 1)[0, 0], self.mean, self.std)  # [T, F]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from modalities.grid import save_rows
+from modalities.grid import PANELS, save_rows
 from unimask.patches import unpatchify
 
 GREY = 0.5
@@ -60,4 +60,5 @@ def render_composites(adapter, tokens, pred, mask, path: str) -> str:
     grid = tuple(tokens.grid)
     bands_in, bands_recon = band_images(adapter, patches, grid), band_images(adapter, recon, grid)
     hidden_bands = band_images(adapter, hidden.float(), grid) > 0.5
-    return save_rows(composite_rows(adapter, bands_in, bands_in, bands_recon, hidden_bands), path)
+    return save_rows(composite_rows(adapter, bands_in, bands_in, bands_recon, hidden_bands), path,
+                     columns=PANELS)

@@ -1,4 +1,5 @@
-"""Run-directory logging: metrics.jsonl, TensorBoard (when installed), run.json."""
+"""Run-directory logging: metrics.jsonl, TensorBoard (when installed), run.json, and the
+experiment trackers `train.loggers` names (unimask/train/trackers.py)."""
 from __future__ import annotations
 
 import json
@@ -8,21 +9,28 @@ import sys
 from importlib import metadata
 from typing import Optional
 
+from unimask.train.trackers import check_loggers, open_trackers
+
 
 class MetricsLog:
-    """Appends one JSON object per row; mirrors scalars and images to TensorBoard.
+    """Appends one JSON object per row; mirrors scalars and figures to TensorBoard and to the
+    trackers in loggers (train.loggers: 'tensorboard', 'wandb', 'mlflow'), which also get the gin
+    config; rank 0 only (enabled=False elsewhere).
 
     resumed_at: the step a resumed run continues from. Rows past it (steps the killed run did
     after its last checkpoint, which the resumed run does again) and a line torn by the kill are
     dropped first, so the file reads as one run."""
 
-    def __init__(self, workdir: str, enabled: bool = True, resumed_at: Optional[int] = None):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+    def __init__(self, workdir: str, enabled: bool = True, resumed_at: Optional[int] = None,
+                 loggers=("tensorboard",), config: str = ""):
+        self.path, self.workdir = os.path.join(workdir, "metrics.jsonl"), workdir
         self.enabled = enabled
-        self.tb = None
+        self.tb, self.trackers = None, []
         if enabled and resumed_at is not None and os.path.exists(self.path):
             self.truncate_after(resumed_at)
         if enabled:
+            self.trackers = open_trackers(check_loggers(loggers), workdir, config, resumed_at or 0)
+        if enabled and "tensorboard" in loggers:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -63,18 +71,48 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, row["step"])
             self.tb.flush()
+        for tracker in self.trackers:
+            tracker.metrics(row)
 
     def image(self, tag: str, png_path: str, step: int):
-        if self.tb is None:
+        """An evaluation figure: its step written on it (a PNG copied out of the run still says
+        when it was drawn), then mirrored to TensorBoard."""
+        if not self.enabled:
             return
         import numpy as np
-        from PIL import Image
 
-        self.tb.add_image(tag, np.asarray(Image.open(png_path).convert("RGB")), step, dataformats="HWC")
+        picture = stamp_step(png_path, step)
+        if self.tb is not None:
+            self.tb.add_image(tag, np.asarray(picture), step, dataformats="HWC")
+        for tracker in self.trackers:
+            tracker.figure(tag, png_path, step)
 
-    def close(self):
+    def close(self, finished: bool = True, complete: bool = True):
+        """finished: this process ended without an error; complete: and trained to train.steps
+        (not stopped by a signal or train.stop_at), so that its checkpoint is the final one,
+        which the trackers upload when trackers.log_checkpoint."""
         if self.tb is not None:
             self.tb.close()
+        last = os.path.join(self.workdir, "checkpoints", "last.pt")
+        for tracker in self.trackers:
+            tracker.close(finished, last if complete and os.path.exists(last) else None)
+
+
+def stamp_step(png_path: str, step: int):
+    """Rewrite the PNG with a 'step N' strip on top (and N in its 'step' text, beside the panel
+    titles the figure may carry) -> the new picture, RGB."""
+    from PIL import Image, ImageDraw, PngImagePlugin
+
+    with Image.open(png_path) as source:
+        picture, text = source.convert("RGB"), dict(source.text)
+    out = Image.new("RGB", (picture.width, picture.height + 14), "white")
+    out.paste(picture, (0, 14))
+    ImageDraw.Draw(out).text((2, 1), f"step {step}", fill="black")
+    info = PngImagePlugin.PngInfo()
+    for key, value in {**text, "step": str(step)}.items():
+        info.add_text(key, value)
+    out.save(png_path, pnginfo=info)
+    return out
 
 
 def read_metrics(path: str) -> list:

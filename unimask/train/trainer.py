@@ -23,7 +23,7 @@ from unimask.ema import ema_update
 from unimask.train import checkpoint as ckpt
 from unimask.train import sharded
 from unimask.train.distributed import all_or_none, all_reduce_mean, any_rank, barrier, failed_ranks, init_distributed
-from unimask.train.logging import MetricsLog, write_run_info
+from unimask.train.logging import MetricsLog, check_loggers, write_run_info
 from unimask.optim import Stages, make_optimizer, set_schedules
 from unimask.train.precision import autocast, resolve_device, resolve_precision
 from unimask.train.scoring import score_split
@@ -56,7 +56,7 @@ class Trainer:
                  init_from: Optional[str] = None, init_strict: bool = True, init_trust_pickle: bool = False,
                  allow_data_change: bool = False, eval_dataset=None,
                  eval_batch_size: Optional[int] = None, activation_checkpointing: bool = False,
-                 collective_timeout_s: float = 300, stages: int = 1):
+                 collective_timeout_s: float = 300, stages: int = 1, loggers=("tensorboard",)):
         """optimizer: 'adamw' (betas), or 'lars' (MAE's linear probe: timm's Lars, momentum 0.9).
         init_from: weights to start from (unimask, timm, MAE, VideoMAE or Hugging Face files;
         unimask/weights), init_strict=False loads the keys that fit; a resumed run ignores it.
@@ -74,7 +74,8 @@ class Trainer:
         weight_decay to this value over the run (I-JEPA: 0.04 -> 0.4); None keeps it fixed.
         stages: dBOT's multi-stage distillation: the run splits into equal stages; at each new one
         model.begin_stage (its teacher takes the student's weights, the student is re-initialized),
-        the optimizer's state is cleared and the learning-rate schedule (warmup too) restarts."""
+        the optimizer's state is cleared and the learning-rate schedule (warmup too) restarts.
+        loggers: where metrics go besides metrics.jsonl: 'tensorboard', 'wandb', 'mlflow' (trackers.py)."""
         if final_weight_decay is not None and not (weight_decay > 0 and final_weight_decay >= 0):
             raise ValueError(f"train.final_weight_decay={final_weight_decay} needs train.weight_decay > 0 (the start "
                              f"of the curve; got {weight_decay}) and a final value >= 0")
@@ -105,7 +106,7 @@ class Trainer:
         self.stages = Stages(stages, steps, self.model.restarts_stages)
         self.log_every, self.eval_every, self.ckpt_every, self.keep_every = log_every, eval_every, ckpt_every, keep_every
         self.max_consecutive_skips, self.progress_bar = max_consecutive_skips, progress_bar
-        self.allow_data_change = allow_data_change
+        self.allow_data_change, self.loggers = allow_data_change, check_loggers(loggers)  # a missing package: now
         self.loader_kwargs = dict(num_workers=num_workers, pin_memory=pin_memory and self.device.type == "cuda",
                                   persistent_workers=persistent_workers and num_workers > 0,
                                   prefetch_factor=prefetch_factor if num_workers > 0 else None,
@@ -406,7 +407,7 @@ class Trainer:
         elif resume is True:
             raise FileNotFoundError(f"--resume: no checkpoint in {folder}")
         self.preflight()
-        self.log = MetricsLog(workdir, enabled=self.dist.is_main, resumed_at=self.step)  # step 0: stale rows go
+        self.log = MetricsLog(workdir, self.dist.is_main, self.step, self.loggers, config)  # step 0: stale rows go
         if self.dist.is_main:
             keep_original_config(workdir, config, self.step)
             write_run_info(workdir, world_size=self.dist.world, device=str(self.device), precision=self.precision,
@@ -421,7 +422,7 @@ class Trainer:
         finally:
             for s, handler in old_handlers.items():
                 signal.signal(s, handler)
-            self.log.close()
+            self.log.close(ok, complete=ok and self.step >= self.steps)
             # a clean teardown only when every rank got here: after a failure the other ranks may sit in
             # a collective that this rank will never join, so this one just exits (non-zero) and the
             # launcher stops the rest

@@ -119,15 +119,18 @@ def save_hf(model, folder: str) -> str:
 
 class BareEncoder(nn.Module):
     """input [B, C, *S] -> every token's feature [B, N, D]: the adapter's patchify, projection and
-    position codes and the encoder, with no masking, Tokens or gin (for torch.export / jit)."""
+    position codes and the encoder, with no masking, Tokens or gin (for torch.export / jit /
+    ONNX). coords [N, d]: the token positions of the one input size it takes, for an adapter
+    without a fixed token grid (default: the adapter's grid)."""
 
-    def __init__(self, adapter, encoder):
+    def __init__(self, adapter, encoder, coords: torch.Tensor = None):
         super().__init__()
         from unimask.patches import patchify
 
         self.patchify, self.patch = patchify, adapter.patch
         self.proj, self.encoder = adapter.proj, encoder
-        self.register_buffer("pos", adapter.pos(adapter.grid_positions(), encoder.dim).detach().clone()[None])
+        coords = adapter.grid_positions() if coords is None else coords
+        self.register_buffer("pos", adapter.pos(coords, encoder.dim).detach().clone()[None])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.proj(self.patchify(x, self.patch)) + self.pos  # [B, N, D]

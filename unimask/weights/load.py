@@ -29,6 +29,11 @@ import torch
 from unimask.safe_load import UnsafeFileError, torch_load
 from unimask.weights.layouts import canonical, unwrap
 
+# the one-line include that sets each foreign layout's model shape ([CLS] token, positions, LayerNorm
+# eps): a file cannot say its epsilon, and a wrong one loads without an error but shifts the features
+LAYOUT_INCLUDES = {"timm": "gin/layouts/timm_vit.gin", "mae": "gin/layouts/mae_vit.gin",
+                   "videomae": "gin/layouts/videomae_vit.gin"}
+LAYOUT_EPS = 1e-6  # timm's, MAE's and VideoMAE's LayerNorm epsilon
 DECODER_NAMES = (("decoder_embed.", "decoder.embed."), ("mask_token", "decoder.mask_token"),
                  ("decoder_blocks.", "decoder.body.blocks."), ("decoder_norm.", "decoder.body.norm."),
                  ("decoder_pred.", "decoder.head."))
@@ -108,6 +113,7 @@ def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verb
     except ValueError as err:
         raise WeightsError(f"init_from {path}: {err}") from err
     report = LoadReport(path, layout)
+    hint = layout_hint(model, layout, report)
     own = model.state_dict()
     mapped = dict(state) if layout == "unimask" else to_model_names(model, state, layout, report, own)
     if "adapter.pos_table" in mapped and "adapter.pos_table" in own and \
@@ -134,11 +140,27 @@ def load_pretrained(model: torch.nn.Module, path: str, strict: bool = True, verb
             (report.new if key.startswith(fresh) else report.missing).append(key)
     if strict and report.problems:
         raise WeightsError(f"init_from {path} ({layout} layout) does not fit {type(model).__name__}: "
-                           f"{short_list(report.problems, 12)} (train.init_strict=False loads the keys that fit)")
+                           f"{short_list(report.problems, 12)} (train.init_strict=False loads the keys that fit)" + hint)
     model.load_state_dict(final, strict=False)
     if verbose:
         print(report.summary(), flush=True)
     return report
+
+
+def layout_hint(model, layout: str, report: LoadReport) -> str:
+    """-> '; include ...' naming the layout's gin include ('' for layouts without one); notes an
+    encoder LayerNorm eps other than the layout's, which would load silently with shifted features."""
+    include = LAYOUT_INCLUDES.get(layout)
+    if include is None:
+        return ""
+    hint = (f"; include '{include}' in the recipe: it sets the {layout} layout's [CLS] token, positions and "
+            f"LayerNorm eps {LAYOUT_EPS:g}")
+    norm = model.encoder.norm if model.encoder.vit_layout else None
+    eps = norm.eps if isinstance(norm, torch.nn.LayerNorm) else LAYOUT_EPS  # depth 0: no final norm
+    if eps != LAYOUT_EPS:
+        report.notes.append(f"the encoder's LayerNorm eps is {eps:g}, {layout} files are trained with {LAYOUT_EPS:g}: "
+                            f"the weights load but every feature is slightly off{hint}")
+    return hint
 
 
 def to_model_names(model, state: Dict[str, torch.Tensor], layout: str, report: LoadReport, own: dict) -> dict:
