@@ -26,6 +26,12 @@ BUILD_ONLY = {  # their frozen parts come from checkpoints of the full-size reci
     "jepa_switch.gin": ["JEPAModel.adapter=@ImageAdapter()"],  # the switch leaves the adapter to the recipe
     "maskgit_cpu.gin": ["CodesAdapter.checkpoint=None"],  # the shipped pixel tokenizer: patch 4, not smoke's 8
     **{name: OUTSIDE_TEACHER for name in ("maskdistill.gin", "maskalign.gin", "mr_mae.gin", "dmae.gin")},
+    # BEiT v2 at ViT-B: its VQ-KD tokenizer shrunk (smoke's macros do not reach it), no file
+    "vq_kd.gin": OUTSIDE_TEACHER + ["TOK_DIM=64", "tokenizer/ViTEncoder.depth=2", "tokenizer/ViTEncoder.num_heads=2",
+                                    "tokenizer/MAEDecoder.num_heads=2", "NUM_CODES=512"],
+    "beit_v2.gin": ["TokenTarget.checkpoint=None", "TOK_DIM=64", "tokenizer/ViTEncoder.depth=2",
+                    "tokenizer/ViTEncoder.num_heads=2", "tokenizer/MAEDecoder.num_heads=2", "NUM_CODES=512"],
+    "beit_v2_cpu.gin": ["TokenTarget.checkpoint=None"],  # as beit_v2_tiny.gin
 }
 
 

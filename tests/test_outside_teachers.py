@@ -218,3 +218,37 @@ def test_cpu_recipe_trains_under_smoke_with_every_term_logged_and_falling(tmp_pa
     for term in CPU_RECIPES[recipe]:
         first, last = (sum(r[term] for r in part) / len(part) for part in (rows[:5], rows[-5:]))
         assert last < 0.9 * first, (term, first, last)
+
+
+def vq_tokenizer(target=None, loss=None):
+    from unimask.decoders import MAEDecoder
+    from unimask.models.vq import VQTokenizer
+
+    torch.manual_seed(0)
+    return VQTokenizer(ImageAdapter(img_size=32, patch_size=4, in_chans=3, dim=24), ViTEncoder(dim=24, depth=1, num_heads=2),
+                       MAEDecoder(in_dim=8, dim=24, depth=1, num_heads=2), num_codes=64, code_dim=8, target=target,
+                       loss=loss)
+
+
+def test_vq_kd_tokenizer_learns_a_teachers_features_and_beit_v2_reads_its_codes(tmp_path):
+    from unimask.losses import SCELoss
+    from unimask.targets.codes import TokenTarget
+
+    kd = vq_tokenizer(TimmTeacher(normalize=False, **VIT), SCELoss(alpha=1.0))
+    assert [k for k in kd.state_dict() if k.startswith("target.")] == ["target.teacher_sha256"]
+    batch = {"image": torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+    optimizer = torch.optim.AdamW(kd.parameters(), lr=2e-3)
+    recon = []
+    for _ in range(30):
+        out = kd(batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        recon.append(float(out.terms["recon"]))
+    assert recon[-1] < 0.8 * recon[0] and 1 <= float(out.stats["perplexity"]) <= 64
+    path = tmp_path / "vq_kd.pt"
+    torch.save({"model": kd.state_dict()}, path)
+    target = TokenTarget(tokenizer=vq_tokenizer(), checkpoint=str(path))  # a pixel head: the teacher is not rebuilt
+    tokens = kd.adapter.tokenize(batch)
+    codes, _ = target(tokens, kd.adapter)
+    assert torch.equal(codes[..., 0], kd.codes(tokens)) and target.dim(kd.adapter) == 64
