@@ -90,7 +90,7 @@ SPEED_PATHS = {  # recipe, bindings, weight tolerance, weights not compared
 
 
 # the longest three (~70 s together on 2 cores) run in the slow step, so README's test command stays under 15 minutes
-SLOW_PATHS = ("image-compile", "learned-masker", "video-dual-mask")
+SLOW_PATHS = ("image-compile", "learned-masker", "video-dual-mask", "image-bf16", "point2vec-ema")  # ~17 s each
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PATHS else p
@@ -159,6 +159,7 @@ class CrashOnce(RandomMasker):
 '''
 
 
+@pytest.mark.slow  # ~20 s: README's suite stays under 15 minutes; .ci/run runs it
 def test_max_restarts_resumes_after_a_crashed_worker(tmp_path):
     (tmp_path / "crash_once.py").write_text(CRASH_ONCE)
     (tmp_path / "crash.gin").write_text("import crash_once\nMaskedModel.masker = @CrashOnce()\n")

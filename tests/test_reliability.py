@@ -137,6 +137,7 @@ def skip_run(tmp_path, recipe, root_binding, data, *params):
     return read_metrics(str(workdir))[-1]["bad_samples"]
 
 
+@pytest.mark.slow  # ~27 s: README's suite stays under 15 minutes; .ci/run runs it
 def test_skipped_samples_are_counted_with_workers(tmp_path):
     images = tmp_path / "images"
     write_pngs(str(images), [f"a{i}.png" for i in range(3)])
