@@ -396,7 +396,7 @@ class Loss(Protocol):
 class Objective(nn.Module):
     """One named term of a model's loss beside its reconstruction (DESIGN v3's `objectives`): a
     teacher's features at the visible tokens (MaskAlign, MR-MAE), an intermediate layer's (DMAE),
-    the hidden edges of a graph. forward(out: StepOutput so far, src_ids [B, K], src_valid [B, K]:
+    the edges hidden from the encoder. forward(out: StepOutput so far, src_ids [B, K], src_valid [B, K]:
     the tokens the encoder's latent out.extras['latent'] belongs to) -> the weighted scalar that is
     added to the loss and logged as loss_<name>. bind(model) builds what needs the model's parts
     (a head at the encoder's width); `layers` lists the encoder layers it reads, so the model

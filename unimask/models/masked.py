@@ -82,7 +82,7 @@ class MaskedModel(OneEncoderModel):
         """position_predictor: PCP-MAE's (unimask/position_prediction.py): the decoder reads the
         encoder's predicted positions of the hidden tokens instead of their true ones (drop mode).
         objectives: terms beside the reconstruction (unimask/objectives.py: a teacher's features
-        at the visible tokens, graph edges), each logged by name; decoder=None leaves them alone
+        at the visible tokens, edges hidden from the encoder), each logged by name; decoder=None leaves them alone
         (MaskAlign: no reconstruction at all)."""
         super().__init__()
         if isinstance(adapter, dict):
@@ -114,7 +114,7 @@ class MaskedModel(OneEncoderModel):
         for objective in self.objectives:
             objective.bind(self)
         self.keep_layers = any(objective.layers for objective in self.objectives)
-        init_model_weights(self, [self.target, *(t for objective in self.objectives for t in objective.targets())])
+        init_model_weights(self, self.loaded_targets())
         if self.enc_mask_token is not None:
             nn.init.normal_(self.enc_mask_token, std=0.02)
         if position_predictor is not None and mode != "drop":
@@ -128,6 +128,10 @@ class MaskedModel(OneEncoderModel):
         if position_predictor is not None:
             position_predictor.reset_token()
         self.target.attach(self)  # a teacher copies the student once its weights are initialized
+
+    def loaded_targets(self) -> list:
+        """The model's target and its objectives' (teachers, tokenizers): what initialization skips."""
+        return [self.target, *(t for objective in self.objectives for t in objective.targets())]
 
     def after_step(self, progress: float):
         super().after_step(progress)
@@ -144,7 +148,7 @@ class MaskedModel(OneEncoderModel):
         self.target.begin_stage(self)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stage)
-            reinitialize(self, [self.target, *(t for objective in self.objectives for t in objective.targets())])
+            reinitialize(self, self.loaded_targets())
 
     # ---- masking -------------------------------------------------------------------------
     def make_mask(self, tokens: Tokens, progress: float, generator=None) -> Mask:

@@ -46,6 +46,11 @@ def digest_tensor(hex_digest: str) -> torch.Tensor:
     return torch.tensor(list(bytes.fromhex(hex_digest)), dtype=torch.uint8)
 
 
+def digest_hex(digest: torch.Tensor) -> str:
+    """digest_tensor's inverse: uint8 [32] -> 64 hex digits."""
+    return bytes(digest.tolist()).hex()
+
+
 def to_grid(features: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     """A teacher's feature map [B, D, h, w] -> the student's token grid, row-major: [B, N, D]."""
     if tuple(features.shape[2:]) != tuple(grid):
@@ -66,8 +71,7 @@ class OutsideTeacher(Target):
         self.source, self.img_size, self.normalize = source, int(img_size), normalize
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        self.register_buffer("teacher_sha256", digest_tensor(hex_digest))
-        self.hex_digest = hex_digest
+        self.register_buffer("teacher_sha256", digest_tensor(hex_digest))  # the one record of which file taught
         with torch.no_grad():  # the width, from one small pass
             probe = torch.rand(1, len(mean), self.img_size, self.img_size)
             self.latent_dim = sum(m.shape[1] for m in self.feature_maps(self.normalized(probe)))
@@ -117,8 +121,9 @@ class OutsideTeacher(Target):
         """Resume and init refuse a checkpoint that another teacher file taught."""
         stored = state_dict.get(prefix + "teacher_sha256")
         if stored is not None and not torch.equal(stored.cpu(), self.teacher_sha256.cpu()):
-            raise ValueError(f"this checkpoint was taught by a teacher with sha256 {bytes(stored.tolist()).hex()}, "
-                             f"but {type(self).__name__} now reads {self.source} (sha256 {self.hex_digest}): "
+            raise ValueError(f"this checkpoint was taught by a teacher with sha256 {digest_hex(stored)}, "
+                             f"but {type(self).__name__} now reads {self.source} "
+                             f"(sha256 {digest_hex(self.teacher_sha256)}): "
                              "resume with the same teacher file")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
